@@ -1,0 +1,28 @@
+//! The compute-ledger event catalogue.
+//!
+//! Everything here is pure: no I/O, no clocks, no async. It defines
+//! - [`Money`] and [`Currency`]: integer minor units, exact decimal strings;
+//! - [`Date`] and [`Timestamp`];
+//! - the event bodies ([`EventBody`]) and the envelope ([`Event`]) with its canonical bytes
+//!   and hash ([`RecordedEvent`], [`Digest`]);
+//! - the JSON wire form ([`Proposal`], [`WireEventOut`]) and the checks one event can pass
+//!   on its own;
+//! - [`Rejection`]: every refusal's code, field and message.
+
+mod body;
+mod currency;
+mod event;
+mod money;
+mod rejection;
+mod text;
+mod time;
+mod wire;
+
+pub use body::*;
+pub use currency::{Currency, UnknownCurrency};
+pub use event::{DecodeError, Digest, Event, RecordedEvent, CANONICAL_LEN_MAX, EVENT_HASH_CONTEXT, FORMAT_VERSION};
+pub use money::{AmountError, Decimal, Money, MAX_ABS_MINOR_UNITS};
+pub use rejection::{Code, Kind, Rejection};
+pub use text::{check_identifier, check_idempotency_key, check_text, ContractId};
+pub use time::{Date, InvalidDate, Timestamp};
+pub use wire::*;

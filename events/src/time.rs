@@ -1,0 +1,196 @@
+//! Calendar dates (business dates, UTC) and server timestamps (microseconds, UTC).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A calendar day between 0001-01-01 and 9999-12-31.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Date(jiff::civil::Date);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a calendar date written YYYY-MM-DD (years 0001 to 9999)")]
+pub struct InvalidDate(pub String);
+
+impl Date {
+    pub fn new(year: i16, month: i8, day: i8) -> Result<Date, InvalidDate> {
+        let invalid = || InvalidDate(format!("{year:04}-{month:02}-{day:02}"));
+        if !(1..=9999).contains(&year) {
+            return Err(invalid());
+        }
+        jiff::civil::Date::new(year, month, day).map(Date).map_err(|_| invalid())
+    }
+
+    /// Parses exactly `YYYY-MM-DD`: no time, no week dates, no basic format, no padding.
+    pub fn parse(text: &str) -> Result<Date, InvalidDate> {
+        let invalid = || InvalidDate(text.to_string());
+        let b = text.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+            return Err(invalid());
+        }
+        let number = |r: std::ops::Range<usize>| text[r].parse::<i16>().map_err(|_| invalid());
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        Date::new(year, month as i8, day as i8).map_err(|_| invalid())
+    }
+
+    pub fn year(self) -> i16 {
+        self.0.year()
+    }
+
+    pub fn month(self) -> i8 {
+        self.0.month()
+    }
+
+    pub fn day(self) -> i8 {
+        self.0.day()
+    }
+
+    /// Days from `self` to `later` (negative when `later` is earlier).
+    pub fn days_until(self, later: Date) -> i64 {
+        // Whole days between two midnights: exact, no time zone involved.
+        later.0.duration_since(self.0).as_secs() / 86_400
+    }
+
+    /// The date `days` after this one, if it is within the supported range.
+    pub fn add_days(self, days: i64) -> Option<Date> {
+        let shifted = self.0.checked_add(jiff::SignedDuration::from_hours(days.checked_mul(24)?)).ok()?;
+        Date::new(shifted.year(), shifted.month(), shifted.day()).ok()
+    }
+
+    pub fn first_of_month(self) -> Date {
+        Date(self.0.first_of_month())
+    }
+
+    pub fn last_of_month(self) -> Date {
+        Date(self.0.last_of_month())
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year(), self.month(), self.day())
+    }
+}
+
+impl fmt::Debug for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Date {
+    type Err = InvalidDate;
+    fn from_str(s: &str) -> Result<Date, InvalidDate> {
+        Date::parse(s)
+    }
+}
+
+/// JSON: `"2026-06-01"`. Canonical bytes: year (u16 varint), month (u8), day (u8).
+impl Serialize for Date {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            // Years are 1..=9999, so the cast is lossless.
+            (self.year() as u16, self.month() as u8, self.day() as u8).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        if d.is_human_readable() {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Date;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a date as a string YYYY-MM-DD")
+                }
+                fn visit_str<E: Error>(self, v: &str) -> Result<Date, E> {
+                    Date::parse(v).map_err(E::custom)
+                }
+            }
+            d.deserialize_str(Visitor)
+        } else {
+            let (year, month, day) = <(u16, u8, u8)>::deserialize(d)?;
+            let (year, month, day) = (
+                i16::try_from(year).map_err(D::Error::custom)?,
+                i8::try_from(month).map_err(D::Error::custom)?,
+                i8::try_from(day).map_err(D::Error::custom)?,
+            );
+            Date::new(year, month, day).map_err(D::Error::custom)
+        }
+    }
+}
+
+/// A server time: microseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp(jiff::Timestamp::now().as_microsecond())
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// RFC 3339 in UTC with exactly six fractional digits: `2026-11-28T02:51:03.123456Z`.
+    pub fn to_rfc3339(self) -> String {
+        match jiff::Timestamp::from_microsecond(self.0) {
+            Ok(t) => format!("{}", t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ")),
+            Err(_) => format!("@{}us", self.0),
+        }
+    }
+
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        text.parse::<jiff::Timestamp>().ok().map(|t| Timestamp(t.as_microsecond()))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_the_strict_form() {
+        assert_eq!(Date::parse("2026-06-01").unwrap().to_string(), "2026-06-01");
+        assert_eq!(Date::parse("2028-02-29").unwrap().to_string(), "2028-02-29");
+        for bad in ["2026-6-01", "20260601", "2026-02-30", "2027-02-29", "2026-13-01", "0000-01-01",
+                    "2026-06-01T00:00", " 2026-06-01", "2026-W22-1", "+2026-06-01", "2026-00-10", "2026-06-00", "٢٠٢٦-06-01"] {
+            assert!(Date::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn day_arithmetic() {
+        let d = |s| Date::parse(s).unwrap();
+        assert_eq!(d("2026-06-01").days_until(d("2029-06-01")), 1096);
+        assert_eq!(d("2029-06-01").days_until(d("2026-06-01")), -1096);
+        assert_eq!(d("2028-02-28").add_days(1), Some(d("2028-02-29")));
+        assert_eq!(d("2026-01-01").add_days(-1), Some(d("2025-12-31")));
+        assert_eq!(d("9999-12-31").add_days(1), None);
+        assert_eq!(d("0001-01-01").add_days(-1), None);
+        assert_eq!(d("2026-02-14").last_of_month(), d("2026-02-28"));
+    }
+
+    #[test]
+    fn timestamps_print_microseconds() {
+        assert_eq!(Timestamp(1_795_000_000_123_456).to_rfc3339(), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-18T11:06:40.123456Z"), Some(Timestamp(1_795_000_000_123_456)));
+    }
+}

@@ -1,0 +1,118 @@
+//! Test vectors for other implementations: every SPEC wire example, chained as the ledger
+//! would store it, with its canonical bytes and hash; and byte strings that must be refused.
+//!
+//! `testdata/vectors/events.json` is checked in. This test recomputes it and fails on any
+//! difference; `UPDATE_EXPECT=1 cargo test -p events --test vectors` rewrites it, which
+//! should only ever be needed when a vector is added, never because an old one changed.
+
+use events::*;
+use serde_json::json;
+use std::collections::HashMap;
+
+const SPEC_EXAMPLES: &str = include_str!("../../examples/colossus.ndjson");
+const DEFAULT_ACTOR: &str = "vectors@compute-ledger.example";
+/// 2026-11-28T00:00:00Z in microseconds; event `seq` is recorded `seq` seconds later.
+const BASE_MICROS: i64 = 1_795_824_000_000_000;
+
+fn chain() -> Vec<(serde_json::Value, RecordedEvent)> {
+    let mut versions: HashMap<Stream, u64> = HashMap::new();
+    let mut currencies: HashMap<Stream, Currency> = HashMap::new();
+    let mut prev_hash = Digest::ZERO;
+    let mut out = vec![];
+    for (i, line) in SPEC_EXAMPLES.lines().enumerate() {
+        let seq = i as u64 + 1;
+        let proposal = Proposal::parse_json(line.as_bytes()).unwrap();
+        let body = proposal.resolve(currencies.get(&proposal.stream).copied()).unwrap();
+        if let Some(c) = body.currency() {
+            currencies.entry(proposal.stream.clone()).or_insert(c);
+        }
+        let version = versions.entry(proposal.stream.clone()).or_default();
+        *version += 1;
+        let recorded = RecordedEvent::seal(Event {
+            prev_hash,
+            seq,
+            stream: proposal.stream.clone(),
+            version: *version,
+            effective_date: proposal.effective_date,
+            recorded_at: Timestamp(BASE_MICROS + seq as i64 * 1_000_000),
+            actor: proposal.actor.clone().unwrap_or_else(|| DEFAULT_ACTOR.to_string()),
+            idempotency_key: proposal.idempotency_key.clone(),
+            body,
+        });
+        prev_hash = recorded.hash;
+        out.push((serde_json::from_str(line).unwrap(), recorded));
+    }
+    out
+}
+
+#[test]
+fn event_vectors_match_the_checked_in_file() {
+    let events: Vec<_> = chain()
+        .into_iter()
+        .map(|(wire, r)| {
+            json!({
+                "seq": r.event.seq,
+                "version": r.event.version,
+                "recorded_at": r.event.recorded_at.to_rfc3339(),
+                "actor": r.event.actor,
+                "prev_hash": r.event.prev_hash.to_hex(),
+                "wire": wire,
+                "canonical_hex": hex::encode(&r.canonical),
+                "hash": r.hash.to_hex(),
+            })
+        })
+        .collect();
+
+    let first = chain().remove(0).1.canonical;
+    let mut overlong = first[..32].to_vec();
+    overlong.extend([0x81, 0x00]);
+    overlong.extend(&first[33..]);
+    let mut trailing = first.clone();
+    trailing.push(0);
+    let mut future = first.clone();
+    future[33] = 2;
+    let refused = [
+        ("seq 1 written as the overlong varint 81 00", overlong, DecodeError::NotCanonical),
+        ("one byte after the end of the event", trailing, DecodeError::TrailingBytes(1)),
+        ("envelope format 2, unknown to format-1 readers", future, DecodeError::UnknownFormat(2)),
+    ];
+    let refused: Vec<_> = refused
+        .into_iter()
+        .map(|(why, bytes, error)| {
+            assert_eq!(Event::decode(&bytes), Err(error.clone()), "{why}");
+            json!({"why": why, "canonical_hex": hex::encode(&bytes), "error": error.to_string()})
+        })
+        .collect();
+
+    let document = json!({
+        "about": "compute-ledger event test vectors: the wire examples of SPEC section 3, chained from seq 1. \
+                  canonical_hex is the postcard encoding of the envelope (docs/FORMAT.md); \
+                  hash = BLAKE3 derive_key(context, canonical bytes). Amounts are in the grant's currency (USD). \
+                  Events without an actor in the wire JSON carry the default actor below.",
+        "hash_context": EVENT_HASH_CONTEXT,
+        "default_actor": DEFAULT_ACTOR,
+        "events": events,
+        "refused": refused,
+    });
+    let text = serde_json::to_string_pretty(&document).unwrap() + "\n";
+    expect_test::expect_file!["../../testdata/vectors/events.json"].assert_eq(&text);
+}
+
+#[test]
+fn the_first_vector_by_hand() {
+    // The grant: prev_hash is 32 zero bytes, then seq 1 (0x01), format 1 (0x01), then
+    // contract_id Some (0x01) of length 10 (0x0a) "colossus-1", version 1 (0x01), and the
+    // effective date 2026-05-01: year 2026 = 0xea 0x0f as LEB128, month 0x05, day 0x01.
+    let first = chain().remove(0).1;
+    let expected_prefix = [
+        vec![0u8; 32],
+        vec![0x01, 0x01, 0x01, 0x0a],
+        b"colossus-1".to_vec(),
+        vec![0x01, 0xea, 0x0f, 0x05, 0x01],
+    ]
+    .concat();
+    assert_eq!(&first.canonical[..expected_prefix.len()], &expected_prefix[..]);
+    let mut hasher = blake3::Hasher::new_derive_key("compute-ledger 2026-11 event v1");
+    hasher.update(&first.canonical);
+    assert_eq!(first.hash.0, *hasher.finalize().as_bytes());
+}
