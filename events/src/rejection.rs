@@ -119,11 +119,13 @@ pub struct Rejection {
     /// The JSON path of the offending field (`data.tranches[1].amount`), when there is one.
     pub field: Option<String>,
     pub message: String,
+    /// For `version_conflict`: the stream's version now, so the writer can re-read and retry.
+    pub current_version: Option<u64>,
 }
 
 impl Rejection {
     pub fn new(code: Code, field: impl Into<Option<String>>, message: impl Into<String>) -> Self {
-        Rejection { code, field: field.into(), message: message.into() }
+        Rejection { code, field: field.into(), message: message.into(), current_version: None }
     }
 
     /// The same refusal, its field path placed under `prefix` (`data` + `amount` = `data.amount`).

@@ -122,7 +122,8 @@ impl WireBody {
         Ok(body)
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    /// The `data` object of this body.
+    pub fn to_json(&self) -> serde_json::Value {
         let value = match self {
             WireBody::LeaseGranted(b) => serde_json::to_value(b),
             WireBody::CapacityChanged(b) => serde_json::to_value(b),
@@ -516,5 +517,5 @@ fn rejection_of(error: serde_path_to_error::Error<serde_json::Error>, prefix: Op
         (Some(p), None) => Some(p.to_string()),
         (None, f) => f,
     };
-    Rejection { code, field, message: detail }
+    Rejection::new(code, field, detail)
 }

@@ -1,1 +1,16 @@
+//! Pure folds over events: no I/O, no async.
+//!
+//! - [`ContractState`] (`state`): everything known of one contract, each fact with the
+//!   position and date it came with. The ledger keeps one per contract to decide on writes;
+//!   every view is computed from it.
+//! - [`admit`] (`rules`): SPEC section 4's rules for a proposed event.
+//! - [`Figures`] (`figures`): headline, transaction price, recognized revenue, RPO, … as of
+//!   any date and known at any position.
 
+mod figures;
+mod rules;
+mod state;
+
+pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
+pub use rules::admit;
+pub use state::*;

@@ -1,0 +1,505 @@
+//! The append-only ledger on sled.
+//!
+//! One writer thread owns every write. Appenders hand it requests through a bounded queue;
+//! it takes as many as are waiting (up to a bound), decides on each against the contracts'
+//! states ([`projections::admit`]), writes every accepted event of the group with one sled
+//! batch, flushes, fsyncs ([`durable`]), and only then answers. So concurrent appends share
+//! one sync (group commit), no check can race a write, and an acknowledged event is on disk.
+//!
+//! Readers read sled directly but never past the durable head: nothing is visible before it
+//! is acknowledged.
+
+mod durable;
+mod idempotency;
+mod keys;
+mod verify;
+mod writer;
+
+pub use idempotency::{fingerprint, KeyRecord};
+pub use verify::{join_record, split_record, ChainVerifier, VerifyFailure};
+
+use events::{ContractId, Digest, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
+use projections::{ContractState, LedgerFacts};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Most events in one atomic batch or one prefix request.
+pub const REQUEST_EVENTS_MAX: usize = 10_000;
+/// Most events the writer puts in one commit (one sled batch, one fsync).
+pub const GROUP_EVENTS_MAX: usize = 20_000;
+/// Requests waiting for the writer; appenders block (back-pressure) when it is full.
+pub const QUEUE_REQUESTS_MAX: usize = 4_096;
+
+/// The position and hash of the last durable event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: Digest,
+    pub recorded_at: Option<Timestamp>,
+}
+
+/// What an appended event got from the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub stream: Stream,
+    pub version: u64,
+    pub hash: Digest,
+    pub prev_hash: Digest,
+    pub recorded_at: Timestamp,
+    /// True when an idempotency key matched and this is the original answer, not a new event.
+    pub replayed: bool,
+}
+
+impl Receipt {
+    pub fn of(recorded: &RecordedEvent, replayed: bool) -> Receipt {
+        let e = &recorded.event;
+        Receipt {
+            seq: e.seq,
+            stream: e.stream.clone(),
+            version: e.version,
+            hash: recorded.hash,
+            prev_hash: e.prev_hash,
+            recorded_at: e.recorded_at,
+            replayed,
+        }
+    }
+}
+
+/// How the events of one request are decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// All events or none (`POST /v1/events` and `/v1/events/batch`).
+    Atomic,
+    /// In order, each on its own, stopping at the first refused one; the ones before it are
+    /// appended (`cledger import`). Each event's own idempotency key makes it replayable.
+    Prefix,
+}
+
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub events: Vec<Proposal>,
+    pub mode: Mode,
+    /// A key for the request as a whole (the `Idempotency-Key` header). Events may also
+    /// carry their own keys.
+    pub idempotency_key: Option<String>,
+    /// The actor of events that do not name one.
+    pub actor: String,
+}
+
+impl AppendRequest {
+    pub fn one(proposal: Proposal, actor: &str) -> AppendRequest {
+        AppendRequest { events: vec![proposal], mode: Mode::Atomic, idempotency_key: None, actor: actor.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// One receipt per event appended or replayed, in request order.
+    pub receipts: Vec<Receipt>,
+    /// In [`Mode::Prefix`]: the first refused event's index and why. Nothing after it was tried.
+    pub refused: Option<(usize, Rejection)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("event {index}: {rejection}")]
+    Rejected { index: usize, rejection: Rejection },
+    /// The ledger stopped taking writes (closed, or a storage failure; see the message).
+    #[error("the ledger is not taking writes: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {0} is in use by another process (sled holds a lock on it)")]
+    Locked(PathBuf),
+    #[error("cannot open the store in {dir}: {source}")]
+    Storage { dir: PathBuf, source: sled::Error },
+    #[error("cannot sync {dir} to disk: {source}")]
+    Io { dir: PathBuf, source: std::io::Error },
+    #[error("the store in {dir} has layout {found}; this build reads layout {expected}")]
+    Format { dir: PathBuf, found: String, expected: u32 },
+    #[error("the store is damaged at its head: {0}")]
+    Corrupt(VerifyFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("stored data is damaged: {0}")]
+    Corrupt(VerifyFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("{0}")]
+    Failed(VerifyFailure),
+}
+
+/// Counters for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub commits: AtomicU64,
+    pub events_appended: AtomicU64,
+    pub requests: AtomicU64,
+    pub requests_refused: AtomicU64,
+    pub sync_micros_total: AtomicU64,
+    pub sync_micros_max: AtomicU64,
+}
+
+pub struct Options {
+    /// Source of `recorded_at`. The writer never lets it go backwards along the chain.
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { clock: Arc::new(Timestamp::now) }
+    }
+}
+
+struct Shared {
+    tree: sled::Tree,
+    durable: tokio::sync::watch::Sender<ChainHead>,
+    failure: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The ledger: cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Ledger {
+    dir: PathBuf,
+    db: sled::Db,
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `dir` and checks its head.
+    pub fn open(dir: &Path, options: Options) -> Result<Ledger, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(|source| match &source {
+            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                OpenError::Locked(dir.into())
+            }
+            _ => OpenError::Storage { dir: dir.into(), source },
+        })?;
+        let storage = |source| OpenError::Storage { dir: dir.into(), source };
+        let tree = db.open_tree("ledger").map_err(storage)?;
+        match tree.get(keys::META_FORMAT).map_err(storage)? {
+            None if tree.is_empty() => {
+                tree.insert(keys::META_FORMAT, &keys::STORE_FORMAT.to_be_bytes()).map_err(storage)?;
+                db.flush().map_err(storage)?;
+            }
+            Some(v) if v.as_ref() == keys::STORE_FORMAT.to_be_bytes() => {}
+            other => {
+                return Err(OpenError::Format {
+                    dir: dir.into(),
+                    found: other.map_or("none (but not empty)".into(), |v| format!("{:?}", v.as_ref())),
+                    expected: keys::STORE_FORMAT,
+                })
+            }
+        }
+        let disk = durable::DiskSync::open(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
+        let head = check_head(&tree).map_err(|e| match e {
+            ReadError::Storage(s) => storage(s),
+            ReadError::Corrupt(f) => OpenError::Corrupt(f),
+        })?;
+        let ledger_facts = load_ledger_facts(&tree).map_err(|e| match e {
+            ReadError::Storage(s) => storage(s),
+            ReadError::Corrupt(f) => OpenError::Corrupt(f),
+        })?;
+        let (durable, _) = tokio::sync::watch::channel(head);
+        let shared = Arc::new(Shared { tree, durable, failure: Mutex::new(None), counters: Counters::default() });
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
+        let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, ledger_facts, options, rx);
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| OpenError::Io { dir: dir.into(), source })?;
+        Ok(Ledger { dir: dir.into(), db, shared, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends and waits until the events are durable (or refused).
+    pub fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        match self.submit(request) {
+            Ok(reply) => reply.recv().unwrap_or_else(|_| Err(self.unavailable())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues a request; the answer arrives on the returned channel once durable. The
+    /// receiver can be awaited (async) or `recv`ed (blocking).
+    pub fn submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
+        sender.send(Job { request, reply }).map_err(|_| self.unavailable())?;
+        Ok(answer)
+    }
+
+    fn unavailable(&self) -> AppendError {
+        let failure = self.shared.failure.lock().expect("failure lock").clone();
+        AppendError::Unavailable(failure.unwrap_or_else(|| "the ledger is closed".into()))
+    }
+
+    /// Why the ledger stopped taking writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure lock").clone()
+    }
+
+    /// Stops taking writes, finishes every queued request, and syncs. Reads keep working.
+    pub fn close(&self) {
+        self.jobs.lock().expect("jobs lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The last durable event.
+    pub fn head(&self) -> ChainHead {
+        *self.shared.durable.borrow()
+    }
+
+    /// Watches the durable head: wakes on every commit.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<ChainHead> {
+        self.shared.durable.subscribe()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The event at `seq`, if it is durable.
+    pub fn event(&self, seq: u64) -> Result<Option<RecordedEvent>, ReadError> {
+        if seq == 0 || seq > self.head().seq {
+            return Ok(None);
+        }
+        read_event(&self.shared.tree, seq).map(Some)
+    }
+
+    /// Up to `limit` durable events after `after`, in seq order.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        let head = self.head().seq;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let start = after.saturating_add(1);
+        if start > head {
+            return Ok(out);
+        }
+        for item in self.shared.tree.range(keys::event(start)..=keys::event(head)).take(limit) {
+            let (key, value) = item?;
+            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(start, "malformed event key"))?;
+            out.push(decode_record(seq, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Stored records (hash ++ canonical bytes) of durable events after `after`, for
+    /// verification and export without decoding.
+    pub fn records_after(&self, after: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), ReadError>> + '_ {
+        let head = self.head().seq;
+        let start = after.saturating_add(1);
+        let range = if start > head { None } else { Some(self.shared.tree.range(keys::event(start)..=keys::event(head))) };
+        range.into_iter().flatten().map(|item| {
+            let (key, value) = item?;
+            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
+            Ok((seq, value))
+        })
+    }
+
+    /// Up to `limit` durable events of `stream` with a version above `after_version`.
+    pub fn stream_events(&self, stream: &Stream, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        let head = self.head().seq;
+        let start = keys::stream_version(stream, after_version.saturating_add(1));
+        let end = keys::stream_version(stream, u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.shared.tree.range(start..=end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, value) = item?;
+            let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
+            if seq > head {
+                break;
+            }
+            out.push(read_event(&self.shared.tree, seq)?);
+        }
+        Ok(out)
+    }
+
+    /// Contract ids in id order, after `after`, with the seq of each grant.
+    pub fn contracts(&self, after: Option<&ContractId>, limit: usize) -> Result<Vec<(ContractId, u64)>, ReadError> {
+        let head = self.head().seq;
+        let start = match after {
+            Some(id) => {
+                let mut k = keys::contract(id);
+                k.push(0);
+                k
+            }
+            None => vec![keys::CONTRACT],
+        };
+        let mut out = vec![];
+        for item in self.shared.tree.range(start..vec![keys::CONTRACT + 1]) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed contract entry"))?;
+            if seq > head {
+                continue;
+            }
+            let id = std::str::from_utf8(&key[1..]).ok().and_then(|s| ContractId::parse(s).ok());
+            out.push((id.ok_or_else(|| corrupt(seq, "malformed contract key"))?, seq));
+        }
+        Ok(out)
+    }
+
+    /// The state of a contract, folded from its durable events.
+    pub fn contract_state(&self, id: &ContractId) -> Result<Option<ContractState>, ReadError> {
+        let head = self.head().seq;
+        fold_contract(&self.shared.tree, id, head)
+    }
+
+    /// Ledger-wide facts (closed period), folded from the durable ledger-wide events.
+    pub fn ledger_facts(&self) -> Result<LedgerFacts, ReadError> {
+        load_ledger_facts(&self.shared.tree)
+    }
+
+    /// Verifies the whole durable chain and its indexes. `progress` is called with each
+    /// verified seq.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<ChainHead, VerifyError> {
+        let head = self.head();
+        let mut verifier = ChainVerifier::new();
+        for item in self.records_after(0) {
+            let (seq, record) = item.map_err(|e| match e {
+                ReadError::Storage(s) => VerifyError::Storage(s),
+                ReadError::Corrupt(f) => VerifyError::Failed(f),
+            })?;
+            let recorded = verifier.check(seq, &record).map_err(VerifyError::Failed)?;
+            let index = self.shared.tree.get(keys::stream_version(&recorded.event.stream, recorded.event.version))?;
+            if index.as_deref().and_then(keys::u64_value) != Some(seq) {
+                return Err(VerifyError::Failed(VerifyFailure { seq, reason: "the stream index does not point at this event".into() }));
+            }
+            progress(seq);
+        }
+        let (seq, hash) = verifier.head();
+        if seq != head.seq || hash != head.hash {
+            return Err(VerifyError::Failed(VerifyFailure {
+                seq: seq + 1,
+                reason: format!("the recorded head is seq {} ({}), the chain ends at seq {seq}", head.seq, head.hash),
+            }));
+        }
+        Ok(head)
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn corrupt(seq: u64, reason: &str) -> ReadError {
+    ReadError::Corrupt(VerifyFailure { seq, reason: reason.to_string() })
+}
+
+fn decode_record(seq: u64, record: &[u8]) -> Result<RecordedEvent, ReadError> {
+    let (hash, canonical) = split_record(record).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
+    let recorded = RecordedEvent::from_canonical(canonical.to_vec())
+        .map_err(|e| ReadError::Corrupt(VerifyFailure { seq, reason: e.to_string() }))?;
+    if recorded.hash != hash {
+        return Err(corrupt(seq, "stored hash does not match the stored bytes"));
+    }
+    if recorded.event.seq != seq {
+        return Err(corrupt(seq, "event stored under another seq"));
+    }
+    Ok(recorded)
+}
+
+fn read_event(tree: &sled::Tree, seq: u64) -> Result<RecordedEvent, ReadError> {
+    let record = tree.get(keys::event(seq))?.ok_or_else(|| corrupt(seq, "event missing"))?;
+    decode_record(seq, &record)
+}
+
+/// Folds a contract from its stream index, up to seq `head`.
+fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option<ContractState>, ReadError> {
+    let stream = Stream::Contract(id.clone());
+    let mut state: Option<ContractState> = None;
+    for item in tree.scan_prefix(keys::stream_prefix(&stream)) {
+        let (_, value) = item?;
+        let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
+        if seq > head {
+            break;
+        }
+        let recorded = read_event(tree, seq)?;
+        let folded = match state.as_mut() {
+            None => ContractState::from_grant(&recorded.event).map(|s| state = Some(s)),
+            Some(s) => s.apply(&recorded.event),
+        };
+        folded.map_err(|e| corrupt(seq, &e.to_string()))?;
+    }
+    Ok(state)
+}
+
+fn load_ledger_facts(tree: &sled::Tree) -> Result<LedgerFacts, ReadError> {
+    let mut facts = LedgerFacts::default();
+    for item in tree.scan_prefix(keys::stream_prefix(&Stream::Ledger)) {
+        let (_, value) = item?;
+        let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
+        let recorded = read_event(tree, seq)?;
+        facts.apply(&recorded.event).map_err(|e| corrupt(seq, &e.to_string()))?;
+    }
+    Ok(facts)
+}
+
+/// Checks the head record against the last stored event and its link to the one before.
+fn check_head(tree: &sled::Tree) -> Result<ChainHead, ReadError> {
+    let recorded_head = tree.get(keys::META_HEAD)?;
+    let last = tree.scan_prefix([keys::EVENT]).next_back().transpose()?;
+    let (record_seq, record_hash) = match &recorded_head {
+        None => (0, Digest::ZERO),
+        Some(v) if v.len() == 40 => (keys::u64_value(&v[..8]).unwrap_or(0), Digest(v[8..].try_into().expect("32 bytes"))),
+        Some(_) => return Err(corrupt(0, "malformed head record")),
+    };
+    let Some((key, value)) = last else {
+        if record_seq != 0 {
+            return Err(corrupt(1, &format!("the head record says seq {record_seq} but no event is stored")));
+        }
+        return Ok(ChainHead::default());
+    };
+    let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
+    if seq != record_seq {
+        return Err(corrupt(seq.min(record_seq) + 1, &format!("the last stored event is seq {seq}, the head record says {record_seq}")));
+    }
+    let last = decode_record(seq, &value)?;
+    if last.hash != record_hash {
+        return Err(corrupt(seq, "the head record's hash differs from the last event's"));
+    }
+    if seq > 1 {
+        let previous = tree.get(keys::event(seq - 1))?.ok_or_else(|| corrupt(seq - 1, "event missing"))?;
+        let (previous_hash, _) = split_record(&previous).ok_or_else(|| corrupt(seq - 1, "record shorter than a hash"))?;
+        if last.event.prev_hash != previous_hash {
+            return Err(corrupt(seq, "prev_hash does not link to the previous event"));
+        }
+    }
+    Ok(ChainHead { seq, hash: last.hash, recorded_at: Some(last.event.recorded_at) })
+}

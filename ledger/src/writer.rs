@@ -1,0 +1,412 @@
+//! The writer thread: group commit, and the one place where events are decided and written.
+
+use crate::durable::DiskSync;
+use crate::idempotency::{fingerprint, KeyRecord};
+use crate::verify::join_record;
+use crate::{
+    keys, read_event, fold_contract, AppendError, AppendRequest, Appended, ChainHead, Job, Mode, Options, ReadError,
+    Receipt, Shared, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
+};
+use events::{
+    Code, ContractId, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX,
+};
+use projections::{admit, ContractState, LedgerFacts};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Writes of one commit, and what the group's requests need to see of each other.
+#[derive(Default)]
+struct Group {
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Idempotency keys recorded by earlier requests of this group (not yet in sled).
+    keys: HashMap<String, KeyRecord>,
+    /// Events appended by earlier requests of this group, by seq.
+    events: HashMap<u64, RecordedEvent>,
+    event_count: usize,
+}
+
+/// What a request changed, to undo it when an atomic request is refused part way.
+struct Undo {
+    /// Whether contract states must be kept to undo (atomic requests of several events).
+    snapshots: bool,
+    head: ChainHead,
+    ledger: LedgerFacts,
+    contracts: Vec<(ContractId, Option<ContractState>)>,
+    writes_len: usize,
+    keys: Vec<String>,
+    seqs: Vec<u64>,
+}
+
+pub(crate) struct Writer {
+    db: sled::Db,
+    shared: Arc<Shared>,
+    disk: DiskSync,
+    head: ChainHead,
+    ledger: LedgerFacts,
+    /// Contract states, loaded on first use by folding the contract's events.
+    contracts: HashMap<ContractId, ContractState>,
+    clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    jobs: Receiver<Job>,
+}
+
+/// Why a commit could not be made durable. The writer stops for good: after a failed
+/// fsync the state of the file is unknown, and retrying could acknowledge lost data.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("fsync: {0}")]
+    Sync(#[from] std::io::Error),
+}
+
+impl Writer {
+    pub(crate) fn new(
+        db: sled::Db,
+        shared: Arc<Shared>,
+        disk: DiskSync,
+        head: ChainHead,
+        ledger: LedgerFacts,
+        options: Options,
+        jobs: Receiver<Job>,
+    ) -> Writer {
+        Writer { db, shared, disk, head, ledger, contracts: HashMap::new(), clock: options.clock, jobs }
+    }
+
+    pub(crate) fn run(mut self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut jobs = vec![first];
+            let mut events = jobs[0].request.events.len();
+            // Take whatever else is already waiting, up to the group bound.
+            while events < GROUP_EVENTS_MAX {
+                match self.jobs.try_recv() {
+                    Ok(job) => {
+                        events += job.request.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut group = Group::default();
+            let outcomes: Vec<_> = jobs.iter().map(|job| self.decide(&job.request, &mut group)).collect();
+            let mut failure = None;
+            if !group.writes.is_empty() {
+                if let Err(e) = self.commit(&mut group) {
+                    failure = Some(format!("a commit failed and the ledger stopped taking writes: {e}"));
+                }
+            }
+            let counters = &self.shared.counters;
+            counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let outcome = match (&failure, outcome) {
+                    (Some(f), Ok(appended)) if appended.receipts.iter().any(|r| !r.replayed) => Err(AppendError::Unavailable(f.clone())),
+                    (_, outcome) => outcome,
+                };
+                if outcome.is_err() {
+                    counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                // The appender may have gone away; its events are durable all the same.
+                let _ = job.reply.send(outcome);
+            }
+            if let Some(f) = failure {
+                tracing::error!("{f}");
+                *self.shared.failure.lock().expect("failure lock") = Some(f);
+                return;
+            }
+        }
+        // All senders are gone: the ledger is closing. Everything acknowledged is synced.
+    }
+
+    fn commit(&mut self, group: &mut Group) -> Result<(), CommitError> {
+        let mut head_value = self.head.seq.to_be_bytes().to_vec();
+        head_value.extend_from_slice(&self.head.hash.0);
+        group.writes.push((keys::META_HEAD.to_vec(), head_value));
+        let mut batch = sled::Batch::default();
+        for (key, value) in group.writes.drain(..) {
+            batch.insert(key, value);
+        }
+        self.shared.tree.apply_batch(batch)?;
+        let started = Instant::now();
+        self.db.flush()?;
+        self.disk.sync()?;
+        let micros = started.elapsed().as_micros() as u64;
+        let counters = &self.shared.counters;
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.events_appended.fetch_add(group.event_count as u64, Ordering::Relaxed);
+        counters.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
+        counters.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
+        self.shared.durable.send_replace(self.head);
+        Ok(())
+    }
+
+    /// Decides on one request, staging its writes into `group`.
+    fn decide(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
+        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
+            return Err(AppendError::Unavailable(failure));
+        }
+        let refuse = |index, rejection| Err(AppendError::Rejected { index, rejection });
+        if request.events.is_empty() {
+            return refuse(0, Rejection::new(Code::EmptyBatch, None, "a request needs at least one event"));
+        }
+        if request.events.len() > REQUEST_EVENTS_MAX {
+            return refuse(0, Rejection::new(Code::BatchTooLarge, None, format!("at most {REQUEST_EVENTS_MAX} events a request")));
+        }
+        if let Err(rejection) = events::check_text("actor", &request.actor) {
+            return refuse(0, rejection);
+        }
+        match request.mode {
+            Mode::Atomic => self.decide_atomic(request, group),
+            Mode::Prefix => self.decide_prefix(request, group),
+        }
+    }
+
+    fn decide_atomic(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
+        let refuse = |index, rejection| Err(AppendError::Rejected { index, rejection });
+        // A single event may carry its key in the body or the header; they must agree.
+        let key = match (&request.idempotency_key, request.events.as_slice()) {
+            (Some(header), [only]) if only.idempotency_key.as_ref().is_some_and(|k| k != header) => {
+                return refuse(0, Rejection::new(Code::InvalidValue, Some("idempotency_key".into()), "the Idempotency-Key header and the event's idempotency_key differ"));
+            }
+            (Some(header), _) => Some(header.clone()),
+            (None, [only]) => only.idempotency_key.clone(),
+            (None, _) => None,
+        };
+        if let Some(k) = &key {
+            if let Err(rejection) = events::check_idempotency_key("idempotency_key", k) {
+                return refuse(0, rejection);
+            }
+        }
+        let print = fingerprint(&request.actor, &request.events);
+        if let Some(k) = &key {
+            match self.replay(k, print, group) {
+                Ok(Some(receipts)) => return Ok(Appended { receipts, refused: None }),
+                Ok(None) => {}
+                Err(rejection) => return refuse(0, rejection),
+            }
+        }
+        let mut undo = self.undo_point(group, request.events.len() > 1);
+        let mut receipts = Vec::with_capacity(request.events.len());
+        for (index, proposal) in request.events.iter().enumerate() {
+            // In a batch, an event's own key must be new: a batch is replayed only as a whole.
+            let own_key = proposal.idempotency_key.as_ref().filter(|k| Some(*k) != key.as_ref());
+            if let Some(k) = own_key {
+                if self.key_record(k, group).map_err(storage)?.is_some() || undo.keys.contains(k) {
+                    self.rollback(undo, group);
+                    return refuse(index, Rejection::new(Code::IdempotencyKeyReused, Some("idempotency_key".into()), format!("key `{k}` is already used; in a batch every event key must be new")));
+                }
+            }
+            let envelope_key = if request.events.len() == 1 { key.clone() } else { proposal.idempotency_key.clone() };
+            match self.append_one(proposal, envelope_key, &request.actor, group, &mut undo) {
+                Ok(receipt) => {
+                    if let Some(k) = own_key {
+                        let record = KeyRecord { fingerprint: fingerprint(&request.actor, std::slice::from_ref(proposal)), first_seq: receipt.seq, count: 1 };
+                        self.record_key(k, record, group, &mut undo);
+                    }
+                    receipts.push(receipt);
+                }
+                Err(rejection) => {
+                    self.rollback(undo, group);
+                    return refuse(index, rejection);
+                }
+            }
+        }
+        if let Some(k) = key {
+            let record = KeyRecord { fingerprint: print, first_seq: receipts[0].seq, count: receipts.len() as u32 };
+            self.record_key(&k, record, group, &mut undo);
+        }
+        Ok(Appended { receipts, refused: None })
+    }
+
+    fn decide_prefix(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
+        let mut receipts = Vec::with_capacity(request.events.len());
+        for (index, proposal) in request.events.iter().enumerate() {
+            let print = fingerprint(&request.actor, std::slice::from_ref(proposal));
+            if let Some(k) = &proposal.idempotency_key {
+                match self.replay(k, print, group) {
+                    Ok(Some(mut replayed)) => {
+                        receipts.append(&mut replayed);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(rejection) => return Ok(Appended { receipts, refused: Some((index, rejection)) }),
+                }
+            }
+            let mut undo = self.undo_point(group, false);
+            match self.append_one(proposal, proposal.idempotency_key.clone(), &request.actor, group, &mut undo) {
+                Ok(receipt) => {
+                    if let Some(k) = &proposal.idempotency_key {
+                        self.record_key(k, KeyRecord { fingerprint: print, first_seq: receipt.seq, count: 1 }, group, &mut undo);
+                    }
+                    receipts.push(receipt);
+                }
+                Err(rejection) => return Ok(Appended { receipts, refused: Some((index, rejection)) }),
+            }
+        }
+        Ok(Appended { receipts, refused: None })
+    }
+
+    /// If `key` was used before: the original receipts when `print` matches, a refusal when
+    /// it does not; `None` when the key is new.
+    fn replay(&self, key: &str, print: events::Digest, group: &Group) -> Result<Option<Vec<Receipt>>, Rejection> {
+        let Some(record) = self.key_record(key, group).map_err(|e| Rejection::new(Code::InvalidValue, None, e.to_string()))? else {
+            return Ok(None);
+        };
+        if record.fingerprint != print {
+            return Err(Rejection::new(
+                Code::IdempotencyKeyReused,
+                Some("idempotency_key".into()),
+                format!("key `{key}` was used for a different request (seq {})", record.first_seq),
+            ));
+        }
+        let mut receipts = Vec::with_capacity(record.count as usize);
+        for seq in record.first_seq..record.first_seq + u64::from(record.count) {
+            let recorded = match group.events.get(&seq) {
+                Some(r) => r.clone(),
+                None => read_event(&self.shared.tree, seq).map_err(|e| Rejection::new(Code::InvalidValue, None, e.to_string()))?,
+            };
+            receipts.push(Receipt::of(&recorded, true));
+        }
+        Ok(Some(receipts))
+    }
+
+    fn key_record(&self, key: &str, group: &Group) -> Result<Option<KeyRecord>, ReadError> {
+        if let Some(record) = group.keys.get(key) {
+            return Ok(Some(*record));
+        }
+        match self.shared.tree.get(keys::idempotency(key))? {
+            None => Ok(None),
+            Some(bytes) => KeyRecord::from_bytes(&bytes)
+                .map(Some)
+                .ok_or_else(|| ReadError::Corrupt(crate::VerifyFailure { seq: 0, reason: format!("malformed idempotency record for `{key}`") })),
+        }
+    }
+
+    fn record_key(&mut self, key: &str, record: KeyRecord, group: &mut Group, undo: &mut Undo) {
+        group.writes.push((keys::idempotency(key), record.to_bytes().to_vec()));
+        group.keys.insert(key.to_string(), record);
+        undo.keys.push(key.to_string());
+    }
+
+    fn undo_point(&self, group: &Group, snapshots: bool) -> Undo {
+        Undo {
+            snapshots,
+            head: self.head,
+            ledger: self.ledger.clone(),
+            contracts: vec![],
+            writes_len: group.writes.len(),
+            keys: vec![],
+            seqs: vec![],
+        }
+    }
+
+    fn rollback(&mut self, undo: Undo, group: &mut Group) {
+        self.head = undo.head;
+        self.ledger = undo.ledger;
+        for (id, state) in undo.contracts {
+            match state {
+                Some(s) => self.contracts.insert(id, s),
+                None => self.contracts.remove(&id),
+            };
+        }
+        group.writes.truncate(undo.writes_len);
+        for k in undo.keys {
+            group.keys.remove(&k);
+        }
+        for seq in undo.seqs {
+            group.events.remove(&seq);
+            group.event_count -= 1;
+        }
+    }
+
+    /// Loads a contract's state into the cache if it exists.
+    fn load_contract(&mut self, id: &ContractId) -> Result<bool, ReadError> {
+        if self.contracts.contains_key(id) {
+            return Ok(true);
+        }
+        // Everything in sled up to our head is ours (committed or staged by this writer,
+        // but staged contracts are always in the cache).
+        match fold_contract(&self.shared.tree, id, self.head.seq)? {
+            Some(state) => {
+                self.contracts.insert(id.clone(), state);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Decides on one event and, if admitted, stages it: seq, version, prev_hash,
+    /// recorded_at assigned, state folded, writes queued.
+    fn append_one(
+        &mut self,
+        proposal: &Proposal,
+        idempotency_key: Option<String>,
+        default_actor: &str,
+        group: &mut Group,
+        undo: &mut Undo,
+    ) -> Result<Receipt, Rejection> {
+        let next_seq = self.head.seq + 1;
+        let contract = match &proposal.stream {
+            Stream::Ledger => None,
+            Stream::Contract(id) => {
+                let exists = self.load_contract(id).map_err(|e| Rejection::new(Code::InvalidValue, None, format!("cannot read the contract: {e}")))?;
+                exists.then(|| &self.contracts[id])
+            }
+        };
+        let body = admit(proposal, contract, &self.ledger, next_seq)?;
+        let version = match (&proposal.stream, contract) {
+            (Stream::Ledger, _) => self.ledger.version + 1,
+            (Stream::Contract(_), Some(state)) => state.version + 1,
+            (Stream::Contract(_), None) => 1,
+        };
+        let now = (self.clock)();
+        let recorded_at = self.head.recorded_at.map_or(now, |last| now.max(last));
+        let recorded = RecordedEvent::seal(Event {
+            prev_hash: self.head.hash,
+            seq: next_seq,
+            stream: proposal.stream.clone(),
+            version,
+            effective_date: proposal.effective_date,
+            recorded_at,
+            actor: proposal.actor.clone().unwrap_or_else(|| default_actor.to_string()),
+            idempotency_key,
+            body,
+        });
+        if recorded.canonical.len() > CANONICAL_LEN_MAX {
+            return Err(Rejection::new(Code::InvalidValue, None, format!("the event is {} bytes; at most {CANONICAL_LEN_MAX}", recorded.canonical.len())));
+        }
+        let event = &recorded.event;
+        // Fold into the state; the rules admitted it, so folding cannot fail.
+        let fold_failed = |e: projections::FoldError| Rejection::new(Code::InvalidValue, None, format!("internal: admitted event does not fold: {e}"));
+        match &event.stream {
+            Stream::Ledger => self.ledger.apply(event).map_err(fold_failed)?,
+            Stream::Contract(id) => {
+                // Atomic batches of several events may need to undo this one: keep the
+                // contract's state from before the request, once per contract.
+                if undo.snapshots && !undo.contracts.iter().any(|(c, _)| c == id) {
+                    undo.contracts.push((id.clone(), self.contracts.get(id).cloned()));
+                }
+                match self.contracts.get_mut(id) {
+                    Some(state) => state.apply(event).map_err(fold_failed)?,
+                    None => {
+                        self.contracts.insert(id.clone(), ContractState::from_grant(event).map_err(fold_failed)?);
+                        group.writes.push((keys::contract(id), next_seq.to_be_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+        group.writes.push((keys::event(next_seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
+        group.writes.push((keys::stream_version(&event.stream, version), next_seq.to_be_bytes().to_vec()));
+        self.head = ChainHead { seq: next_seq, hash: recorded.hash, recorded_at: Some(recorded_at) };
+        let receipt = Receipt::of(&recorded, false);
+        group.events.insert(next_seq, recorded);
+        group.event_count += 1;
+        undo.seqs.push(next_seq);
+        Ok(receipt)
+    }
+}
+
+fn storage(e: ReadError) -> AppendError {
+    AppendError::Unavailable(format!("cannot read the store: {e}"))
+}

@@ -1,0 +1,410 @@
+//! The fold: what the ledger knows of one contract, every fact kept with the position
+//! (`seq`) and business date it came with, so that any view "as of D, known at K" can be
+//! computed from the state alone (see `figures`).
+
+use events::{
+    Cluster, Code, Condition, ContractId, Currency, Date, Event, EventBody, EventKind, Outcome, Rejection, Window,
+};
+use std::collections::BTreeMap;
+
+/// Where a fact came from: the event's position and its effective date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub seq: u64,
+    pub date: Date,
+}
+
+/// A point of view: business date D (inclusive) and ledger position K (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsOf {
+    pub date: Date,
+    pub known_at: u64,
+}
+
+impl AsOf {
+    /// Everything known now, as of `date`.
+    pub fn date(date: Date) -> AsOf {
+        AsOf { date, known_at: u64::MAX }
+    }
+
+    pub fn with_date(self, date: Date) -> AsOf {
+        AsOf { date, known_at: self.known_at }
+    }
+
+    fn sees(&self, origin: &Origin) -> bool {
+        origin.seq <= self.known_at && origin.date <= self.date
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub origin: Origin,
+    pub provider: String,
+    pub customer: String,
+    pub currency: Currency,
+    pub term: Window,
+    pub cluster: Cluster,
+    pub actor: String,
+}
+
+/// A tranche of the contract: from the grant, or added by a capacity change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrancheFact {
+    pub id: String,
+    pub amount: i128,
+    pub window: Window,
+    pub condition: Condition,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapacityFact {
+    pub gpus_delta: i64,
+    pub amount_delta: i128,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolutionFact {
+    pub milestone: String,
+    pub outcome: Outcome,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceFact {
+    pub invoice_id: String,
+    pub amount: i128,
+    pub due_date: Date,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentFact {
+    pub payment_id: String,
+    pub amount: i128,
+    pub invoice_id: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditFact {
+    pub amount: i128,
+    pub reason: String,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminationFact {
+    pub fee: i128,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReversalFact {
+    pub target_seq: u64,
+    pub reason: String,
+    pub origin: Origin,
+}
+
+/// One event of the contract, as reversals and the termination rule need to see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFact {
+    pub kind: EventKind,
+    pub origin: Origin,
+    /// The reversal that targets this event, if any (at most one: an event is reversed once).
+    pub reversed_by: Option<Origin>,
+}
+
+/// Everything known of one contract, folded from its events in ledger order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractState {
+    pub contract_id: ContractId,
+    /// Version of the last event applied (the contract's event count).
+    pub version: u64,
+    pub last_seq: u64,
+    pub grant: Grant,
+    pub tranches: Vec<TrancheFact>,
+    pub capacity_changes: Vec<CapacityFact>,
+    pub resolutions: Vec<ResolutionFact>,
+    pub invoices: Vec<InvoiceFact>,
+    pub payments: Vec<PaymentFact>,
+    pub credits: Vec<CreditFact>,
+    pub terminations: Vec<TerminationFact>,
+    pub reversals: Vec<ReversalFact>,
+    pub events: BTreeMap<u64, EventFact>,
+    /// Sum of the magnitudes of every amount of the contract, in minor units. Kept at or
+    /// below `MAX_ABS_MINOR_UNITS` by the rules, which bounds every figure and every
+    /// intermediate product of the revenue arithmetic.
+    pub magnitude_total: i128,
+}
+
+/// Why an event cannot be folded into a state. Events that passed the rules always fold;
+/// this is for events read from elsewhere (a follower's stream, a corrupted store).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("seq {seq}: event is for contract {found}, not {expected}")]
+    WrongContract { seq: u64, expected: String, found: String },
+    #[error("seq {seq}: version {found} does not follow {expected}")]
+    VersionGap { seq: u64, expected: u64, found: u64 },
+    #[error("seq {seq}: the first event of a contract must be its grant, not {kind}")]
+    NotAGrant { seq: u64, kind: EventKind },
+    #[error("seq {seq}: a contract is granted once")]
+    SecondGrant { seq: u64 },
+    #[error("seq {seq}: amount in {found}, the contract is in {expected}")]
+    CurrencyMismatch { seq: u64, expected: Currency, found: Currency },
+    #[error("seq {seq}: reversal target {target} is not an event of this contract")]
+    UnknownTarget { seq: u64, target: u64 },
+    #[error("seq {seq}: amounts of the contract exceed 10^30 minor units in total")]
+    Overflow { seq: u64 },
+}
+
+impl From<FoldError> for Rejection {
+    fn from(e: FoldError) -> Rejection {
+        Rejection::new(Code::InvalidValue, None, e.to_string())
+    }
+}
+
+impl ContractState {
+    /// The state after the contract's grant.
+    pub fn from_grant(event: &Event) -> Result<ContractState, FoldError> {
+        let origin = Origin { seq: event.seq, date: event.effective_date };
+        let contract_id = event.stream.contract_id().cloned();
+        let (EventBody::LeaseGranted(g), Some(contract_id)) = (&event.body, contract_id) else {
+            return Err(FoldError::NotAGrant { seq: event.seq, kind: event.body.kind() });
+        };
+        if event.version != 1 {
+            return Err(FoldError::VersionGap { seq: event.seq, expected: 1, found: event.version });
+        }
+        let mut state = ContractState {
+            contract_id,
+            version: 1,
+            last_seq: event.seq,
+            grant: Grant {
+                origin,
+                provider: g.provider.clone(),
+                customer: g.customer.clone(),
+                currency: g.currency,
+                term: g.term,
+                cluster: g.cluster.clone(),
+                actor: event.actor.clone(),
+            },
+            tranches: vec![],
+            capacity_changes: vec![],
+            resolutions: vec![],
+            invoices: vec![],
+            payments: vec![],
+            credits: vec![],
+            terminations: vec![],
+            reversals: vec![],
+            events: BTreeMap::new(),
+            magnitude_total: 0,
+        };
+        for t in &g.tranches {
+            state.check_currency(event.seq, t.amount.currency())?;
+            state.add_magnitude(event.seq, t.amount.minor_units())?;
+            state.tranches.push(TrancheFact {
+                id: t.id.clone(),
+                amount: t.amount.minor_units(),
+                window: t.window,
+                condition: t.condition.clone(),
+                origin,
+            });
+        }
+        state.events.insert(event.seq, EventFact { kind: EventKind::LeaseGranted, origin, reversed_by: None });
+        Ok(state)
+    }
+
+    /// Folds the next event of this contract into the state.
+    pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        let seq = event.seq;
+        match event.stream.contract_id() {
+            Some(id) if *id == self.contract_id => {}
+            other => {
+                return Err(FoldError::WrongContract {
+                    seq,
+                    expected: self.contract_id.to_string(),
+                    found: other.map_or("(ledger)".to_string(), |c| c.to_string()),
+                })
+            }
+        }
+        if event.version != self.version + 1 {
+            return Err(FoldError::VersionGap { seq, expected: self.version + 1, found: event.version });
+        }
+        if let Some(c) = event.body.currency() {
+            self.check_currency(seq, c)?;
+        }
+        let origin = Origin { seq, date: event.effective_date };
+        match &event.body {
+            EventBody::LeaseGranted(_) => return Err(FoldError::SecondGrant { seq }),
+            EventBody::PeriodClosed(_) => {
+                return Err(FoldError::WrongContract { seq, expected: self.contract_id.to_string(), found: "(ledger)".into() })
+            }
+            EventBody::CapacityChanged(c) => {
+                let amount = c.amount_delta.minor_units();
+                self.add_magnitude(seq, amount)?;
+                self.capacity_changes.push(CapacityFact { gpus_delta: c.gpus_delta, amount_delta: amount, origin });
+                if amount != 0 {
+                    self.tranches.push(TrancheFact {
+                        id: format!("capacity-{seq}"),
+                        amount,
+                        window: self.capacity_window(event.effective_date),
+                        condition: Condition::Firm,
+                        origin,
+                    });
+                }
+            }
+            EventBody::MilestoneReached(m) => {
+                self.resolutions.push(ResolutionFact { milestone: m.milestone.clone(), outcome: m.outcome, origin })
+            }
+            EventBody::InvoiceIssued(i) => {
+                self.add_magnitude(seq, i.amount.minor_units())?;
+                self.invoices.push(InvoiceFact {
+                    invoice_id: i.invoice_id.clone(),
+                    amount: i.amount.minor_units(),
+                    due_date: i.due_date,
+                    origin,
+                });
+            }
+            EventBody::PaymentReceived(p) => {
+                self.add_magnitude(seq, p.amount.minor_units())?;
+                self.payments.push(PaymentFact {
+                    payment_id: p.payment_id.clone(),
+                    amount: p.amount.minor_units(),
+                    invoice_id: p.invoice_id.clone(),
+                    origin,
+                });
+            }
+            EventBody::SlaCreditIssued(s) => {
+                self.add_magnitude(seq, s.amount.minor_units())?;
+                self.credits.push(CreditFact { amount: s.amount.minor_units(), reason: s.reason.clone(), origin });
+            }
+            EventBody::ContractTerminated(t) => {
+                self.add_magnitude(seq, t.fee.minor_units())?;
+                self.terminations.push(TerminationFact { fee: t.fee.minor_units(), origin });
+            }
+            EventBody::EventReversed(r) => {
+                let target = self
+                    .events
+                    .get_mut(&r.target_seq)
+                    .ok_or(FoldError::UnknownTarget { seq, target: r.target_seq })?;
+                target.reversed_by = Some(origin);
+                self.reversals.push(ReversalFact { target_seq: r.target_seq, reason: r.reason.clone(), origin });
+            }
+        }
+        self.events.insert(seq, EventFact { kind: event.body.kind(), origin, reversed_by: None });
+        self.version = event.version;
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// The window of the firm tranche a capacity change adds: from its effective date (or the
+    /// term's start, for a change agreed before service begins) to the end of the term.
+    pub fn capacity_window(&self, effective_date: Date) -> Window {
+        Window { start: effective_date.max(self.grant.term.start), end: self.grant.term.end }
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.grant.currency
+    }
+
+    /// Does the fact from `origin` count at `at`: known by K, effective by D, and not
+    /// reversed by a reversal that itself counts at `at`?
+    pub fn counts(&self, origin: &Origin, at: &AsOf) -> bool {
+        at.sees(origin) && !self.reversed_at(origin.seq, at)
+    }
+
+    fn reversed_at(&self, seq: u64, at: &AsOf) -> bool {
+        self.events.get(&seq).and_then(|e| e.reversed_by).is_some_and(|r| at.sees(&r))
+    }
+
+    /// A termination that no reversal targets (known now, whatever its date).
+    pub fn standing_termination(&self) -> Option<&TerminationFact> {
+        self.terminations.iter().find(|t| self.events.get(&t.origin.seq).is_some_and(|e| e.reversed_by.is_none()))
+    }
+
+    /// The termination that counts at `at`, if any. The rules let at most one count.
+    pub fn termination_at(&self, at: &AsOf) -> Option<&TerminationFact> {
+        let mut counting = self.terminations.iter().filter(|t| self.counts(&t.origin, at));
+        let first = counting.next();
+        debug_assert!(counting.next().is_none(), "two terminations count at once");
+        first
+    }
+
+    /// The resolution of `milestone` that counts at `at`, if any. The rules let at most one
+    /// count at any point of view.
+    pub fn resolution_at(&self, milestone: &str, at: &AsOf) -> Option<&ResolutionFact> {
+        self.resolutions.iter().rev().find(|r| r.milestone == milestone && self.counts(&r.origin, at))
+    }
+
+    /// Does any tranche wait on `milestone`?
+    pub fn has_milestone(&self, milestone: &str) -> bool {
+        self.tranches.iter().any(|t| matches!(&t.condition, Condition::Milestone(m) if m == milestone))
+    }
+
+    /// Latest effective date among the contract's events other than invoices and payments.
+    pub fn latest_non_billing_date(&self) -> Date {
+        self.events.values().filter(|e| !e.kind.is_billing()).map(|e| e.origin.date).max().unwrap_or(self.grant.origin.date)
+    }
+
+    /// GPUs of the cluster at `at`: the grant's plus every counting change.
+    pub fn gpus_at(&self, at: &AsOf) -> i128 {
+        let changes: i128 =
+            self.capacity_changes.iter().filter(|c| self.counts(&c.origin, at)).map(|c| i128::from(c.gpus_delta)).sum();
+        i128::from(self.grant.cluster.gpus) + changes
+    }
+
+    /// What invoice `invoice_id` still owes, counting every payment not reversed.
+    pub fn invoice_owed(&self, invoice: &InvoiceFact) -> i128 {
+        let paid: i128 = self
+            .payments
+            .iter()
+            .filter(|p| p.invoice_id.as_deref() == Some(invoice.invoice_id.as_str()) && !self.is_reversed(p.origin.seq))
+            .map(|p| p.amount)
+            .sum();
+        invoice.amount - paid
+    }
+
+    pub fn is_reversed(&self, seq: u64) -> bool {
+        self.events.get(&seq).is_some_and(|e| e.reversed_by.is_some())
+    }
+
+    fn check_currency(&self, seq: u64, found: Currency) -> Result<(), FoldError> {
+        if found == self.grant.currency {
+            Ok(())
+        } else {
+            Err(FoldError::CurrencyMismatch { seq, expected: self.grant.currency, found })
+        }
+    }
+
+    fn add_magnitude(&mut self, seq: u64, minor_units: i128) -> Result<(), FoldError> {
+        let total = self
+            .magnitude_total
+            .checked_add(minor_units.abs())
+            .filter(|t| *t <= events::MAX_ABS_MINOR_UNITS)
+            .ok_or(FoldError::Overflow { seq })?;
+        self.magnitude_total = total;
+        Ok(())
+    }
+}
+
+/// What the ledger knows of itself, apart from contracts: the closed period and the
+/// version of the ledger-wide stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerFacts {
+    pub version: u64,
+    pub period_end: Option<Date>,
+}
+
+impl LedgerFacts {
+    pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        if event.version != self.version + 1 {
+            return Err(FoldError::VersionGap { seq: event.seq, expected: self.version + 1, found: event.version });
+        }
+        if let EventBody::PeriodClosed(p) = &event.body {
+            self.period_end = Some(self.period_end.map_or(p.period_end, |old| old.max(p.period_end)));
+        }
+        self.version = event.version;
+        Ok(())
+    }
+}
