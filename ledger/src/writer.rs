@@ -92,11 +92,10 @@ impl Writer {
             let mut group = Group::default();
             let outcomes: Vec<_> = jobs.iter().map(|job| self.decide(&job.request, &mut group)).collect();
             let mut failure = None;
-            if !group.writes.is_empty() {
-                if let Err(e) = self.commit(&mut group) {
+            if !group.writes.is_empty()
+                && let Err(e) = self.commit(&mut group) {
                     failure = Some(format!("a commit failed and the ledger stopped taking writes: {e}"));
                 }
-            }
             let counters = &self.shared.counters;
             counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -173,11 +172,10 @@ impl Writer {
             (None, [only]) => only.idempotency_key.clone(),
             (None, _) => None,
         };
-        if let Some(k) = &key {
-            if let Err(rejection) = events::check_idempotency_key("idempotency_key", k) {
+        if let Some(k) = &key
+            && let Err(rejection) = events::check_idempotency_key("idempotency_key", k) {
                 return refuse(0, rejection);
             }
-        }
         let print = fingerprint(&request.actor, &request.events);
         if let Some(k) = &key {
             match self.replay(k, print, group) {
@@ -191,12 +189,11 @@ impl Writer {
         for (index, proposal) in request.events.iter().enumerate() {
             // In a batch, an event's own key must be new: a batch is replayed only as a whole.
             let own_key = proposal.idempotency_key.as_ref().filter(|k| Some(*k) != key.as_ref());
-            if let Some(k) = own_key {
-                if self.key_record(k, group).map_err(storage)?.is_some() || undo.keys.contains(k) {
+            if let Some(k) = own_key
+                && (self.key_record(k, group).map_err(storage)?.is_some() || undo.keys.contains(k)) {
                     self.rollback(undo, group);
                     return refuse(index, Rejection::new(Code::IdempotencyKeyReused, Some("idempotency_key".into()), format!("key `{k}` is already used; in a batch every event key must be new")));
                 }
-            }
             let envelope_key = if request.events.len() == 1 { key.clone() } else { proposal.idempotency_key.clone() };
             match self.append_one(proposal, envelope_key, &request.actor, group, &mut undo) {
                 Ok(receipt) => {

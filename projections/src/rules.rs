@@ -30,8 +30,8 @@ pub fn admit(
         }
         (Stream::Contract(_), state) => state.map_or(0, |s| s.version),
     };
-    if let Some(expected) = proposal.expected_version {
-        if expected != current_version {
+    if let Some(expected) = proposal.expected_version
+        && expected != current_version {
             let mut r = reject(
                 Code::VersionConflict,
                 "expected_version",
@@ -40,19 +40,17 @@ pub fn admit(
             r.current_version = Some(current_version);
             return Err(r);
         }
-    }
     if let (EventKind::LeaseGranted, Some(state)) = (kind, contract) {
         return Err(reject(Code::ContractExists, "contract_id", format!("contract `{}` was granted at seq {}", state.contract_id, state.grant.origin.seq)));
     }
-    if let Some(period_end) = ledger.period_end {
-        if proposal.effective_date <= period_end {
+    if let Some(period_end) = ledger.period_end
+        && proposal.effective_date <= period_end {
             return Err(reject(
                 Code::PeriodClosed,
                 "effective_date",
                 format!("the period ending {period_end} is closed; {} is on or before it", proposal.effective_date),
             ));
         }
-    }
     let body = proposal.resolve(contract.map(ContractState::currency))?;
     match contract {
         None => check_ledger_event(&body, ledger)?,
@@ -62,15 +60,14 @@ pub fn admit(
 }
 
 fn check_ledger_event(body: &EventBody, ledger: &LedgerFacts) -> Result<(), Rejection> {
-    if let (EventBody::PeriodClosed(p), Some(previous)) = (body, ledger.period_end) {
-        if p.period_end <= previous {
+    if let (EventBody::PeriodClosed(p), Some(previous)) = (body, ledger.period_end)
+        && p.period_end <= previous {
             return Err(reject(
                 Code::PeriodEndNotAdvancing,
                 "data.period_end",
                 format!("periods end only move forward: {} is not after {previous}", p.period_end),
             ));
         }
-    }
     Ok(())
 }
 
@@ -83,15 +80,14 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
             format!("{date} is before the contract's grant ({})", state.grant.origin.date),
         ));
     }
-    if let Some(t) = state.standing_termination() {
-        if !kind.is_billing() && kind != EventKind::EventReversed {
+    if let Some(t) = state.standing_termination()
+        && !kind.is_billing() && kind != EventKind::EventReversed {
             return Err(reject(
                 Code::ContractTerminated,
                 "type",
                 format!("the contract was terminated at seq {} ({}); only invoices, payments and reversals follow", t.origin.seq, t.origin.date),
             ));
         }
-    }
     let added = amount_magnitude(body);
     if state.magnitude_total.checked_add(added).is_none_or(|t| t > MAX_ABS_MINOR_UNITS) {
         return Err(reject(Code::AmountOverflow, "data", "the contract's amounts would exceed 10^30 minor units in total".into()));
@@ -153,19 +149,18 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
             }
         }
         EventBody::InvoiceIssued(i) => {
-            if let Some(existing) = state.invoices.iter().find(|x| x.invoice_id == i.invoice_id) {
+            if let Some(existing) = state.invoice(&i.invoice_id) {
                 return Err(reject(Code::DuplicateInvoice, "data.invoice_id", format!("invoice `{}` was issued at seq {}", i.invoice_id, existing.origin.seq)));
             }
         }
         EventBody::PaymentReceived(p) => {
-            if let Some(existing) = state.payments.iter().find(|x| x.payment_id == p.payment_id) {
+            if let Some(existing) = state.payment(&p.payment_id) {
                 return Err(reject(Code::DuplicatePayment, "data.payment_id", format!("payment `{}` was received at seq {}", p.payment_id, existing.origin.seq)));
             }
             if let Some(invoice_id) = &p.invoice_id {
                 let invoice = state
-                    .invoices
-                    .iter()
-                    .find(|x| &x.invoice_id == invoice_id && !state.is_reversed(x.origin.seq))
+                    .invoice(invoice_id)
+                    .filter(|x| !state.is_reversed(x.origin.seq))
                     .ok_or_else(|| reject(Code::UnknownInvoice, "data.invoice_id", format!("no standing invoice `{invoice_id}`")))?;
                 let owed = state.invoice_owed(invoice);
                 if p.amount.minor_units() > owed {
@@ -181,7 +176,7 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
         }
         EventBody::SlaCreditIssued(_) => {}
         EventBody::ContractTerminated(_) => {
-            let latest = state.latest_non_billing_date();
+            let latest = state.latest_non_billing_date;
             if date < latest {
                 return Err(reject(
                     Code::TerminationBeforeEvent,

@@ -133,6 +133,13 @@ pub struct ContractState {
     pub terminations: Vec<TerminationFact>,
     pub reversals: Vec<ReversalFact>,
     pub events: BTreeMap<u64, EventFact>,
+    /// Indexes, so that deciding on the next event does not scan the contract's history.
+    pub invoice_index: BTreeMap<String, usize>,
+    pub payment_index: BTreeMap<String, usize>,
+    /// Per invoice id: the sum of its payments that are not reversed.
+    pub paid_by_invoice: BTreeMap<String, i128>,
+    /// Latest effective date among events other than invoices and payments.
+    pub latest_non_billing_date: Date,
     /// Sum of the magnitudes of every amount of the contract, in minor units. Kept at or
     /// below `MAX_ABS_MINOR_UNITS` by the rules, which bounds every figure and every
     /// intermediate product of the revenue arithmetic.
@@ -198,6 +205,10 @@ impl ContractState {
             terminations: vec![],
             reversals: vec![],
             events: BTreeMap::new(),
+            invoice_index: BTreeMap::new(),
+            payment_index: BTreeMap::new(),
+            paid_by_invoice: BTreeMap::new(),
+            latest_non_billing_date: origin.date,
             magnitude_total: 0,
         };
         for t in &g.tranches {
@@ -259,6 +270,7 @@ impl ContractState {
             }
             EventBody::InvoiceIssued(i) => {
                 self.add_magnitude(seq, i.amount.minor_units())?;
+                self.invoice_index.entry(i.invoice_id.clone()).or_insert(self.invoices.len());
                 self.invoices.push(InvoiceFact {
                     invoice_id: i.invoice_id.clone(),
                     amount: i.amount.minor_units(),
@@ -268,6 +280,10 @@ impl ContractState {
             }
             EventBody::PaymentReceived(p) => {
                 self.add_magnitude(seq, p.amount.minor_units())?;
+                self.payment_index.entry(p.payment_id.clone()).or_insert(self.payments.len());
+                if let Some(invoice) = &p.invoice_id {
+                    *self.paid_by_invoice.entry(invoice.clone()).or_default() += p.amount.minor_units();
+                }
                 self.payments.push(PaymentFact {
                     payment_id: p.payment_id.clone(),
                     amount: p.amount.minor_units(),
@@ -289,10 +305,18 @@ impl ContractState {
                     .get_mut(&r.target_seq)
                     .ok_or(FoldError::UnknownTarget { seq, target: r.target_seq })?;
                 target.reversed_by = Some(origin);
+                if target.kind == EventKind::PaymentReceived
+                    && let Some(p) = self.payments.iter().rev().find(|p| p.origin.seq == r.target_seq)
+                        && let Some(invoice) = &p.invoice_id {
+                            *self.paid_by_invoice.entry(invoice.clone()).or_default() -= p.amount;
+                        }
                 self.reversals.push(ReversalFact { target_seq: r.target_seq, reason: r.reason.clone(), origin });
             }
         }
         self.events.insert(seq, EventFact { kind: event.body.kind(), origin, reversed_by: None });
+        if !event.body.kind().is_billing() {
+            self.latest_non_billing_date = self.latest_non_billing_date.max(event.effective_date);
+        }
         self.version = event.version;
         self.last_seq = seq;
         Ok(())
@@ -342,11 +366,6 @@ impl ContractState {
         self.tranches.iter().any(|t| matches!(&t.condition, Condition::Milestone(m) if m == milestone))
     }
 
-    /// Latest effective date among the contract's events other than invoices and payments.
-    pub fn latest_non_billing_date(&self) -> Date {
-        self.events.values().filter(|e| !e.kind.is_billing()).map(|e| e.origin.date).max().unwrap_or(self.grant.origin.date)
-    }
-
     /// GPUs of the cluster at `at`: the grant's plus every counting change.
     pub fn gpus_at(&self, at: &AsOf) -> i128 {
         let changes: i128 =
@@ -354,15 +373,17 @@ impl ContractState {
         i128::from(self.grant.cluster.gpus) + changes
     }
 
-    /// What invoice `invoice_id` still owes, counting every payment not reversed.
+    /// What an invoice still owes, counting every payment not reversed.
     pub fn invoice_owed(&self, invoice: &InvoiceFact) -> i128 {
-        let paid: i128 = self
-            .payments
-            .iter()
-            .filter(|p| p.invoice_id.as_deref() == Some(invoice.invoice_id.as_str()) && !self.is_reversed(p.origin.seq))
-            .map(|p| p.amount)
-            .sum();
-        invoice.amount - paid
+        invoice.amount - self.paid_by_invoice.get(&invoice.invoice_id).copied().unwrap_or(0)
+    }
+
+    pub fn invoice(&self, invoice_id: &str) -> Option<&InvoiceFact> {
+        self.invoice_index.get(invoice_id).map(|&i| &self.invoices[i])
+    }
+
+    pub fn payment(&self, payment_id: &str) -> Option<&PaymentFact> {
+        self.payment_index.get(payment_id).map(|&i| &self.payments[i])
     }
 
     pub fn is_reversed(&self, seq: u64) -> bool {

@@ -1,0 +1,141 @@
+//! `cledger bench`: durable append throughput by batch size, verification speed, and raw
+//! BLAKE3 over the same canonical bytes as the ceiling. Numbers are printed, never asserted.
+
+use events::{Digest, Proposal};
+use ledger::{AppendRequest, Ledger, Mode, Options};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+const CONCURRENT_WRITERS: usize = 16;
+
+fn grant(contract: &str) -> Proposal {
+    let json = format!(
+        r#"{{"contract_id":"{contract}","type":"lease_granted","effective_date":"2026-05-01","data":{{"provider":"Neocloud Provider","customer":"Frontier Lab","currency":"USD","term":{{"start":"2026-06-01","end":"2029-06-01"}},"cluster":{{"site":"memphis-1","gpu_model":"H100","gpus":230000}},"headline":"45000000000.00","tranches":[{{"id":"base","amount":"40500000000.00","window":{{"start":"2026-06-01","end":"2029-06-01"}},"firm":true}},{{"id":"expansion","amount":"4500000000.00","window":{{"start":"2027-06-01","end":"2029-06-01"}},"milestone":"phase-2-delivery"}}]}}}}"#
+    );
+    Proposal::parse_json(json.as_bytes()).expect("bench grant parses")
+}
+
+fn invoice(contract: &str, n: usize) -> Proposal {
+    let json = format!(
+        r#"{{"contract_id":"{contract}","type":"invoice_issued","effective_date":"2026-06-01","data":{{"invoice_id":"INV-{n:08}","amount":"1125000.00","due_date":"2026-07-01"}}}}"#
+    );
+    Proposal::parse_json(json.as_bytes()).expect("bench invoice parses")
+}
+
+fn append(ledger: &Ledger, events: Vec<Proposal>) -> Result<(), String> {
+    let request = AppendRequest { events, mode: Mode::Atomic, idempotency_key: None, actor: "bench".into() };
+    ledger.append(request).map(|_| ()).map_err(|e| e.to_string())
+}
+
+struct Row {
+    what: String,
+    events: usize,
+    seconds: f64,
+    note: String,
+}
+
+pub fn run(dir: Option<&Path>, events: usize) -> Result<ExitCode, String> {
+    let events = events.max(1_000);
+    let scratch = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+            tempfile::tempdir_in(d)
+        }
+        None => tempfile::tempdir_in("."),
+    }
+    .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    println!("cledger bench: {events} events per measurement, scratch ledger in {}", scratch.path().display());
+    let ledger = Arc::new(Ledger::open(scratch.path(), Options::default()).map_err(|e| e.to_string())?);
+    let mut rows = vec![];
+
+    // Batch size 1, one writer: every append waits for its own fsync.
+    let single = (events / 10).clamp(500, 5_000);
+    append(&ledger, vec![grant("single")])?;
+    let started = Instant::now();
+    for n in 0..single {
+        append(&ledger, vec![invoice("single", n)])?;
+    }
+    rows.push(Row { what: "batch 1, 1 writer".into(), events: single, seconds: started.elapsed().as_secs_f64(), note: "one fsync per event".into() });
+
+    // Batch size 1, many writers: group commit lets them share fsyncs.
+    let commits_before = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed);
+    let per_writer = events / CONCURRENT_WRITERS;
+    for w in 0..CONCURRENT_WRITERS {
+        append(&ledger, vec![grant(&format!("writer-{w}"))])?;
+    }
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CONCURRENT_WRITERS)
+        .map(|w| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                for n in 0..per_writer {
+                    append(&ledger, vec![invoice(&format!("writer-{w}"), n)])?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "a writer thread panicked".to_string())??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let commits = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before - CONCURRENT_WRITERS as u64;
+    let total = per_writer * CONCURRENT_WRITERS;
+    rows.push(Row {
+        what: format!("batch 1, {CONCURRENT_WRITERS} writers"),
+        events: total,
+        seconds,
+        note: format!("{commits} commits, {:.1} events per fsync", total as f64 / commits.max(1) as f64),
+    });
+
+    for batch in [100usize, 1_000] {
+        let contract = format!("batch-{batch}");
+        append(&ledger, vec![grant(&contract)])?;
+        let requests = events / batch;
+        let started = Instant::now();
+        for r in 0..requests {
+            append(&ledger, (0..batch).map(|i| invoice(&contract, r * batch + i)).collect())?;
+        }
+        rows.push(Row { what: format!("batch {batch}, 1 writer"), events: requests * batch, seconds: started.elapsed().as_secs_f64(), note: "atomic batches".into() });
+    }
+
+    let head = ledger.head();
+    let started = Instant::now();
+    ledger.verify(|_| {}).map_err(|e| e.to_string())?;
+    rows.push(Row { what: "verify".into(), events: head.seq as usize, seconds: started.elapsed().as_secs_f64(), note: "hash, decode, links, versions, index".into() });
+
+    let canonical: Vec<Vec<u8>> = ledger
+        .records_after(0)
+        .map(|r| r.map(|(_, record)| record[32..].to_vec()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let bytes: usize = canonical.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut acc = 0u8;
+    for c in &canonical {
+        acc ^= Digest::of_event(c).0[0];
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    rows.push(Row {
+        what: "raw BLAKE3 (ceiling)".into(),
+        events: canonical.len(),
+        seconds,
+        note: format!("{:.0} MiB/s over {} bytes, mean {} bytes/event", bytes as f64 / seconds / 1048576.0, bytes, bytes / canonical.len().max(1)),
+    });
+
+    println!("{:<24} {:>10} {:>10} {:>14}  ", "measurement", "events", "seconds", "events/s");
+    for r in &rows {
+        println!("{:<24} {:>10} {:>10.3} {:>14.0}  {}", r.what, r.events, r.seconds, r.events as f64 / r.seconds, r.note);
+    }
+    let c = ledger.counters();
+    let commits = c.commits.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "sync (flush + fsync) per commit: mean {:.0} us, max {} us over {commits} commits; store {} MiB on disk",
+        c.sync_micros_total.load(std::sync::atomic::Ordering::Relaxed) as f64 / commits.max(1) as f64,
+        c.sync_micros_max.load(std::sync::atomic::Ordering::Relaxed),
+        ledger.size_on_disk() / 1048576
+    );
+    Ok(ExitCode::SUCCESS)
+}

