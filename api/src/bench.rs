@@ -36,16 +36,39 @@ struct Row {
     note: String,
 }
 
-pub fn run(dir: Option<&Path>, events: usize) -> Result<ExitCode, String> {
-    let events = events.max(1_000);
-    let scratch = match dir {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Durable appends by batch size, verify, raw BLAKE3.
+    Append,
+    /// Rebuild of views on a large ledger, revenue and portfolio query latency.
+    Projections,
+    All,
+}
+
+fn scratch_dir(dir: Option<&Path>) -> Result<tempfile::TempDir, String> {
+    match dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
             tempfile::tempdir_in(d)
         }
         None => tempfile::tempdir_in("."),
     }
-    .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    .map_err(|e| format!("cannot create a scratch directory: {e}"))
+}
+
+pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite) -> Result<ExitCode, String> {
+    if matches!(suite, Suite::Append | Suite::All) {
+        append_suite(dir, events)?;
+    }
+    if matches!(suite, Suite::Projections | Suite::All) {
+        crate::bench_projections::run(&scratch_dir(dir)?, events, contracts)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn append_suite(dir: Option<&Path>, events: usize) -> Result<(), String> {
+    let events = events.max(1_000);
+    let scratch = scratch_dir(dir)?;
     println!("cledger bench: {events} events per measurement, scratch ledger in {}", scratch.path().display());
     let ledger = Arc::new(Ledger::open(scratch.path(), Options::default()).map_err(|e| e.to_string())?);
     let mut rows = vec![];
@@ -137,5 +160,5 @@ pub fn run(dir: Option<&Path>, events: usize) -> Result<ExitCode, String> {
         c.sync_micros_max.load(std::sync::atomic::Ordering::Relaxed),
         ledger.size_on_disk() / 1048576
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

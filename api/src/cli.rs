@@ -21,7 +21,7 @@ pub fn open_ledger(data: &Path) -> Result<Ledger, String> {
     Ledger::open(data, Options::default()).map_err(|e| e.to_string())
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub fn progress(len: u64, what: &str) -> ProgressBar {
     // indicatif hides the bar when stderr is not a terminal, so pipes and CI logs stay clean.
     let bar = ProgressBar::new(len);
     bar.set_style(

@@ -1,7 +1,9 @@
 //! `cledger`: the compute-ledger command line.
 
 mod bench;
+mod bench_projections;
 mod cli;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,15 +54,45 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Revenue figures of one contract (with periods), or of the portfolio, as of a date
+    /// and, to reproduce an earlier report exactly, as known at a ledger position.
+    Report {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+        /// One contract; without it, the portfolio (totals per currency and every contract).
+        #[arg(long)]
+        contract: Option<String>,
+        /// Business date D (end of day, inclusive), YYYY-MM-DD.
+        #[arg(long)]
+        as_of: String,
+        /// Ledger position K: only events with seq <= K count (default: the head).
+        #[arg(long)]
+        known_at: Option<u64>,
+        #[arg(long, default_value = "month", value_parser = ["month", "quarter"])]
+        granularity: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: report::Format,
+    },
+    /// Drop the materialized views and rebuild them from the chain, verifying every hash.
+    Rebuild {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+    },
     /// Measure durable appends, verification and raw hashing on this machine.
     Bench {
         /// Directory for the benchmark's scratch ledgers (default: a temporary directory
         /// under the current one, so the numbers are for this disk, not a RAM disk).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Events appended per measurement.
+        /// Events per append measurement; with `--suite projections`, events in the large
+        /// ledger (at least 1,000,000 is the bar).
         #[arg(long, default_value_t = 20_000)]
         events: usize,
+        /// Contracts in the projections suite's ledger (the portfolio query covers them all).
+        #[arg(long, default_value_t = 10_000)]
+        contracts: usize,
+        #[arg(long, value_enum, default_value = "append")]
+        suite: bench::Suite,
     },
 }
 
@@ -70,7 +102,16 @@ fn main() -> ExitCode {
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
         Command::Verify { data } => cli::verify(&data),
         Command::Log { data, contract, json, after, limit } => cli::log(&data, contract.as_deref(), json, after, limit),
-        Command::Bench { dir, events } => bench::run(dir.as_deref(), events),
+        Command::Report { data, contract, as_of, known_at, granularity, format } => report::report(report::ReportArgs {
+            data: &data,
+            contract: contract.as_deref(),
+            as_of: &as_of,
+            known_at,
+            granularity: &granularity,
+            format,
+        }),
+        Command::Rebuild { data } => report::rebuild(&data),
+        Command::Bench { dir, events, contracts, suite } => bench::run(dir.as_deref(), events, contracts, suite),
     };
     match result {
         Ok(code) => code,

@@ -152,7 +152,8 @@ pub enum EventBody {
 }
 
 /// The type of an event, without its data: the JSON `type` and the NATS subject token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     LeaseGranted,
     CapacityChanged,

@@ -111,15 +111,7 @@ impl Money {
 
     /// The amount as a decimal string with exactly the currency's number of decimals.
     pub fn to_decimal_string(&self) -> String {
-        let exponent = u32::from(self.currency.exponent());
-        let magnitude = self.minor_units.unsigned_abs();
-        let sign = if self.minor_units < 0 { "-" } else { "" };
-        if exponent == 0 {
-            return format!("{sign}{magnitude}");
-        }
-        let scale = 10u128.pow(exponent);
-        let width = exponent as usize;
-        format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
+        format_minor_units(self.minor_units, self.currency)
     }
 
     pub fn checked_add(self, other: Money) -> Result<Money, AmountError> {
@@ -142,6 +134,20 @@ impl Money {
             Err(AmountError::CurrencyMismatch(self.currency, other.currency))
         }
     }
+}
+
+/// Any number of minor units (totals across contracts may exceed one amount's bound) as a
+/// decimal string with exactly the currency's number of decimals.
+pub fn format_minor_units(minor_units: i128, currency: Currency) -> String {
+    let exponent = u32::from(currency.exponent());
+    let magnitude = minor_units.unsigned_abs();
+    let sign = if minor_units < 0 { "-" } else { "" };
+    if exponent == 0 {
+        return format!("{sign}{magnitude}");
+    }
+    let scale = 10u128.pow(exponent);
+    let width = exponent as usize;
+    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
 }
 
 impl fmt::Debug for Money {

@@ -13,6 +13,7 @@ mod durable;
 mod idempotency;
 mod keys;
 mod verify;
+pub mod views;
 mod writer;
 
 pub use idempotency::{fingerprint, KeyRecord};
@@ -134,6 +135,13 @@ pub enum ReadError {
     Corrupt(VerifyFailure),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("known_at {known_at} is beyond the ledger's head ({head})")]
+pub struct BeyondHead {
+    pub known_at: u64,
+    pub head: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("storage: {0}")]
@@ -166,6 +174,10 @@ impl Default for Options {
 
 struct Shared {
     tree: sled::Tree,
+    views_tree: sled::Tree,
+    views: views::Views,
+    /// Ledger-wide facts as of the durable head.
+    ledger_facts: Mutex<LedgerFacts>,
     durable: tokio::sync::watch::Sender<ChainHead>,
     failure: Mutex<Option<String>>,
     counters: Counters,
@@ -189,12 +201,7 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir` and checks its head.
     pub fn open(dir: &Path, options: Options) -> Result<Ledger, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(|source| match &source {
-            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
-                OpenError::Locked(dir.into())
-            }
-            _ => OpenError::Storage { dir: dir.into(), source },
-        })?;
+        let db = open_db(dir)?;
         let storage = |source| OpenError::Storage { dir: dir.into(), source };
         let tree = db.open_tree("ledger").map_err(storage)?;
         match tree.get(keys::META_FORMAT).map_err(storage)? {
@@ -216,12 +223,31 @@ impl Ledger {
             ReadError::Storage(s) => storage(s),
             ReadError::Corrupt(f) => OpenError::Corrupt(f),
         })?;
-        let ledger_facts = load_ledger_facts(&tree).map_err(|e| match e {
+        let views_tree = db.open_tree("views").map_err(storage)?;
+        let (states, ledger_facts, cursor) = views::load(&tree, &views_tree, head.seq).map_err(|e| match e {
             ReadError::Storage(s) => storage(s),
             ReadError::Corrupt(f) => OpenError::Corrupt(f),
         })?;
+        if cursor < head.seq {
+            // Events were folded in to catch up: save the result, so the next open does not
+            // fold them again.
+            let all: Vec<ContractState> = states.values().cloned().collect();
+            views::persist(&views_tree, &all, &ledger_facts, head.seq).map_err(storage)?;
+        }
+        let live = views::Views::default();
+        for state in states.into_values() {
+            live.insert(state);
+        }
         let (durable, _) = tokio::sync::watch::channel(head);
-        let shared = Arc::new(Shared { tree, durable, failure: Mutex::new(None), counters: Counters::default() });
+        let shared = Arc::new(Shared {
+            tree,
+            views_tree,
+            views: live,
+            ledger_facts: Mutex::new(ledger_facts.clone()),
+            durable,
+            failure: Mutex::new(None),
+            counters: Counters::default(),
+        });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, ledger_facts, options, rx);
         let handle = std::thread::Builder::new()
@@ -374,9 +400,63 @@ impl Ledger {
         fold_contract(&self.shared.tree, id, head)
     }
 
-    /// Ledger-wide facts (closed period), folded from the durable ledger-wide events.
-    pub fn ledger_facts(&self) -> Result<LedgerFacts, ReadError> {
-        load_ledger_facts(&self.shared.tree)
+    /// Ledger-wide facts (closed period) as of the durable head.
+    pub fn ledger_facts(&self) -> LedgerFacts {
+        self.shared.ledger_facts.lock().expect("ledger facts lock").clone()
+    }
+
+    /// A point of view no later than the durable head: `known_at` defaults to the head, and
+    /// one beyond it is refused (it would name events nobody can see yet).
+    pub fn as_of(&self, date: events::Date, known_at: Option<u64>) -> Result<projections::AsOf, BeyondHead> {
+        let head = self.head().seq;
+        match known_at {
+            Some(k) if k > head => Err(BeyondHead { known_at: k, head }),
+            k => Ok(projections::AsOf { date, known_at: k.unwrap_or(head) }),
+        }
+    }
+
+    /// Runs `f` on the live state of a contract known at `at` (which must come from
+    /// [`Ledger::as_of`]); `None` if no such contract. The state may hold events after the
+    /// durable head: `f` must look at it only through `at`.
+    pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Option<R> {
+        let live = self.shared.views.get(id)?;
+        let state = live.lock().expect("contract lock");
+        state.known_at(at.known_at).then(|| f(&state))
+    }
+
+    /// Runs `f` on every contract known at `at`, in id order, one contract locked at a time.
+    pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) {
+        for live in self.shared.views.all() {
+            let state = live.lock().expect("contract lock");
+            if state.known_at(at.known_at) {
+                f(&state);
+            }
+        }
+    }
+
+    /// Number of contracts with a live view (including any staged, not yet durable).
+    pub fn contract_count(&self) -> usize {
+        self.shared.views.len()
+    }
+
+    /// The persisted views, raw: for checking that incremental and rebuilt views agree.
+    pub fn persisted_views(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+        views::dump(&self.shared.views_tree)
+    }
+
+    /// Drops and rebuilds the persisted views of the ledger in `dir` from its chain,
+    /// verifying every hash and link. The ledger must not be open.
+    pub fn rebuild_views(dir: &Path, progress: impl FnMut(u64, u64)) -> Result<views::RebuildReport, OpenError> {
+        let db = open_db(dir)?;
+        let storage = |source| OpenError::Storage { dir: dir.into(), source };
+        let tree = db.open_tree("ledger").map_err(storage)?;
+        let views_tree = db.open_tree("views").map_err(storage)?;
+        let report = views::rebuild(&tree, &views_tree, progress).map_err(|e| match e {
+            ReadError::Storage(s) => storage(s),
+            ReadError::Corrupt(f) => OpenError::Corrupt(f),
+        })?;
+        db.flush().map_err(storage)?;
+        Ok(report)
     }
 
     /// Verifies the whole durable chain and its indexes. `progress` is called with each
@@ -416,6 +496,17 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Opens sled in `dir`. Background flushing is off: the writer flushes (and fsyncs) at
+/// each commit, and nothing else needs to reach the disk on a timer.
+fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
+    sled::Config::new().path(dir).flush_every_ms(None).open().map_err(|source| match &source {
+        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            OpenError::Locked(dir.into())
+        }
+        _ => OpenError::Storage { dir: dir.into(), source },
+    })
 }
 
 fn corrupt(seq: u64, reason: &str) -> ReadError {
@@ -458,17 +549,6 @@ fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option
         folded.map_err(|e| corrupt(seq, &e.to_string()))?;
     }
     Ok(state)
-}
-
-fn load_ledger_facts(tree: &sled::Tree) -> Result<LedgerFacts, ReadError> {
-    let mut facts = LedgerFacts::default();
-    for item in tree.scan_prefix(keys::stream_prefix(&Stream::Ledger)) {
-        let (_, value) = item?;
-        let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
-        let recorded = read_event(tree, seq)?;
-        facts.apply(&recorded.event).map_err(|e| corrupt(seq, &e.to_string()))?;
-    }
-    Ok(facts)
 }
 
 /// Checks the head record against the last stored event and its link to the one before.

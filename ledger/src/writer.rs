@@ -3,8 +3,9 @@
 use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
 use crate::verify::join_record;
+use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
-    keys, read_event, fold_contract, AppendError, AppendRequest, Appended, ChainHead, Job, Mode, Options, ReadError,
+    keys, read_event, AppendError, AppendRequest, Appended, ChainHead, Job, Mode, Options, ReadError,
     Receipt, Shared, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::{
@@ -46,8 +47,10 @@ pub(crate) struct Writer {
     disk: DiskSync,
     head: ChainHead,
     ledger: LedgerFacts,
-    /// Contract states, loaded on first use by folding the contract's events.
-    contracts: HashMap<ContractId, ContractState>,
+    /// Contracts changed since the views were last persisted, and when that was.
+    dirty: Dirty,
+    events_since_persist: u64,
+    last_persist: Instant,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     jobs: Receiver<Job>,
 }
@@ -72,7 +75,18 @@ impl Writer {
         options: Options,
         jobs: Receiver<Job>,
     ) -> Writer {
-        Writer { db, shared, disk, head, ledger, contracts: HashMap::new(), clock: options.clock, jobs }
+        Writer {
+            db,
+            shared,
+            disk,
+            head,
+            ledger,
+            dirty: Dirty::new(),
+            events_since_persist: 0,
+            last_persist: Instant::now(),
+            clock: options.clock,
+            jobs,
+        }
     }
 
     pub(crate) fn run(mut self) {
@@ -114,8 +128,36 @@ impl Writer {
                 *self.shared.failure.lock().expect("failure lock") = Some(f);
                 return;
             }
+            if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= PERSIST_EVERY_MS {
+                self.persist_views();
+            }
         }
-        // All senders are gone: the ledger is closing. Everything acknowledged is synced.
+        // All senders are gone: the ledger is closing. Everything acknowledged is synced;
+        // the views are saved so the next open need not fold anything.
+        self.persist_views();
+        if let Err(e) = self.db.flush() {
+            tracing::warn!("flushing the views on close failed (they will catch up on open): {e}");
+        }
+    }
+
+    /// Persists the states changed since the last time, with the cursor at the head. Runs
+    /// between groups, so every state holds exactly the events up to the head.
+    fn persist_views(&mut self) {
+        self.last_persist = Instant::now();
+        if self.dirty.is_empty() && self.events_since_persist == 0 {
+            return;
+        }
+        let states: Vec<ContractState> = std::mem::take(&mut self.dirty)
+            .iter()
+            .filter_map(|id| self.shared.views.get(id))
+            .map(|s| s.lock().expect("contract lock").clone())
+            .collect();
+        match views::persist(&self.shared.views_tree, &states, &self.ledger, self.head.seq) {
+            Ok(()) => self.events_since_persist = 0,
+            // The views are derived: failing to save them loses nothing, the next open folds
+            // the events after the old cursor.
+            Err(e) => tracing::warn!("persisting views failed: {e}"),
+        }
     }
 
     fn commit(&mut self, group: &mut Group) -> Result<(), CommitError> {
@@ -136,6 +178,8 @@ impl Writer {
         counters.events_appended.fetch_add(group.event_count as u64, Ordering::Relaxed);
         counters.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
         counters.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
+        *self.shared.ledger_facts.lock().expect("ledger facts lock") = self.ledger.clone();
+        self.events_since_persist += group.event_count as u64;
         self.shared.durable.send_replace(self.head);
         Ok(())
     }
@@ -302,10 +346,11 @@ impl Writer {
         self.head = undo.head;
         self.ledger = undo.ledger;
         for (id, state) in undo.contracts {
-            match state {
-                Some(s) => self.contracts.insert(id, s),
-                None => self.contracts.remove(&id),
-            };
+            match (state, self.shared.views.get(&id)) {
+                (Some(before), Some(live)) => *live.lock().expect("contract lock") = before,
+                (Some(before), None) => self.shared.views.insert(before),
+                (None, _) => self.shared.views.remove(&id),
+            }
         }
         group.writes.truncate(undo.writes_len);
         for k in undo.keys {
@@ -314,22 +359,6 @@ impl Writer {
         for seq in undo.seqs {
             group.events.remove(&seq);
             group.event_count -= 1;
-        }
-    }
-
-    /// Loads a contract's state into the cache if it exists.
-    fn load_contract(&mut self, id: &ContractId) -> Result<bool, ReadError> {
-        if self.contracts.contains_key(id) {
-            return Ok(true);
-        }
-        // Everything in sled up to our head is ours (committed or staged by this writer,
-        // but staged contracts are always in the cache).
-        match fold_contract(&self.shared.tree, id, self.head.seq)? {
-            Some(state) => {
-                self.contracts.insert(id.clone(), state);
-                Ok(true)
-            }
-            None => Ok(false),
         }
     }
 
@@ -344,15 +373,10 @@ impl Writer {
         undo: &mut Undo,
     ) -> Result<Receipt, Rejection> {
         let next_seq = self.head.seq + 1;
-        let contract = match &proposal.stream {
-            Stream::Ledger => None,
-            Stream::Contract(id) => {
-                let exists = self.load_contract(id).map_err(|e| Rejection::new(Code::InvalidValue, None, format!("cannot read the contract: {e}")))?;
-                exists.then(|| &self.contracts[id])
-            }
-        };
-        let body = admit(proposal, contract, &self.ledger, next_seq)?;
-        let version = match (&proposal.stream, contract) {
+        let live = proposal.stream.contract_id().and_then(|id| self.shared.views.get(id));
+        let mut contract = live.as_ref().map(|l| l.lock().expect("contract lock"));
+        let body = admit(proposal, contract.as_deref(), &self.ledger, next_seq)?;
+        let version = match (&proposal.stream, contract.as_deref()) {
             (Stream::Ledger, _) => self.ledger.version + 1,
             (Stream::Contract(_), Some(state)) => state.version + 1,
             (Stream::Contract(_), None) => 1,
@@ -382,15 +406,19 @@ impl Writer {
                 // Atomic batches of several events may need to undo this one: keep the
                 // contract's state from before the request, once per contract.
                 if undo.snapshots && !undo.contracts.iter().any(|(c, _)| c == id) {
-                    undo.contracts.push((id.clone(), self.contracts.get(id).cloned()));
+                    undo.contracts.push((id.clone(), contract.as_deref().cloned()));
                 }
-                match self.contracts.get_mut(id) {
+                match contract.as_deref_mut() {
                     Some(state) => state.apply(event).map_err(fold_failed)?,
                     None => {
-                        self.contracts.insert(id.clone(), ContractState::from_grant(event).map_err(fold_failed)?);
+                        if !undo.snapshots {
+                            undo.contracts.push((id.clone(), None));
+                        }
+                        self.shared.views.insert(ContractState::from_grant(event).map_err(fold_failed)?);
                         group.writes.push((keys::contract(id), next_seq.to_be_bytes().to_vec()));
                     }
                 }
+                self.dirty.insert(id.clone());
             }
         }
         group.writes.push((keys::event(next_seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));

@@ -7,10 +7,15 @@
 //! - [`Figures`] (`figures`): headline, transaction price, recognized revenue, RPO, … as of
 //!   any date and known at any position.
 
+mod book;
 mod figures;
 mod rules;
+pub mod report;
 mod state;
+mod view;
 
+pub use book::Book;
 pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 pub use rules::admit;
 pub use state::*;
+pub use view::*;

@@ -5,10 +5,11 @@
 use events::{
     Cluster, Code, Condition, ContractId, Currency, Date, Event, EventBody, EventKind, Outcome, Rejection, Window,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where a fact came from: the event's position and its effective date.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub seq: u64,
     pub date: Date,
@@ -36,7 +37,7 @@ impl AsOf {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub origin: Origin,
     pub provider: String,
@@ -48,7 +49,7 @@ pub struct Grant {
 }
 
 /// A tranche of the contract: from the grant, or added by a capacity change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrancheFact {
     pub id: String,
     pub amount: i128,
@@ -57,21 +58,21 @@ pub struct TrancheFact {
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityFact {
     pub gpus_delta: i64,
     pub amount_delta: i128,
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolutionFact {
     pub milestone: String,
     pub outcome: Outcome,
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceFact {
     pub invoice_id: String,
     pub amount: i128,
@@ -79,7 +80,7 @@ pub struct InvoiceFact {
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentFact {
     pub payment_id: String,
     pub amount: i128,
@@ -87,20 +88,20 @@ pub struct PaymentFact {
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditFact {
     pub amount: i128,
     pub reason: String,
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminationFact {
     pub fee: i128,
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReversalFact {
     pub target_seq: u64,
     pub reason: String,
@@ -108,16 +109,17 @@ pub struct ReversalFact {
 }
 
 /// One event of the contract, as reversals and the termination rule need to see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventFact {
     pub kind: EventKind,
+    pub version: u64,
     pub origin: Origin,
     /// The reversal that targets this event, if any (at most one: an event is reversed once).
     pub reversed_by: Option<Origin>,
 }
 
 /// Everything known of one contract, folded from its events in ledger order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractState {
     pub contract_id: ContractId,
     /// Version of the last event applied (the contract's event count).
@@ -222,7 +224,7 @@ impl ContractState {
                 origin,
             });
         }
-        state.events.insert(event.seq, EventFact { kind: EventKind::LeaseGranted, origin, reversed_by: None });
+        state.events.insert(event.seq, EventFact { kind: EventKind::LeaseGranted, version: 1, origin, reversed_by: None });
         Ok(state)
     }
 
@@ -313,7 +315,7 @@ impl ContractState {
                 self.reversals.push(ReversalFact { target_seq: r.target_seq, reason: r.reason.clone(), origin });
             }
         }
-        self.events.insert(seq, EventFact { kind: event.body.kind(), origin, reversed_by: None });
+        self.events.insert(seq, EventFact { kind: event.body.kind(), version: event.version, origin, reversed_by: None });
         if !event.body.kind().is_billing() {
             self.latest_non_billing_date = self.latest_non_billing_date.max(event.effective_date);
         }
@@ -411,7 +413,7 @@ impl ContractState {
 
 /// What the ledger knows of itself, apart from contracts: the closed period and the
 /// version of the ledger-wide stream.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerFacts {
     pub version: u64,
     pub period_end: Option<Date>,

@@ -1,0 +1,362 @@
+//! What finance reads: a contract as of a date and known at a position, its revenue per
+//! period, and portfolio totals per currency. Built from [`ContractState`] alone.
+//!
+//! Everything here looks only at facts that count at the point of view ([`AsOf`]): facts of
+//! events after `known_at` are invisible, so a state that already holds newer (even not yet
+//! durable) events gives exactly the answer of the ledger truncated at `known_at`.
+
+use crate::figures::{Figures, Overflow, TrancheStatus};
+use crate::state::{AsOf, ContractState, Origin};
+use events::{Condition, ContractId, Currency, Date, Outcome, Window};
+use std::collections::BTreeMap;
+
+/// Monthly (`2026-06`) or quarterly (`2026-Q2`) periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    Month,
+    Quarter,
+}
+
+impl Granularity {
+    pub fn parse(text: &str) -> Option<Granularity> {
+        match text {
+            "month" => Some(Granularity::Month),
+            "quarter" => Some(Granularity::Quarter),
+            _ => None,
+        }
+    }
+
+    /// The label and last day of the period holding `date`.
+    pub fn period_of(self, date: Date) -> (String, Date) {
+        match self {
+            Granularity::Month => (format!("{:04}-{:02}", date.year(), date.month()), date.last_of_month()),
+            Granularity::Quarter => {
+                let quarter = (date.month() - 1) / 3 + 1;
+                let last_month = quarter * 3;
+                let end = Date::new(date.year(), last_month, 1).expect("a quarter's last month").last_of_month();
+                (format!("{:04}-Q{quarter}", date.year()), end)
+            }
+        }
+    }
+}
+
+/// Revenue recognized in one period `(previous end, end]`, cut at the as-of date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodRevenue {
+    pub period: String,
+    /// Last day counted: the period's end, or the as-of date for the last period.
+    pub end: Date,
+    pub recognized: i128,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrancheView {
+    pub id: String,
+    pub amount: i128,
+    pub window: Window,
+    pub milestone: Option<String>,
+    pub status: TrancheStatus,
+    pub recognized: i128,
+    pub cancelled: i128,
+    /// The event that added it (the grant, or a capacity change).
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MilestoneView {
+    pub milestone: String,
+    /// The counting resolution, if any.
+    pub outcome: Option<Outcome>,
+    pub resolved_on: Option<Date>,
+    pub seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceView {
+    pub invoice_id: String,
+    pub amount: i128,
+    pub issued_on: Date,
+    pub due_date: Date,
+    pub paid: i128,
+    pub owed: i128,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentView {
+    pub payment_id: String,
+    pub amount: i128,
+    pub received_on: Date,
+    pub invoice_id: Option<String>,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditView {
+    pub amount: i128,
+    pub reason: String,
+    pub issued_on: Date,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminationView {
+    pub date: Date,
+    pub fee: i128,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReversalView {
+    pub seq: u64,
+    pub target_seq: u64,
+    pub effective: Date,
+    pub reason: String,
+    /// Whether it takes effect at the point of view (its date is on or before D).
+    pub in_effect: bool,
+}
+
+/// A contract as of D, known at K.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractView {
+    pub contract_id: ContractId,
+    pub at: AsOf,
+    /// Number of the contract's events with seq <= K.
+    pub version: u64,
+    pub provider: String,
+    pub customer: String,
+    pub currency: Currency,
+    pub term: Window,
+    pub site: String,
+    pub gpu_model: String,
+    /// GPU count at D.
+    pub gpus: i128,
+    /// GPU count from each change on: (effective date, count after it).
+    pub gpus_over_time: Vec<(Date, i128)>,
+    pub tranches: Vec<TrancheView>,
+    pub milestones: Vec<MilestoneView>,
+    pub invoices: Vec<InvoiceView>,
+    pub payments: Vec<PaymentView>,
+    pub credits: Vec<CreditView>,
+    pub termination: Option<TerminationView>,
+    pub reversals: Vec<ReversalView>,
+    pub figures: Figures,
+}
+
+impl ContractState {
+    /// Is the contract known at K (its grant's seq is at or before K)?
+    pub fn known_at(&self, known_at: u64) -> bool {
+        self.grant.origin.seq <= known_at
+    }
+
+    /// The contract's version as known at K.
+    pub fn version_at(&self, known_at: u64) -> u64 {
+        self.events.range(..=known_at).next_back().map_or(0, |(_, e)| e.version)
+    }
+
+    /// Revenue recognized by the end of `at.date`: tranches, fees and credits only.
+    pub fn recognized(&self, at: &AsOf) -> Result<i128, Overflow> {
+        let mut total = 0i128;
+        for (_, t) in self.tranche_figures(at)? {
+            total = total.checked_add(t.recognized).ok_or(Overflow)?;
+        }
+        if let Some(t) = self.termination_at(at) {
+            total = total.checked_add(t.fee).ok_or(Overflow)?;
+        }
+        for credit in self.credits.iter().filter(|c| self.counts(&c.origin, at)) {
+            total = total.checked_sub(credit.amount).ok_or(Overflow)?;
+        }
+        Ok(total)
+    }
+
+    /// Revenue per period from the period of the grant's effective date to the one holding
+    /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
+    /// periods always add up to the recognized total at D.
+    pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+        let mut out = vec![];
+        let start = self.grant.origin.date;
+        if at.date < start || !self.known_at(at.known_at) {
+            return Ok(out);
+        }
+        let mut previous = 0i128;
+        let mut day = start;
+        // One step per period; dates are bounded (year 9999), so this loop is too.
+        loop {
+            let (label, period_end) = granularity.period_of(day);
+            let end = period_end.min(at.date);
+            let recognized = self.recognized(&at.with_date(end))?;
+            out.push(PeriodRevenue { period: label, end, recognized: recognized.checked_sub(previous).ok_or(Overflow)? });
+            previous = recognized;
+            match period_end.add_days(1) {
+                Some(next) if next <= at.date => day = next,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole contract at a point of view.
+    pub fn view(&self, at: &AsOf) -> Result<ContractView, Overflow> {
+        let counts = |o: &Origin| self.counts(o, at);
+        let termination = self.termination_at(at);
+        let tranches = self
+            .tranche_figures(at)?
+            .into_iter()
+            .map(|(fact, f)| TrancheView {
+                id: fact.id.clone(),
+                amount: fact.amount,
+                window: fact.window,
+                milestone: match &fact.condition {
+                    Condition::Firm => None,
+                    Condition::Milestone(m) => Some(m.clone()),
+                },
+                status: f.status,
+                recognized: f.recognized,
+                cancelled: f.cancelled,
+                seq: fact.origin.seq,
+            })
+            .collect::<Vec<_>>();
+        let mut milestone_names: Vec<&str> = vec![];
+        for m in tranches.iter().filter_map(|t| t.milestone.as_deref()) {
+            if !milestone_names.contains(&m) {
+                milestone_names.push(m);
+            }
+        }
+        let milestones = milestone_names
+            .into_iter()
+            .map(|m| {
+                let r = self.resolution_at(m, at);
+                MilestoneView {
+                    milestone: m.to_string(),
+                    outcome: r.map(|r| r.outcome),
+                    resolved_on: r.map(|r| r.origin.date),
+                    seq: r.map(|r| r.origin.seq),
+                }
+            })
+            .collect();
+        let payments: Vec<PaymentView> = self
+            .payments
+            .iter()
+            .filter(|p| counts(&p.origin))
+            .map(|p| PaymentView {
+                payment_id: p.payment_id.clone(),
+                amount: p.amount,
+                received_on: p.origin.date,
+                invoice_id: p.invoice_id.clone(),
+                seq: p.origin.seq,
+            })
+            .collect();
+        let invoices = self
+            .invoices
+            .iter()
+            .filter(|i| counts(&i.origin))
+            .map(|i| {
+                let paid: i128 =
+                    payments.iter().filter(|p| p.invoice_id.as_deref() == Some(i.invoice_id.as_str())).map(|p| p.amount).sum();
+                InvoiceView {
+                    invoice_id: i.invoice_id.clone(),
+                    amount: i.amount,
+                    issued_on: i.origin.date,
+                    due_date: i.due_date,
+                    paid,
+                    owed: i.amount - paid,
+                    seq: i.origin.seq,
+                }
+            })
+            .collect();
+        // Changes may be recorded out of date order: the running count goes in date order.
+        let mut running = i128::from(self.grant.cluster.gpus);
+        let mut by_date = self.capacity_changes.iter().filter(|c| counts(&c.origin)).collect::<Vec<_>>();
+        by_date.sort_by_key(|c| (c.origin.date, c.origin.seq));
+        let gpus_over_time = by_date
+            .into_iter()
+            .map(|c| {
+                running += i128::from(c.gpus_delta);
+                (c.origin.date, running)
+            })
+            .collect::<Vec<_>>();
+        let gpus = self.gpus_at(at);
+        Ok(ContractView {
+            contract_id: self.contract_id.clone(),
+            at: *at,
+            version: self.version_at(at.known_at),
+            provider: self.grant.provider.clone(),
+            customer: self.grant.customer.clone(),
+            currency: self.grant.currency,
+            term: self.grant.term,
+            site: self.grant.cluster.site.clone(),
+            gpu_model: self.grant.cluster.gpu_model.clone(),
+            gpus,
+            gpus_over_time,
+            tranches,
+            milestones,
+            invoices,
+            payments,
+            credits: self
+                .credits
+                .iter()
+                .filter(|c| counts(&c.origin))
+                .map(|c| CreditView { amount: c.amount, reason: c.reason.clone(), issued_on: c.origin.date, seq: c.origin.seq })
+                .collect(),
+            termination: termination.map(|t| TerminationView { date: t.origin.date, fee: t.fee, seq: t.origin.seq }),
+            reversals: self
+                .reversals
+                .iter()
+                .filter(|r| r.origin.seq <= at.known_at)
+                .map(|r| ReversalView {
+                    seq: r.origin.seq,
+                    target_seq: r.target_seq,
+                    effective: r.origin.date,
+                    reason: r.reason.clone(),
+                    in_effect: r.origin.date <= at.date,
+                })
+                .collect(),
+            figures: self.figures(at)?,
+        })
+    }
+}
+
+/// Totals of one currency across contracts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub contracts: u64,
+    pub figures: Figures,
+}
+
+/// Portfolio totals per currency (never summed across currencies).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Portfolio {
+    pub totals: BTreeMap<Currency, CurrencyTotals>,
+}
+
+impl Portfolio {
+    /// Adds a contract's figures at `at` (contracts not yet known at K are skipped).
+    pub fn add(&mut self, state: &ContractState, at: &AsOf) -> Result<Option<Figures>, Overflow> {
+        if !state.known_at(at.known_at) {
+            return Ok(None);
+        }
+        let f = state.figures(at)?;
+        let totals = self.totals.entry(state.currency()).or_default();
+        totals.contracts += 1;
+        let t = &mut totals.figures;
+        for (sum, value) in [
+            (&mut t.headline, f.headline),
+            (&mut t.transaction_price, f.transaction_price),
+            (&mut t.recognized, f.recognized),
+            (&mut t.rpo, f.rpo),
+            (&mut t.remaining_conditional, f.remaining_conditional),
+            (&mut t.forfeited, f.forfeited),
+            (&mut t.cancelled, f.cancelled),
+            (&mut t.fees, f.fees),
+            (&mut t.credits, f.credits),
+            (&mut t.billed, f.billed),
+            (&mut t.collected, f.collected),
+            (&mut t.receivable, f.receivable),
+            (&mut t.deferred_revenue, f.deferred_revenue),
+            (&mut t.contract_asset, f.contract_asset),
+        ] {
+            *sum = sum.checked_add(value).ok_or(Overflow)?;
+        }
+        Ok(Some(f))
+    }
+}
