@@ -3,7 +3,9 @@
 mod bench;
 mod bench_projections;
 mod cli;
+mod demo;
 mod report;
+mod server;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,6 +20,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API on a data directory.
+    Serve {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+        /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Bearer tokens and their roles (TOML; see `cledger token`). Without it the server
+        /// is open to anyone who can reach it, so it listens on loopback only.
+        #[arg(long, env = "CLEDGER_TOKENS")]
+        tokens: Option<PathBuf>,
+        /// Drop a stream (SSE) client that reads nothing for this many milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        sse_stall_ms: u64,
+        /// Log JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Serve a sample portfolio: the reference deal and smaller contracts in several
+    /// currencies, loaded once into a data directory this command creates.
+    Demo {
+        #[arg(long, default_value = "cledger-demo-data")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Make a new bearer token: prints the secret (give it to the client) and the entry to
+    /// append to the tokens file (only the token's hash is stored).
+    Token {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: server::auth::Role,
+    },
     /// Append the events of an NDJSON file (one wire event a line), in order. Stops at the
     /// first refused line: the lines before it are appended, nothing of it is.
     Import {
@@ -99,6 +135,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { data, listen, tokens, sse_stall_ms, log_json } => server::serve(
+            server::ServeConfig { data, listen, tokens, sse_stall: std::time::Duration::from_millis(sse_stall_ms), log_json },
+            |_| Ok(()),
+        ),
+        Command::Demo { data, listen } => demo::run(data, listen),
+        Command::Token { name, role } => server::auth::new_token(&name, role).map(|(secret, entry)| {
+            eprintln!("token for {name} ({}): give it to the client; it is not stored anywhere:\n  {secret}", role.as_str());
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }),
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
         Command::Verify { data } => cli::verify(&data),
         Command::Log { data, contract, json, after, limit } => cli::log(&data, contract.as_deref(), json, after, limit),

@@ -129,10 +129,6 @@ impl<'de> Deserialize<'de> for Date {
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    pub fn now() -> Timestamp {
-        Timestamp(jiff::Timestamp::now().as_microsecond())
-    }
-
     pub fn micros(self) -> i64 {
         self.0
     }

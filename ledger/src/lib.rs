@@ -113,6 +113,13 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+#[derive(Debug)]
+pub enum TrySubmitError {
+    /// The queue is full; here is the request back.
+    Full(AppendRequest),
+    Unavailable(AppendError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("data directory {0} is in use by another process (sled holds a lock on it)")]
@@ -166,9 +173,15 @@ pub struct Options {
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
+/// The system clock, in microseconds since the Unix epoch.
+pub fn system_clock() -> Timestamp {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(Timestamp::now) }
+        Options { clock: Arc::new(system_clock) }
     }
 }
 
@@ -276,6 +289,18 @@ impl Ledger {
         let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
         sender.send(Job { request, reply }).map_err(|_| self.unavailable())?;
         Ok(answer)
+    }
+
+    /// Like [`Ledger::submit`], but never blocks: a full queue gives the request back, so
+    /// an async caller can wait for room off its executor.
+    pub fn try_submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, TrySubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| TrySubmitError::Unavailable(self.unavailable()))?;
+        match sender.try_send(Job { request, reply }) {
+            Ok(()) => Ok(answer),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => Err(TrySubmitError::Full(job.request)),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(TrySubmitError::Unavailable(self.unavailable())),
+        }
     }
 
     fn unavailable(&self) -> AppendError {

@@ -172,7 +172,13 @@ impl Writer {
         let started = Instant::now();
         self.db.flush()?;
         self.disk.sync()?;
-        let micros = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        let micros = elapsed.as_micros() as u64;
+        // No-ops unless the program installed a metrics recorder (the HTTP server does).
+        metrics::histogram!("ledger_sync_seconds").record(elapsed.as_secs_f64());
+        metrics::histogram!("ledger_commit_events").record(group.event_count as f64);
+        metrics::counter!("ledger_events_appended_total").increment(group.event_count as u64);
+        metrics::counter!("ledger_commits_total").increment(1);
         let counters = &self.shared.counters;
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.events_appended.fetch_add(group.event_count as u64, Ordering::Relaxed);

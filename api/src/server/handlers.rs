@@ -1,0 +1,395 @@
+//! Route handlers: writes, reads, operations.
+
+use super::auth::Access;
+use super::error::{ApiError, ErrorBody};
+use super::params::Params;
+use super::{Shared, BATCH_BODY_BYTES_MAX, BATCH_EVENTS_MAX, EVENT_BODY_BYTES_MAX};
+use crate::cli::event_json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use events::{Code, ContractId, Date, Proposal, Rejection, Stream};
+use ledger::{AppendError, AppendRequest, Appended, Mode, Receipt, TrySubmitError};
+use projections::report::{contract_json, portfolio_json, revenue_json};
+use projections::{Granularity, Portfolio};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// Receipt of an appended event.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReceiptBody {
+    pub seq: u64,
+    pub contract_id: Option<String>,
+    pub version: u64,
+    /// Event hash, hex.
+    pub hash: String,
+    pub prev_hash: String,
+    /// RFC 3339, UTC, microseconds.
+    pub recorded_at: String,
+}
+
+fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "seq": r.seq,
+        "contract_id": r.stream.contract_id().map(ContractId::as_str),
+        "version": r.version,
+        "hash": r.hash.to_hex(),
+        "prev_hash": r.prev_hash.to_hex(),
+        "recorded_at": r.recorded_at.to_rfc3339(),
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes (or was cut off)")))
+}
+
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be printable ASCII").field("Idempotency-Key"))?;
+            events::check_idempotency_key("Idempotency-Key", key)?;
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+/// Hands a request to the ledger and waits until it is durable (or refused).
+async fn append(app: &Shared, request: AppendRequest) -> Result<Appended, AppendError> {
+    let events = request.events.len();
+    let started = Instant::now();
+    let answer = match app.ledger.try_submit(request) {
+        Ok(answer) => answer,
+        Err(TrySubmitError::Unavailable(e)) => return Err(e),
+        // The writer's queue is full: wait for room on a blocking thread, not the executor.
+        Err(TrySubmitError::Full(request)) => {
+            let ledger = app.ledger.clone();
+            tokio::task::spawn_blocking(move || ledger.submit(request))
+                .await
+                .map_err(|e| AppendError::Unavailable(e.to_string()))??
+        }
+    };
+    let outcome = answer.await.unwrap_or_else(|_| Err(AppendError::Unavailable("the ledger writer stopped".into())));
+    metrics::histogram!("http_append_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_append_request_events").record(events as f64);
+    if outcome.is_ok() {
+        metrics::counter!("http_appends_total").increment(1);
+    }
+    outcome
+}
+
+fn append_error(e: AppendError, batch: bool) -> ApiError {
+    match e {
+        AppendError::Rejected { index, rejection } => {
+            let mut r = rejection;
+            if batch {
+                r.field = Some(match r.field.take() {
+                    Some(f) => format!("events[{index}].{f}"),
+                    None => format!("events[{index}]"),
+                });
+            }
+            let error = ApiError::from(r);
+            if batch { error.with("index", json!(index)) } else { error }
+        }
+        AppendError::Unavailable(m) => ApiError::unavailable(m),
+    }
+}
+
+fn created(body: Value, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Append one event.
+///
+/// Responds only after the event is durable. `Idempotency-Key` makes a retry safe: the same
+/// request gets the original answer (header `Idempotent-Replayed: true`), a different one 409.
+#[utoipa::path(post, path = "/v1/events", tag = "writes",
+    request_body(content = Object, description = "One event in the wire form of SPEC section 3, with optional `expected_version`"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent")),
+    responses(
+        (status = 201, description = "Durable", body = ReceiptBody),
+        (status = 400, description = "Malformed", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "Unknown contract", body = ErrorBody),
+        (status = 409, description = "Version conflict (with `current_version`) or idempotency key reused", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "A rule of SPEC section 4, with its code", body = ErrorBody),
+        (status = 503, description = "The ledger stopped taking writes", body = ErrorBody),
+    ))]
+pub async fn append_event(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let caller = app.auth.authorize(&headers, Access::Write)?;
+    let key = idempotency_header(&headers)?;
+    let bytes = read_body(body, EVENT_BODY_BYTES_MAX).await?;
+    let proposal = Proposal::parse_json(&bytes)?;
+    let request = AppendRequest { events: vec![proposal], mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
+    let appended = append(&app, request).await.map_err(|e| append_error(e, false))?;
+    let receipt = &appended.receipts[0];
+    Ok(created(receipt_json(receipt), receipt.replayed))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<Value>,
+}
+
+/// Append many events atomically: all are durable, or none is written.
+#[utoipa::path(post, path = "/v1/events/batch", tag = "writes",
+    request_body(content = Object, description = "`{\"events\": [event, ...]}`, at most 1,000"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the whole batch idempotent")),
+    responses(
+        (status = 201, description = "All durable: `{\"receipts\": [...]}`", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, description = "An event was refused; `index` and `field` name it", body = ErrorBody),
+    ))]
+pub async fn append_batch(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let caller = app.auth.authorize(&headers, Access::Write)?;
+    let key = idempotency_header(&headers)?;
+    let bytes = read_body(body, BATCH_BODY_BYTES_MAX).await?;
+    let batch: BatchBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"events\": [...]}}: {e}")))?;
+    if batch.events.is_empty() {
+        return Err(Rejection::new(Code::EmptyBatch, Some("events".into()), "a batch needs at least one event").into());
+    }
+    if batch.events.len() > BATCH_EVENTS_MAX {
+        return Err(ApiError::too_large(format!("at most {BATCH_EVENTS_MAX} events a batch, not {}", batch.events.len())).field("events"));
+    }
+    let mut proposals = Vec::with_capacity(batch.events.len());
+    for (i, value) in batch.events.into_iter().enumerate() {
+        let proposal = Proposal::parse_value(value).map_err(|r| ApiError::from(r.under(&format!("events[{i}]"))).with("index", json!(i)))?;
+        proposals.push(proposal);
+    }
+    let request = AppendRequest { events: proposals, mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
+    let appended = append(&app, request).await.map_err(|e| append_error(e, true))?;
+    let replayed = appended.receipts.iter().all(|r| r.replayed);
+    let receipts: Vec<Value> = appended.receipts.iter().map(receipt_json).collect();
+    Ok(created(json!({ "receipts": receipts }), replayed))
+}
+
+fn page(events: Vec<Value>, last: Option<u64>, more: bool) -> Json<Value> {
+    Json(json!({ "events": events, "next_after": if more { last } else { None } }))
+}
+
+/// Events in seq order, after `after` (default 0), at most `limit` (default 100, max 1,000).
+#[utoipa::path(get, path = "/v1/events", tag = "audit",
+    params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{\"events\": [...], \"next_after\": seq or null}`", body = Object), (status = 400, body = ErrorBody)))]
+pub async fn list_events(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let params = Params::parse(query.as_deref(), &["after", "limit"])?;
+    let after = params.u64("after")?.unwrap_or(0);
+    let limit = params.limit()?;
+    let ledger = app.ledger.clone();
+    let events = tokio::task::spawn_blocking(move || ledger.events_after(after, limit))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let last = events.last().map(|e| e.seq());
+    let more = last.is_some_and(|l| l < app.ledger.head().seq);
+    Ok(page(events.iter().map(event_json).collect(), last, more))
+}
+
+/// One event by its seq.
+#[utoipa::path(get, path = "/v1/events/{seq}", tag = "audit",
+    params(("seq" = u64, Path)),
+    responses((status = 200, description = "The event: seq, hash, canonical (base64), event JSON", body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_event(State(app): State<Shared>, headers: HeaderMap, Path(seq): Path<String>) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let seq: u64 = seq.parse().map_err(|_| ApiError::bad_parameter("seq", format!("`{seq}` is not a sequence number")))?;
+    let event = app.ledger.event(seq).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let event = event.ok_or_else(|| ApiError::not_found("unknown_event", format!("no event {seq} (the head is {})", app.ledger.head().seq)))?;
+    Ok(Json(event_json(&event)))
+}
+
+fn contract_id(text: &str) -> Result<ContractId, ApiError> {
+    ContractId::parse(text).map_err(|r| ApiError::from(r).field("id"))
+}
+
+fn unknown_contract(id: &ContractId, known_at: u64) -> ApiError {
+    ApiError::not_found("unknown_contract", format!("no contract `{id}` known at seq {known_at}"))
+}
+
+/// The business date of "now" in UTC, for views without `as_of`.
+pub fn today() -> Date {
+    let now = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    Date::new(now.year(), now.month(), now.day()).expect("today is within years 1 to 9999")
+}
+
+fn point_of_view(app: &Shared, params: &Params) -> Result<projections::AsOf, ApiError> {
+    let date = params.date("as_of")?.unwrap_or_else(today);
+    app.ledger.as_of(date, params.u64("known_at")?).map_err(|e| ApiError::bad_parameter("known_at", e.to_string()))
+}
+
+/// Contracts in id order, after `after`, at most `limit`.
+#[utoipa::path(get, path = "/v1/contracts", tag = "finance",
+    params(("after" = Option<String>, Query, description = "A contract id"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{\"contracts\": [...], \"next_after\": id or null}`", body = Object), (status = 400, body = ErrorBody)))]
+pub async fn list_contracts(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Finance)?;
+    let params = Params::parse(query.as_deref(), &["after", "limit"])?;
+    let after = params.str("after").map(contract_id).transpose()?;
+    let limit = params.limit()?;
+    // One more than asked tells whether there is a next page.
+    let mut ids = app.ledger.contracts(after.as_ref(), limit + 1).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let at = app.ledger.as_of(today(), None).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let contracts: Vec<Value> = ids
+        .iter()
+        .filter_map(|(id, grant_seq)| {
+            app.ledger.with_contract(id, &at, |s| {
+                json!({
+                    "contract_id": id.as_str(),
+                    "currency": s.currency().code(),
+                    "provider": s.grant.provider,
+                    "customer": s.grant.customer,
+                    "grant_seq": grant_seq,
+                    "version": s.version_at(at.known_at),
+                })
+            })
+        })
+        .collect();
+    let last = ids.last().map(|(id, _)| id.to_string());
+    Ok(Json(json!({ "contracts": contracts, "next_after": if more { last } else { None } })))
+}
+
+/// A contract's state as of a date (default today), known at a position (default the head).
+#[utoipa::path(get, path = "/v1/contracts/{id}", tag = "finance",
+    params(("id" = String, Path), ("as_of" = Option<String>, Query, description = "YYYY-MM-DD"), ("known_at" = Option<u64>, Query)),
+    responses((status = 200, description = "Parties, term, cluster, tranches with status, milestones, invoices, payments, credits, termination, reversals, figures", body = Object),
+        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn get_contract(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Finance)?;
+    let id = contract_id(&id)?;
+    let params = Params::parse(query.as_deref(), &["as_of", "known_at"])?;
+    let at = point_of_view(&app, &params)?;
+    let view = app.ledger.with_contract(&id, &at, |s| s.view(&at)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
+    let view = view.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
+    Ok(Json(contract_json(&view)))
+}
+
+/// A contract's events in version order, after version `after`.
+#[utoipa::path(get, path = "/v1/contracts/{id}/events", tag = "audit",
+    params(("id" = String, Path), ("after" = Option<u64>, Query, description = "A version"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{\"events\": [...], \"next_after\": version or null}`", body = Object), (status = 404, body = ErrorBody)))]
+pub async fn contract_events(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let id = contract_id(&id)?;
+    let params = Params::parse(query.as_deref(), &["after", "limit"])?;
+    let after = params.u64("after")?.unwrap_or(0);
+    let limit = params.limit()?;
+    let at = app.ledger.as_of(today(), None).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let version = app.ledger.with_contract(&id, &at, |s| s.version_at(at.known_at)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
+    let ledger = app.ledger.clone();
+    let stream = Stream::Contract(id);
+    let events = tokio::task::spawn_blocking(move || ledger.stream_events(&stream, after, limit))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let last = events.last().map(|e| e.event.version);
+    let more = last.is_some_and(|l| l < version);
+    Ok(page(events.iter().map(event_json).collect(), last, more))
+}
+
+/// Revenue figures and periods (SPEC section 4's object).
+#[utoipa::path(get, path = "/v1/contracts/{id}/revenue", tag = "finance",
+    params(("id" = String, Path), ("as_of" = Option<String>, Query, description = "YYYY-MM-DD, default today"),
+        ("known_at" = Option<u64>, Query, description = "Only events with seq <= known_at count"),
+        ("granularity" = Option<String>, Query, description = "month (default) or quarter")),
+    responses((status = 200, description = "contract_id, as_of, known_at, currency, headline, transaction_price, recognized, rpo, remaining_conditional, forfeited, cancelled, billed, collected, receivable, deferred_revenue, contract_asset, periods", body = Object),
+        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn contract_revenue(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Finance)?;
+    let id = contract_id(&id)?;
+    let params = Params::parse(query.as_deref(), &["as_of", "known_at", "granularity"])?;
+    let at = point_of_view(&app, &params)?;
+    let granularity = match params.str("granularity") {
+        None => Granularity::Month,
+        Some(g) => Granularity::parse(g).ok_or_else(|| ApiError::bad_parameter("granularity", "month or quarter"))?,
+    };
+    let revenue = app.ledger.with_contract(&id, &at, |s| revenue_json(s, &at, granularity)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
+    Ok(Json(revenue.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?))
+}
+
+/// Totals per currency across contracts (never summed across currencies).
+#[utoipa::path(get, path = "/v1/portfolio", tag = "finance",
+    params(("as_of" = Option<String>, Query), ("known_at" = Option<u64>, Query)),
+    responses((status = 200, description = "`{\"as_of\", \"known_at\", \"totals\": [{\"currency\", \"contracts\", figures...}]}`", body = Object), (status = 400, body = ErrorBody)))]
+pub async fn portfolio(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Finance)?;
+    let params = Params::parse(query.as_deref(), &["as_of", "known_at"])?;
+    let at = point_of_view(&app, &params)?;
+    let ledger = app.ledger.clone();
+    // Tens of milliseconds for 10,000 contracts: off the executor.
+    let portfolio = tokio::task::spawn_blocking(move || {
+        let mut portfolio = Portfolio::default();
+        let mut failure = None;
+        ledger.for_each_contract(&at, |s| {
+            if let Err(e) = portfolio.add(s, &at) {
+                failure = Some(e);
+            }
+        });
+        failure.map_or(Ok(portfolio), Err)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
+    Ok(Json(portfolio_json(&portfolio, &at)))
+}
+
+/// The last durable event.
+#[utoipa::path(get, path = "/v1/chain/head", tag = "audit",
+    responses((status = 200, description = "`{\"seq\", \"hash\", \"recorded_at\"}`", body = Object)))]
+pub async fn chain_head(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let head = app.ledger.head();
+    Ok(Json(json!({
+        "seq": head.seq,
+        "hash": head.hash.to_hex(),
+        "recorded_at": head.recorded_at.map(|t| t.to_rfc3339()),
+    })))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the views are caught up (they are before the server listens) and the ledger
+/// takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Object), (status = 503, body = Object)))]
+pub async fn readyz(State(app): State<Shared>) -> Response {
+    match app.ledger.failure() {
+        None => Json(json!({"ready": true, "head": app.ledger.head().seq})).into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason}))).into_response(),
+    }
+}
+
+/// The OpenAPI document, built from the same route list the server runs.
+pub static OPENAPI: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub async fn openapi() -> Json<Value> {
+    Json(serde_json::to_value(OPENAPI.get()).unwrap_or(Value::Null))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<Shared>) -> Response {
+    let head = app.ledger.head();
+    metrics::gauge!("ledger_chain_length").set(head.seq as f64);
+    metrics::gauge!("ledger_contracts").set(app.ledger.contract_count() as f64);
+    let body = app.metrics.render();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,171 @@
+//! `cledger serve`: the HTTP API (axum on tokio).
+//!
+//! Every route is registered through `utoipa_axum`'s `OpenApiRouter`, so `/openapi.json`
+//! lists exactly the routes that exist.
+
+pub mod auth;
+mod error;
+mod handlers;
+mod params;
+mod stream;
+
+use auth::Auth;
+use axum::http::StatusCode;
+use ledger::Ledger;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+/// Largest body of `POST /v1/events`.
+pub const EVENT_BODY_BYTES_MAX: usize = 256 * 1024;
+/// Largest body of `POST /v1/events/batch`.
+pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most events in one batch request.
+pub const BATCH_EVENTS_MAX: usize = 1_000;
+
+pub struct ServeConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub tokens: Option<PathBuf>,
+    /// A stream client that reads nothing for this long is dropped.
+    pub sse_stall: Duration,
+    pub log_json: bool,
+}
+
+/// What every handler shares.
+pub struct App {
+    pub ledger: Arc<Ledger>,
+    pub auth: Auth,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub sse_stall: Duration,
+}
+
+pub type Shared = Arc<App>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "compute-ledger", description = "An event-sourced, hash-chained ledger for compute-lease contracts (SPEC section 6)."),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// Builds the router and the OpenAPI document from the same route list.
+pub fn router(app: Shared) -> axum::Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::append_event))
+        .routes(routes!(handlers::append_batch))
+        .routes(routes!(handlers::list_events))
+        .routes(routes!(handlers::get_event))
+        .routes(routes!(handlers::list_contracts))
+        .routes(routes!(handlers::get_contract))
+        .routes(routes!(handlers::contract_events))
+        .routes(routes!(handlers::contract_revenue))
+        .routes(routes!(handlers::portfolio))
+        .routes(routes!(handlers::chain_head))
+        .routes(routes!(stream::stream))
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::readyz))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::openapi))
+        .split_for_parts();
+    // The document is built from the routes above; the handler serves this copy.
+    let _ = handlers::OPENAPI.set(api);
+    router
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLEDGER_LOG").unwrap_or_else(|_| "info,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    // Latency buckets from 100 µs to 10 s; batch-size buckets from 1 to 20,000.
+    let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let sizes = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0];
+    use metrics_exporter_prometheus::Matcher;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_events".into()), &sizes))
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}
+
+/// Runs the server until SIGTERM or SIGINT; then stops taking requests, finishes the ones in
+/// flight (appends included), ends streams, and closes the ledger.
+pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(), String>) -> Result<ExitCode, String> {
+    init_logging(config.log_json);
+    let auth = match &config.tokens {
+        Some(path) => Auth::load(path)?,
+        None => Auth::open(),
+    };
+    if auth.is_open() && !config.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} without a tokens file: an open server listens on loopback only (give --tokens FILE)",
+            config.listen
+        ));
+    }
+    let metrics = install_metrics()?;
+    let ledger = Arc::new(Ledger::open(&config.data, ledger::Options::default()).map_err(|e| e.to_string())?);
+    before_start(&ledger)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let app = Arc::new(App { ledger: ledger.clone(), auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
+        if app.auth.is_open() {
+            tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
+            eprintln!("warning: no tokens file, so every route is open; listening on loopback only");
+        }
+        tracing::info!(data = %config.data.display(), head = ledger.head().seq, "listening on http://{address}");
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{address}");
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+        let signal = async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = shutdown_tx.send(true);
+        };
+        axum::serve(listener, router(app)).with_graceful_shutdown(signal).await.map_err(|e| e.to_string())
+    });
+    // Every request has been answered; drain and sync whatever is queued, save the views.
+    ledger.close();
+    tracing::info!(head = ledger.head().seq, "ledger closed");
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
