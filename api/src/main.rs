@@ -37,6 +37,31 @@ enum Command {
         /// Log JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
+        /// NATS server URL: publish every event to JetStream (or, with --follow, copy the
+        /// stream). Without it the ledger runs embedded on sled alone.
+        #[arg(long, env = "NATS_URL")]
+        nats: Option<String>,
+        /// NATS credentials file (JWT and NKey seed).
+        #[arg(long, requires = "nats")]
+        nats_creds: Option<PathBuf>,
+        /// CA certificate (PEM) to verify the NATS server; turns TLS on.
+        #[arg(long, requires = "nats")]
+        nats_tls_ca: Option<PathBuf>,
+        /// Client certificate (PEM) for mutual TLS, with --nats-tls-key.
+        #[arg(long, requires = "nats")]
+        nats_tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "nats")]
+        nats_tls_key: Option<PathBuf>,
+        /// Replicas of the LEDGER stream when this server creates it.
+        #[arg(long, default_value_t = 1)]
+        stream_replicas: usize,
+        /// Follow the LEDGER stream into this data directory and serve reads; writes are
+        /// refused with the leader's address.
+        #[arg(long, requires = "nats")]
+        follow: bool,
+        /// The leader's URL, named in a follower's refusals of writes.
+        #[arg(long, requires = "follow")]
+        leader_url: Option<String>,
     },
     /// Serve a sample portfolio: the reference deal and smaller contracts in several
     /// currencies, loaded once into a data directory this command creates.
@@ -135,8 +160,38 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { data, listen, tokens, sse_stall_ms, log_json } => server::serve(
-            server::ServeConfig { data, listen, tokens, sse_stall: std::time::Duration::from_millis(sse_stall_ms), log_json },
+        Command::Serve {
+            data,
+            listen,
+            tokens,
+            sse_stall_ms,
+            log_json,
+            nats,
+            nats_creds,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key,
+            stream_replicas,
+            follow,
+            leader_url,
+        } => server::serve(
+            server::ServeConfig {
+                nats: nats.map(|url| server::NatsConfig {
+                    url,
+                    creds: nats_creds,
+                    tls_ca: nats_tls_ca,
+                    tls_cert: nats_tls_cert,
+                    tls_key: nats_tls_key,
+                    replicas: stream_replicas,
+                    follow,
+                    leader_url,
+                }),
+                data,
+                listen,
+                tokens,
+                sse_stall: std::time::Duration::from_millis(sse_stall_ms),
+                log_json,
+            },
             |_| Ok(()),
         ),
         Command::Demo { data, listen } => demo::run(data, listen),

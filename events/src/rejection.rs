@@ -92,6 +92,8 @@ codes! {
     DuplicatePayment => ("duplicate_payment", Unprocessable),
     UnknownInvoice => ("unknown_invoice", Unprocessable),
     PaymentExceedsInvoice => ("payment_exceeds_invoice", Unprocessable),
+    PaymentBeforeInvoice => ("payment_before_invoice", Unprocessable),
+    FirmValueNegative => ("firm_value_negative", Unprocessable),
     // Periods.
     PeriodClosed => ("period_closed", Unprocessable),
     PeriodEndNotAdvancing => ("period_end_not_advancing", Unprocessable),

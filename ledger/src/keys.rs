@@ -16,6 +16,8 @@ pub const CONTRACT: u8 = b'C';
 pub const IDEMPOTENCY: u8 = b'I';
 /// `Mhead` → seq (u64 BE) ++ hash of the last event: checked against the chain on open.
 pub const META_HEAD: &[u8] = b"Mhead";
+/// `Mpublished` → seq (u64 BE): the last event JetStream acknowledged (the outbox cursor).
+pub const META_PUBLISHED: &[u8] = b"Mpublished";
 /// `Mformat` → [`STORE_FORMAT`] (u32 BE).
 pub const META_FORMAT: &[u8] = b"Mformat";
 

@@ -12,6 +12,7 @@
 mod durable;
 mod idempotency;
 mod keys;
+pub mod nats;
 mod verify;
 pub mod views;
 mod writer;
@@ -196,9 +197,29 @@ struct Shared {
     counters: Counters,
 }
 
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+enum Job {
+    Append { request: AppendRequest, reply: oneshot::Sender<Result<Appended, AppendError>> },
+    /// Events recorded elsewhere (a follower copying its leader's stream).
+    Replicate { events: Vec<RecordedEvent>, reply: oneshot::Sender<Result<Replicated, AppendError>> },
+}
+
+impl Job {
+    fn events(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.events.len(),
+            Job::Replicate { events, .. } => events.len(),
+        }
+    }
+}
+
+/// What [`Ledger::replicate`] stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// Events stored (a prefix of those given).
+    pub stored: usize,
+    /// The first event refused, and why: it does not continue the chain, or does not fold.
+    pub refused: Option<VerifyFailure>,
+    pub head: ChainHead,
 }
 
 /// The ledger: cheap to share behind an `Arc`; all methods take `&self`.
@@ -287,7 +308,7 @@ impl Ledger {
     pub fn submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
         let (reply, answer) = oneshot::channel();
         let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
-        sender.send(Job { request, reply }).map_err(|_| self.unavailable())?;
+        sender.send(Job::Append { request, reply }).map_err(|_| self.unavailable())?;
         Ok(answer)
     }
 
@@ -296,11 +317,45 @@ impl Ledger {
     pub fn try_submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, TrySubmitError> {
         let (reply, answer) = oneshot::channel();
         let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| TrySubmitError::Unavailable(self.unavailable()))?;
-        match sender.try_send(Job { request, reply }) {
+        match sender.try_send(Job::Append { request, reply }) {
             Ok(()) => Ok(answer),
-            Err(std::sync::mpsc::TrySendError::Full(job)) => Err(TrySubmitError::Full(job.request)),
+            Err(std::sync::mpsc::TrySendError::Full(Job::Append { request, .. })) => Err(TrySubmitError::Full(request)),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => Err(TrySubmitError::Unavailable(self.unavailable())),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(TrySubmitError::Unavailable(self.unavailable())),
         }
+    }
+
+    /// Stores events recorded by another ledger (a follower copying its leader), after
+    /// checking that each continues the chain (seq, prev_hash, hash of its bytes,
+    /// recorded_at) and folds into its contract. Stops at the first that does not; the ones
+    /// before it are stored. Returns when they are durable.
+    pub async fn replicate(&self, events: Vec<RecordedEvent>) -> Result<Replicated, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
+        let job = Job::Replicate { events, reply };
+        // The queue is bounded: wait for room off the async executor.
+        let sent = match sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || sender.send(job).map_err(|_| ())).await.unwrap_or(Err(()))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+        };
+        sent.map_err(|_| self.unavailable())?;
+        answer.await.unwrap_or_else(|_| Err(self.unavailable()))
+    }
+
+    /// Records how far the events have been published (the NATS outbox cursor). Written
+    /// without its own sync: the stream's last sequence is the authority on restart; this
+    /// is what the ledger remembers and reports.
+    pub fn record_published(&self, seq: u64) -> Result<(), ReadError> {
+        self.shared.tree.insert(keys::META_PUBLISHED, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The last seq recorded by [`Ledger::record_published`] (0 if never).
+    pub fn published(&self) -> Result<u64, ReadError> {
+        Ok(self.shared.tree.get(keys::META_PUBLISHED)?.and_then(|v| keys::u64_value(&v)).unwrap_or(0))
     }
 
     fn unavailable(&self) -> AppendError {

@@ -6,10 +6,10 @@ use crate::verify::join_record;
 use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
     keys, read_event, AppendError, AppendRequest, Appended, ChainHead, Job, Mode, Options, ReadError,
-    Receipt, Shared, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
+    Receipt, Replicated, Shared, VerifyFailure, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::{
-    Code, ContractId, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX,
+    Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX,
 };
 use projections::{admit, ContractState, LedgerFacts};
 use std::collections::HashMap;
@@ -17,6 +17,11 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
+
+enum Outcome {
+    Append(Result<Appended, AppendError>),
+    Replicate(Result<Replicated, AppendError>),
+}
 
 /// Writes of one commit, and what the group's requests need to see of each other.
 #[derive(Default)]
@@ -92,19 +97,25 @@ impl Writer {
     pub(crate) fn run(mut self) {
         while let Ok(first) = self.jobs.recv() {
             let mut jobs = vec![first];
-            let mut events = jobs[0].request.events.len();
+            let mut events = jobs[0].events();
             // Take whatever else is already waiting, up to the group bound.
             while events < GROUP_EVENTS_MAX {
                 match self.jobs.try_recv() {
                     Ok(job) => {
-                        events += job.request.events.len();
+                        events += job.events();
                         jobs.push(job);
                     }
                     Err(_) => break,
                 }
             }
             let mut group = Group::default();
-            let outcomes: Vec<_> = jobs.iter().map(|job| self.decide(&job.request, &mut group)).collect();
+            let outcomes: Vec<Outcome> = jobs
+                .iter()
+                .map(|job| match job {
+                    Job::Append { request, .. } => Outcome::Append(self.decide(request, &mut group)),
+                    Job::Replicate { events, .. } => Outcome::Replicate(self.replicate(events, &mut group)),
+                })
+                .collect();
             let mut failure = None;
             if !group.writes.is_empty()
                 && let Err(e) = self.commit(&mut group) {
@@ -113,15 +124,29 @@ impl Writer {
             let counters = &self.shared.counters;
             counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                let outcome = match (&failure, outcome) {
-                    (Some(f), Ok(appended)) if appended.receipts.iter().any(|r| !r.replayed) => Err(AppendError::Unavailable(f.clone())),
-                    (_, outcome) => outcome,
-                };
-                if outcome.is_err() {
-                    counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                // The caller may have gone away; its events are durable all the same.
+                match (job, outcome) {
+                    (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
+                        let outcome = match (&failure, outcome) {
+                            (Some(f), Ok(appended)) if appended.receipts.iter().any(|r| !r.replayed) => {
+                                Err(AppendError::Unavailable(f.clone()))
+                            }
+                            (_, outcome) => outcome,
+                        };
+                        if outcome.is_err() {
+                            counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = reply.send(outcome);
+                    }
+                    (Job::Replicate { reply, .. }, Outcome::Replicate(outcome)) => {
+                        let outcome = match (&failure, outcome) {
+                            (Some(f), Ok(r)) if r.stored > 0 => Err(AppendError::Unavailable(f.clone())),
+                            (_, outcome) => outcome,
+                        };
+                        let _ = reply.send(outcome);
+                    }
+                    _ => unreachable!("outcomes are made in job order, one per job"),
                 }
-                // The appender may have gone away; its events are durable all the same.
-                let _ = job.reply.send(outcome);
             }
             if let Some(f) = failure {
                 tracing::error!("{f}");
@@ -435,6 +460,63 @@ impl Writer {
         group.event_count += 1;
         undo.seqs.push(next_seq);
         Ok(receipt)
+    }
+}
+
+impl Writer {
+    /// Stores events recorded elsewhere, in order, while each continues the chain and folds.
+    fn replicate(&mut self, events: &[RecordedEvent], group: &mut Group) -> Result<Replicated, AppendError> {
+        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
+            return Err(AppendError::Unavailable(failure));
+        }
+        let mut stored = 0;
+        for recorded in events {
+            if let Err(reason) = self.replicate_one(recorded, group) {
+                let refused = VerifyFailure { seq: recorded.event.seq, reason };
+                return Ok(Replicated { stored, refused: Some(refused), head: self.head });
+            }
+            stored += 1;
+        }
+        Ok(Replicated { stored, refused: None, head: self.head })
+    }
+
+    fn replicate_one(&mut self, recorded: &RecordedEvent, group: &mut Group) -> Result<(), String> {
+        let event = &recorded.event;
+        let expected = self.head.seq + 1;
+        if event.seq != expected {
+            return Err(format!("expected seq {expected}, got {}", event.seq));
+        }
+        if Digest::of_event(&recorded.canonical) != recorded.hash {
+            return Err("the hash is not the hash of the event's bytes".into());
+        }
+        if Event::decode(&recorded.canonical).as_ref() != Ok(event) {
+            return Err("the event is not the decoding of its bytes".into());
+        }
+        if event.prev_hash != self.head.hash {
+            return Err(format!("prev_hash {} does not link to seq {}'s hash {}", event.prev_hash, self.head.seq, self.head.hash));
+        }
+        if self.head.recorded_at.is_some_and(|t| event.recorded_at < t) {
+            return Err("recorded_at goes back in time".into());
+        }
+        match &event.stream {
+            Stream::Ledger => self.ledger.apply(event).map_err(|e| e.to_string())?,
+            Stream::Contract(id) => match self.shared.views.get(id) {
+                Some(live) => live.lock().expect("contract lock").apply(event).map_err(|e| e.to_string())?,
+                None => {
+                    self.shared.views.insert(ContractState::from_grant(event).map_err(|e| e.to_string())?);
+                    group.writes.push((keys::contract(id), event.seq.to_be_bytes().to_vec()));
+                }
+            },
+        }
+        if let Stream::Contract(id) = &event.stream {
+            self.dirty.insert(id.clone());
+        }
+        group.writes.push((keys::event(event.seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
+        group.writes.push((keys::stream_version(&event.stream, event.version), event.seq.to_be_bytes().to_vec()));
+        self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };
+        group.events.insert(event.seq, recorded.clone());
+        group.event_count += 1;
+        Ok(())
     }
 }
 

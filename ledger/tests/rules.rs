@@ -122,6 +122,26 @@ fn cases() -> Vec<Case> {
             // yet recognized (the conditional 650.00 is pending, not firm): -8.23 is refused.
             refused: e("capacity_changed", "2026-12-31", r#"{"gpus_delta":0,"amount_delta":"-8.23"}"#),
             code: Code::CapacityDecreaseTooLarge, field: "data.amount_delta" },
+        Case { name: "back-dated decreases adding up to more than the firm value",
+            // 3000.00 firm over 2026. -1500.00 from 2026-07-01 leaves 3000.00 - 1487.67
+            // (181 of 365 days by 06-30) - 1500.00 = 12.33 unrecognized on 06-30. A second
+            // decrease dated 2026-01-02 sees 3000.00 - 8.21 (1 day) = 2991.79 unrecognized on
+            // 01-01, less the later decrease of 1500.00: 1491.79 of headroom; 1491.80 is
+            // refused (before this rule it was accepted and the firm value went negative).
+            setup: vec![g.clone(), e("capacity_changed", "2026-07-01", r#"{"gpus_delta":0,"amount_delta":"-1500.00"}"#)],
+            refused: e("capacity_changed", "2026-01-02", r#"{"gpus_delta":0,"amount_delta":"-1491.80"}"#),
+            code: Code::CapacityDecreaseTooLarge, field: "data.amount_delta" },
+        Case { name: "reversing an increase the decreases rely on",
+            // +1000.00 then -3500.00 (allowed: 3000.00 + 1000.00 unrecognized less earned);
+            // reversing the increase would leave 3000.00 - 3500.00 = -500.00 of firm value.
+            setup: vec![g.clone(),
+                e("capacity_changed", "2026-02-01", r#"{"gpus_delta":0,"amount_delta":"1000.00"}"#),
+                e("capacity_changed", "2026-02-02", r#"{"gpus_delta":0,"amount_delta":"-3500.00"}"#)],
+            refused: e("event_reversed", "2026-03-01", r#"{"target_seq":2,"reason":"increase entered in error"}"#),
+            code: Code::FirmValueNegative, field: "data.target_seq" },
+        Case { name: "payment taking effect before its invoice", setup: vec![g.clone(), invoice.clone()],
+            refused: e("payment_received", "2026-01-31", r#"{"payment_id":"P1","amount":"1.00","invoice_id":"INV-1"}"#),
+            code: Code::PaymentBeforeInvoice, field: "effective_date" },
         Case { name: "capacity change leaving a negative GPU count", setup: vec![g.clone()],
             refused: e("capacity_changed", "2026-06-01", r#"{"gpus_delta":-101,"amount_delta":"0"}"#),
             code: Code::GpuCountNegative, field: "data.gpus_delta" },

@@ -171,6 +171,41 @@ impl ContractState {
         Ok(self.figures(at)?.recognized)
     }
 
+    /// How much a capacity decrease taking effect the day after `day_before` may take away:
+    /// the firm value not yet recognized at the end of `day_before` (tranches counted then,
+    /// less what each has earned), less every decrease already known that takes effect
+    /// later (they will take their share of the same value). Counting later decreases keeps
+    /// back-dated decreases from adding up to more than the contract has.
+    pub fn decrease_headroom(&self, day_before: Date) -> Result<i128, Overflow> {
+        let then = AsOf::date(day_before);
+        let mut headroom = self.unrecognized_firm(&then)?;
+        let everything = AsOf::date(Date::new(9999, 12, 31).expect("a valid date"));
+        for tranche in self.tranches.iter().filter(|t| t.amount < 0 && self.counts(&t.origin, &everything) && !self.counts(&t.origin, &then)) {
+            headroom = add(headroom, tranche.amount)?;
+        }
+        Ok(headroom)
+    }
+
+    /// The contract's firm value as everything known now would have it at the end of time,
+    /// without the effects of event `excluded_seq` (a capacity change's tranche, or a
+    /// milestone resolution): what would be left if that event were reversed.
+    pub fn firm_value_without(&self, excluded_seq: u64) -> Result<i128, Overflow> {
+        let everything = AsOf::date(Date::new(9999, 12, 31).expect("a valid date"));
+        let mut total = 0i128;
+        for tranche in self.tranches.iter().filter(|t| t.origin.seq != excluded_seq && self.counts(&t.origin, &everything)) {
+            let counted = match &tranche.condition {
+                Condition::Firm => true,
+                Condition::Milestone(m) => self
+                    .resolution_at(m, &everything)
+                    .is_some_and(|r| r.origin.seq != excluded_seq && r.outcome.counts_tranche()),
+            };
+            if counted {
+                total = add(total, tranche.amount)?;
+            }
+        }
+        Ok(total)
+    }
+
     /// Firm value not yet recognized at the end of `at.date`: the sum over counted tranches
     /// of what each has still to earn. A capacity decrease may not exceed it (SPEC 4).
     pub fn unrecognized_firm(&self, at: &AsOf) -> Result<i128, Overflow> {

@@ -110,16 +110,15 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
             }
             let delta = c.amount_delta.minor_units();
             if delta < 0 {
-                let day_before = AsOf::date(date.add_days(-1).unwrap_or(date));
-                let unrecognized = state.unrecognized_firm(&day_before).map_err(|_| overflow())?;
-                if -delta > unrecognized {
+                let day_before = date.add_days(-1).unwrap_or(date);
+                let headroom = state.decrease_headroom(day_before).map_err(|_| overflow())?;
+                if -delta > headroom {
                     return Err(reject(
                         Code::CapacityDecreaseTooLarge,
                         "data.amount_delta",
-                        format!("a decrease of {} exceeds the firm value not yet recognized on {} ({})",
+                        format!("a decrease of {} exceeds the firm value not yet recognized on {day_before}, less later decreases ({})",
                             c.amount_delta.to_decimal_string().trim_start_matches('-'),
-                            day_before.date,
-                            events::Money::new(unrecognized, state.currency()).map(|m| m.to_decimal_string()).unwrap_or_default()),
+                            events::format_minor_units(headroom, state.currency())),
                     ));
                 }
             }
@@ -162,6 +161,13 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
                     .invoice(invoice_id)
                     .filter(|x| !state.is_reversed(x.origin.seq))
                     .ok_or_else(|| reject(Code::UnknownInvoice, "data.invoice_id", format!("no standing invoice `{invoice_id}`")))?;
+                if date < invoice.origin.date {
+                    return Err(reject(
+                        Code::PaymentBeforeInvoice,
+                        "effective_date",
+                        format!("invoice `{invoice_id}` is issued {}; a payment against it cannot take effect before", invoice.origin.date),
+                    ));
+                }
                 let owed = state.invoice_owed(invoice);
                 if p.amount.minor_units() > owed {
                     return Err(reject(
@@ -198,6 +204,16 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
             }
             if let Some(by) = target.reversed_by {
                 return refuse(Code::AlreadyReversed, format!("seq {} was already reversed at seq {}", r.target_seq, by.seq));
+            }
+            if matches!(target.kind, EventKind::CapacityChanged | EventKind::MilestoneReached) {
+                let left = state.firm_value_without(r.target_seq).map_err(|_| overflow())?;
+                if left < 0 {
+                    return refuse(
+                        Code::FirmValueNegative,
+                        format!("without seq {} the contract's firm value would be {}; reverse the decreases first",
+                            r.target_seq, events::format_minor_units(left, state.currency())),
+                    );
+                }
             }
             if date < target.origin.date {
                 return Err(reject(

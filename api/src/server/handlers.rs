@@ -58,6 +58,21 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// A follower holds a copy of its leader's ledger: writes go to the leader.
+fn refuse_on_follower(app: &Shared) -> Result<(), ApiError> {
+    match &app.nats {
+        Some(n) if n.follow => {
+            let leader = n.leader_url.clone();
+            let message = match &leader {
+                Some(url) => format!("this server is a read-only follower; send writes to the leader at {url}"),
+                None => "this server is a read-only follower; send writes to the leader".to_string(),
+            };
+            Err(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "follower_read_only", message).with("leader", json!(leader)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Hands a request to the ledger and waits until it is durable (or refused).
 async fn append(app: &Shared, request: AppendRequest) -> Result<Appended, AppendError> {
     let events = request.events.len();
@@ -121,11 +136,13 @@ fn created(body: Value, replayed: bool) -> Response {
         (status = 404, description = "Unknown contract", body = ErrorBody),
         (status = 409, description = "Version conflict (with `current_version`) or idempotency key reused", body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 421, description = "A follower: writes go to the leader (named in `leader`)", body = ErrorBody),
         (status = 422, description = "A rule of SPEC section 4, with its code", body = ErrorBody),
         (status = 503, description = "The ledger stopped taking writes", body = ErrorBody),
     ))]
 pub async fn append_event(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let caller = app.auth.authorize(&headers, Access::Write)?;
+    refuse_on_follower(&app)?;
     let key = idempotency_header(&headers)?;
     let bytes = read_body(body, EVENT_BODY_BYTES_MAX).await?;
     let proposal = Proposal::parse_json(&bytes)?;
@@ -153,6 +170,7 @@ struct BatchBody {
     ))]
 pub async fn append_batch(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let caller = app.auth.authorize(&headers, Access::Write)?;
+    refuse_on_follower(&app)?;
     let key = idempotency_header(&headers)?;
     let bytes = read_body(body, BATCH_BODY_BYTES_MAX).await?;
     let batch: BatchBody = serde_json::from_slice(&bytes)
@@ -369,9 +387,23 @@ pub async fn healthz() -> Json<Value> {
 /// takes writes.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Object), (status = 503, body = Object)))]
 pub async fn readyz(State(app): State<Shared>) -> Response {
-    match app.ledger.failure() {
-        None => Json(json!({"ready": true, "head": app.ledger.head().seq})).into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason}))).into_response(),
+    let head = app.ledger.head().seq;
+    let nats = app.nats.as_ref().map(|n| {
+        let confirmed = n.status.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        let stream_last = n.status.stream_last.load(std::sync::atomic::Ordering::Relaxed);
+        json!({
+            "role": if n.follow { "follower" } else { "leader" },
+            "connected": matches!(n.client.connection_state(), async_nats::connection::State::Connected),
+            "confirmed": confirmed,
+            "stream_last": stream_last,
+            "lag_events": if n.follow { stream_last.saturating_sub(head) } else { head.saturating_sub(confirmed) },
+            "failure": n.status.failure(),
+        })
+    });
+    let failure = app.ledger.failure().or_else(|| app.nats.as_ref().and_then(|n| n.status.failure()));
+    match failure {
+        None => Json(json!({"ready": true, "head": head, "nats": nats})).into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason, "head": head, "nats": nats}))).into_response(),
     }
 }
 
@@ -390,6 +422,24 @@ pub async fn metrics(State(app): State<Shared>) -> Response {
     let head = app.ledger.head();
     metrics::gauge!("ledger_chain_length").set(head.seq as f64);
     metrics::gauge!("ledger_contracts").set(app.ledger.contract_count() as f64);
+    if let Some(n) = &app.nats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let connected = matches!(n.client.connection_state(), async_nats::connection::State::Connected);
+        metrics::gauge!("nats_connected").set(if connected { 1.0 } else { 0.0 });
+        let confirmed = n.status.confirmed.load(Relaxed);
+        if n.follow {
+            let stream_last = n.status.stream_last.load(Relaxed);
+            metrics::gauge!("follower_lag_events").set(stream_last.saturating_sub(head.seq) as f64);
+        } else {
+            metrics::gauge!("outbox_lag_events").set(head.seq.saturating_sub(confirmed) as f64);
+            // Age of the oldest event not yet acknowledged by JetStream.
+            let lag_seconds = match app.ledger.event(confirmed + 1) {
+                Ok(Some(oldest)) => (ledger::system_clock().micros() - oldest.event.recorded_at.micros()).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+            metrics::gauge!("outbox_lag_seconds").set(lag_seconds);
+        }
+    }
     let body = app.metrics.render();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

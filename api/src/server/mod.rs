@@ -30,7 +30,23 @@ pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most events in one batch request.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 
+/// How to reach NATS, and in which role.
+#[derive(Clone, Debug, Default)]
+pub struct NatsConfig {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub replicas: usize,
+    /// Follow the stream instead of publishing to it.
+    pub follow: bool,
+    /// Where writes go, named in a follower's refusals.
+    pub leader_url: Option<String>,
+}
+
 pub struct ServeConfig {
+    pub nats: Option<NatsConfig>,
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub tokens: Option<PathBuf>,
@@ -42,6 +58,7 @@ pub struct ServeConfig {
 /// What every handler shares.
 pub struct App {
     pub ledger: Arc<Ledger>,
+    pub nats: Option<NatsHandle>,
     pub auth: Auth,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -49,6 +66,67 @@ pub struct App {
 }
 
 pub type Shared = Arc<App>;
+
+pub struct NatsHandle {
+    pub client: async_nats::Client,
+    pub status: Arc<ledger::nats::NatsStatus>,
+    pub follow: bool,
+    pub leader_url: Option<String>,
+}
+
+async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("cledger")
+        // Start even if NATS is down: the outbox catches up when it returns.
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(3));
+    if let Some(creds) = &config.creds {
+        options = options.credentials_file(creds).await.map_err(|e| format!("--nats-creds {}: {e}", creds.display()))?;
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true),
+        (None, None) => {}
+        _ => return Err("--nats-tls-cert and --nats-tls-key go together".into()),
+    }
+    options.connect(config.url.as_str()).await.map_err(|e| format!("NATS at {}: {e}", config.url))
+}
+
+/// Checks the stream against the ledger before serving: a contradiction refuses to start;
+/// NATS being unreachable does not (the outbox or follower catches up later).
+async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, settings: &ledger::nats::StreamSettings, follow: bool) -> Result<(), String> {
+    use ledger::nats::NatsError;
+    let check = async {
+        let js = async_nats::jetstream::new(client.clone());
+        if follow {
+            let stream = js.get_stream(&settings.name).await.map_err(|e| NatsError::Transient(e.to_string()))?;
+            let last = stream.get_info().await.map_err(|e| NatsError::Transient(e.to_string()))?.state.last_sequence;
+            let head = ledger.head().seq;
+            if head > last {
+                return Err(NatsError::Contradiction(format!("this follower holds seq {head}, the stream ends at {last}")));
+            }
+            Ok(())
+        } else {
+            let mut stream = ledger::nats::ensure_stream(&js, settings).await?;
+            ledger::nats::resume_point(&mut stream, ledger).await.map(|_| ())
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(NatsError::Contradiction(reason))) => Err(format!("refusing to run: {reason}")),
+        Ok(Err(NatsError::Transient(reason))) => {
+            tracing::warn!("cannot check the stream now ({reason}); will keep trying in the background");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("NATS did not answer within 5 s; will keep trying in the background");
+            Ok(())
+        }
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -131,7 +209,21 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let app = Arc::new(App { ledger: ledger.clone(), auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
+        let mut nats = None;
+        let mut nats_task = None;
+        if let Some(nc) = &config.nats {
+            let client = connect_nats(nc).await?;
+            let settings = ledger::nats::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
+            check_stream_at_start(&ledger, &client, &settings, nc.follow).await?;
+            let status = Arc::new(ledger::nats::NatsStatus::default());
+            nats_task = Some(if nc.follow {
+                tokio::spawn(ledger::nats::run_follower(ledger.clone(), client.clone(), settings.name.clone(), status.clone(), shutdown_rx.clone()))
+            } else {
+                tokio::spawn(ledger::nats::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone()))
+            });
+            nats = Some(NatsHandle { client, status, follow: nc.follow, leader_url: nc.leader_url.clone() });
+        }
+        let app = Arc::new(App { ledger: ledger.clone(), nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
         if app.auth.is_open() {
             tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
             eprintln!("warning: no tokens file, so every route is open; listening on loopback only");
@@ -146,7 +238,13 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
             tracing::info!("shutting down: finishing requests in flight");
             let _ = shutdown_tx.send(true);
         };
-        axum::serve(listener, router(app)).with_graceful_shutdown(signal).await.map_err(|e| e.to_string())
+        let served = axum::serve(listener, router(app)).with_graceful_shutdown(signal).await.map_err(|e| e.to_string());
+        // The publisher stops at the shutdown signal; what it did not publish, the next
+        // start publishes (the stream's last sequence says where to resume).
+        if let Some(task) = nats_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        served
     });
     // Every request has been answered; drain and sync whatever is queued, save the views.
     ledger.close();

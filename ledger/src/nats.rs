@@ -1,0 +1,409 @@
+//! NATS JetStream: the outbox publisher (leader) and the stream follower.
+//!
+//! Stream `LEDGER`, subjects `ledger.events.<contract_id>.<type>` (ledger-wide events use
+//! the token `~ledger`, which no contract id can be), message body = canonical bytes,
+//! headers per SPEC section 6. Stream sequence = ledger seq: every publish carries
+//! `Nats-Expected-Last-Sequence: seq - 1`, so a re-sent event is refused by position and
+//! can never be stored twice or out of order; `Nats-Msg-Id` (the event hash) also dedups
+//! inside the stream's duplicate window.
+//!
+//! The publisher (a transactional outbox): events are durable in sled before it sees them
+//! (it follows the durable head); it resumes from the stream's own last sequence after
+//! checking that the stream agrees with the ledger there; it keeps many publishes in
+//! flight and advances only on acks in order; on any error (NATS down, timeout, wrong
+//! last sequence) it drops what is in flight, re-reads the stream's last sequence, checks
+//! it, and resumes from there, so a timed-out publish that was in fact stored is not sent
+//! again and one that was not is sent again with the same id. A stream that contradicts
+//! the ledger stops it for good, loudly. Writers never wait for any of this.
+//!
+//! The follower copies the stream into its own ledger through [`Ledger::replicate`], which
+//! checks every hash and link before storing.
+
+use crate::{Ledger, VerifyFailure};
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use events::{Digest, RecordedEvent, Stream as EventStream};
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const STREAM_NAME: &str = "LEDGER";
+pub const SUBJECTS: &str = "ledger.events.>";
+pub const CHECKPOINT_SUBJECT: &str = "ledger.checkpoints";
+/// Subject token of ledger-wide events (not a valid contract id, so no collision).
+pub const LEDGER_WIDE_TOKEN: &str = "~ledger";
+
+/// Publishes in flight at once.
+const IN_FLIGHT_MAX: usize = 512;
+/// Events read from sled at a time.
+const READ_PAGE: usize = 256;
+/// How often the outbox cursor is written and the head marker published.
+const CURSOR_EVERY: Duration = Duration::from_millis(500);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Events the follower hands to its ledger at once.
+const FOLLOW_BATCH_MAX: usize = 1_000;
+
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub name: String,
+    pub replicas: usize,
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> StreamSettings {
+        StreamSettings { name: STREAM_NAME.into(), replicas: 1, duplicate_window: Duration::from_secs(120) }
+    }
+}
+
+/// What the server shows about NATS on `/readyz` and `/metrics`.
+#[derive(Default)]
+pub struct NatsStatus {
+    pub connected: AtomicBool,
+    /// Leader: last seq acknowledged by JetStream. Follower: last seq stored.
+    pub confirmed: AtomicU64,
+    /// The stream's last sequence, as last seen.
+    pub stream_last: AtomicU64,
+    pub published_total: AtomicU64,
+    /// Set when the stream contradicts the ledger (or breaks the chain): NATS work stopped.
+    pub failure: Mutex<Option<String>>,
+}
+
+impl NatsStatus {
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("status lock").clone()
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!("NATS work stopped: {reason}");
+        metrics::gauge!("nats_failed").set(1.0);
+        *self.failure.lock().expect("status lock") = Some(reason);
+    }
+}
+
+/// Why publishing or following cannot go on. `Contradiction` is final; the rest are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("the stream contradicts the ledger: {0}")]
+    Contradiction(String),
+    #[error("NATS: {0}")]
+    Transient(String),
+}
+
+fn transient(e: impl std::fmt::Display) -> NatsError {
+    NatsError::Transient(e.to_string())
+}
+
+/// The subject of an event.
+pub fn subject(event: &events::Event) -> String {
+    let contract = match &event.stream {
+        EventStream::Ledger => LEDGER_WIDE_TOKEN,
+        EventStream::Contract(id) => id.as_str(),
+    };
+    format!("ledger.events.{contract}.{}", event.body.kind().as_str())
+}
+
+/// The headers of SPEC section 6.
+pub fn headers(recorded: &RecordedEvent) -> HeaderMap {
+    let e = &recorded.event;
+    let mut h = HeaderMap::new();
+    let hash = recorded.hash.to_hex();
+    h.insert("Nats-Msg-Id", hash.as_str());
+    h.insert("Nats-Expected-Last-Sequence", (e.seq - 1).to_string().as_str());
+    h.insert("Ledger-Seq", e.seq.to_string().as_str());
+    h.insert("Ledger-Hash", hash.as_str());
+    h.insert("Ledger-Prev-Hash", e.prev_hash.to_hex().as_str());
+    h.insert("Ledger-Contract", e.stream.contract_id().map_or(LEDGER_WIDE_TOKEN, |c| c.as_str()));
+    h.insert("Ledger-Type", e.body.kind().as_str());
+    h
+}
+
+/// Creates the stream, or checks that the existing one is ours.
+pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, NatsError> {
+    let config = stream::Config {
+        name: settings.name.clone(),
+        subjects: vec![SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        duplicate_window: settings.duplicate_window,
+        // History is never edited: the stream refuses deletes and purges too.
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let mut stream = js.get_or_create_stream(config).await.map_err(transient)?;
+    let info = stream.info().await.map_err(transient)?;
+    if !info.config.subjects.iter().any(|s| s == SUBJECTS) {
+        return Err(NatsError::Contradiction(format!(
+            "stream {} exists with subjects {:?}, not {SUBJECTS}",
+            settings.name, info.config.subjects
+        )));
+    }
+    Ok(stream)
+}
+
+/// The hash a stream message claims and the hash of its bytes; they must agree with each
+/// other and with the ledger's event at that seq.
+async fn check_stream_at(stream: &stream::Stream, ledger: &Ledger, seq: u64) -> Result<(), NatsError> {
+    let message = stream.get_raw_message(seq).await.map_err(transient)?;
+    let ours = ledger
+        .event(seq)
+        .map_err(transient)?
+        .ok_or_else(|| NatsError::Contradiction(format!("the stream has seq {seq}, the ledger does not")))?;
+    let body_hash = Digest::of_event(&message.payload);
+    let claimed = message.headers.get("Ledger-Hash").map(|v| v.as_str().to_string());
+    if body_hash != ours.hash || claimed.as_deref() != Some(ours.hash.to_hex().as_str()) {
+        return Err(NatsError::Contradiction(format!(
+            "at seq {seq} the stream holds hash {body_hash} (header {:?}), the ledger {}",
+            claimed, ours.hash
+        )));
+    }
+    Ok(())
+}
+
+/// The stream's last sequence, after checking the stream agrees with the ledger there.
+pub async fn resume_point(stream: &mut stream::Stream, ledger: &Ledger) -> Result<u64, NatsError> {
+    let info = stream.get_info().await.map_err(transient)?;
+    let last = info.state.last_sequence;
+    let head = ledger.head().seq;
+    if last > head {
+        return Err(NatsError::Contradiction(format!("the stream ends at seq {last}, the ledger at {head}")));
+    }
+    if last > 0 {
+        check_stream_at(stream, ledger, last).await?;
+    }
+    let recorded = ledger.published().map_err(transient)?;
+    if recorded > 0 && recorded <= last && recorded != last {
+        check_stream_at(stream, ledger, recorded).await?;
+    }
+    Ok(last)
+}
+
+/// Publishes every durable event after the stream's last one, forever (until `shutdown`).
+pub async fn run_publisher(
+    ledger: Arc<Ledger>,
+    client: async_nats::Client,
+    settings: StreamSettings,
+    status: Arc<NatsStatus>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).max_ack_inflight(IN_FLIGHT_MAX * 2).build(client.clone());
+    let mut backoff = RETRY_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match publish_until_error(&ledger, &client, &js, &settings, &status, &mut shutdown).await {
+            Ok(()) => return,
+            Err(NatsError::Contradiction(reason)) => {
+                status.fail(reason);
+                return;
+            }
+            Err(NatsError::Transient(reason)) => {
+                tracing::warn!("publishing paused, retrying in {backoff:?}: {reason}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn publish_until_error(
+    ledger: &Arc<Ledger>,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+    status: &NatsStatus,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NatsError> {
+    let mut stream = ensure_stream(js, settings).await?;
+    let mut confirmed = resume_point(&mut stream, ledger).await?;
+    status.connected.store(true, Ordering::Relaxed);
+    status.confirmed.store(confirmed, Ordering::Relaxed);
+    status.stream_last.store(confirmed, Ordering::Relaxed);
+    tracing::info!(resume_after = confirmed, "publishing to JetStream stream {}", settings.name);
+    let mut head = ledger.watch_head();
+    let mut in_flight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
+    let mut next = confirmed + 1;
+    let mut last_cursor_write = tokio::time::Instant::now();
+    loop {
+        // Fill the window from the durable head.
+        while in_flight.len() < IN_FLIGHT_MAX && next <= ledger.head().seq {
+            let ledger2 = ledger.clone();
+            let want = READ_PAGE.min(IN_FLIGHT_MAX - in_flight.len());
+            let from = next - 1;
+            let page = tokio::task::spawn_blocking(move || ledger2.events_after(from, want)).await.map_err(transient)?.map_err(transient)?;
+            for recorded in page {
+                let message = jetstream::message::PublishMessage::build().payload(Bytes::from(recorded.canonical.clone())).headers(headers(&recorded));
+                let ack = js.send_publish(subject(&recorded.event), message).await.map_err(transient)?;
+                in_flight.push_back((recorded.seq(), ack));
+                next = recorded.seq() + 1;
+            }
+        }
+        if let Some((seq, ack)) = in_flight.pop_front() {
+            let ack = ack.await.map_err(transient)?;
+            if ack.sequence != seq {
+                // A duplicate ack points at where the message already is; anything but its
+                // own seq means the stream is not the ledger's.
+                return Err(NatsError::Contradiction(format!("event {seq} was stored at stream sequence {}", ack.sequence)));
+            }
+            confirmed = seq;
+            status.confirmed.store(seq, Ordering::Relaxed);
+            status.stream_last.store(seq, Ordering::Relaxed);
+            status.published_total.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("outbox_published_total").increment(1);
+        }
+        let now = tokio::time::Instant::now();
+        if now - last_cursor_write >= CURSOR_EVERY || (in_flight.is_empty() && next > ledger.head().seq) {
+            if ledger.published().map_err(transient)? != confirmed {
+                ledger.record_published(confirmed).map_err(transient)?;
+                publish_head_marker(client, ledger, confirmed).await;
+            }
+            last_cursor_write = now;
+        }
+        if in_flight.is_empty() && next > ledger.head().seq {
+            head.mark_unchanged();
+            if ledger.head().seq >= next {
+                continue;
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return Ok(()) },
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Until signed checkpoints exist: a head marker `{"seq", "hash"}` of what the stream holds.
+async fn publish_head_marker(client: &async_nats::Client, ledger: &Ledger, seq: u64) {
+    let Ok(Some(event)) = ledger.event(seq) else { return };
+    let marker = format!(r#"{{"seq":{seq},"hash":"{}"}}"#, event.hash);
+    if let Err(e) = client.publish(CHECKPOINT_SUBJECT, Bytes::from(marker)).await {
+        tracing::debug!("head marker not published: {e}");
+    }
+}
+
+/// Copies the stream into `ledger` from its head on, checking every event, forever.
+pub async fn run_follower(
+    ledger: Arc<Ledger>,
+    client: async_nats::Client,
+    stream_name: String,
+    status: Arc<NatsStatus>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let js = jetstream::new(client);
+    let mut backoff = RETRY_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match follow_until_error(&ledger, &js, &stream_name, &status, &mut shutdown).await {
+            Ok(()) => return,
+            Err(NatsError::Contradiction(reason)) => {
+                status.fail(reason);
+                return;
+            }
+            Err(NatsError::Transient(reason)) => {
+                tracing::warn!("following paused, retrying in {backoff:?}: {reason}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+fn broken(failure: VerifyFailure) -> NatsError {
+    NatsError::Contradiction(format!("seq {}: {}", failure.seq, failure.reason))
+}
+
+async fn follow_until_error(
+    ledger: &Arc<Ledger>,
+    js: &jetstream::Context,
+    stream_name: &str,
+    status: &NatsStatus,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NatsError> {
+    let stream = js.get_stream(stream_name).await.map_err(transient)?;
+    let head = ledger.head();
+    let info = stream.get_info().await.map_err(transient)?;
+    status.stream_last.store(info.state.last_sequence, Ordering::Relaxed);
+    if head.seq > 0 {
+        if info.state.last_sequence < head.seq {
+            return Err(NatsError::Contradiction(format!(
+                "the follower holds seq {}, the stream ends at {}",
+                head.seq, info.state.last_sequence
+            )));
+        }
+        check_stream_at(&stream, ledger, head.seq).await?;
+    }
+    status.connected.store(true, Ordering::Relaxed);
+    status.confirmed.store(head.seq, Ordering::Relaxed);
+    tracing::info!(from = head.seq + 1, "following JetStream stream {stream_name}");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: head.seq + 1 },
+            ..Default::default()
+        })
+        .await
+        .map_err(transient)?;
+    let mut messages = consumer.messages().await.map_err(transient)?;
+    let mut stream_info_at = tokio::time::Instant::now();
+    loop {
+        let first = tokio::select! {
+            m = messages.next() => m,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let Some(first) = first else { return Err(transient("the consumer ended")) };
+        let mut batch = vec![first.map_err(transient)?];
+        // Take whatever else has arrived, so one sync stores many events.
+        while batch.len() < FOLLOW_BATCH_MAX {
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(Some(m)) => batch.push(m.map_err(transient)?),
+                _ => break,
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        for message in &batch {
+            let info = message.info().map_err(transient)?;
+            let seq = info.stream_sequence;
+            let recorded = RecordedEvent::from_canonical(message.payload.to_vec())
+                .map_err(|e| broken(VerifyFailure { seq, reason: format!("the message does not decode: {e}") }))?;
+            if recorded.event.seq != seq {
+                return Err(broken(VerifyFailure { seq, reason: format!("the message holds event seq {}", recorded.event.seq) }));
+            }
+            let claimed = message.headers.as_ref().and_then(|h| h.get("Ledger-Hash")).map(|v| v.as_str().to_string());
+            if claimed.as_deref() != Some(recorded.hash.to_hex().as_str()) {
+                return Err(broken(VerifyFailure {
+                    seq,
+                    reason: format!("the bytes hash to {}, the Ledger-Hash header says {claimed:?}", recorded.hash),
+                }));
+            }
+            events.push(recorded);
+        }
+        let replicated = ledger.replicate(events).await.map_err(transient)?;
+        status.confirmed.store(replicated.head.seq, Ordering::Relaxed);
+        metrics::counter!("follower_events_total").increment(replicated.stored as u64);
+        if let Some(failure) = replicated.refused {
+            return Err(broken(failure));
+        }
+        if stream_info_at.elapsed() >= Duration::from_secs(1) {
+            if let Ok(info) = stream.get_info().await {
+                status.stream_last.store(info.state.last_sequence, Ordering::Relaxed);
+            }
+            stream_info_at = tokio::time::Instant::now();
+        }
+        let last = status.stream_last.load(Ordering::Relaxed).max(replicated.head.seq);
+        status.stream_last.store(last, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,687 @@
+//! Properties of the revenue projections over random histories.
+//!
+//! A history is a couple of random grants followed by random events of every kind (capacity
+//! changes, milestone resolutions, invoices, payments, credits, terminations, reversals,
+//! period closes), each proposed to a [`Book`] as the ledger would; the refused ones are
+//! dropped, the accepted ones form the history. Then, for every contract:
+//! - SPEC section 4's identity, `rpo = transaction_price - recognized`, the definitions of
+//!   receivable, deferred revenue and contract asset hold at many dates (window edges, event
+//!   dates and their neighbours);
+//! - month and quarter periods add up to `recognized`, follow each other and end at D;
+//! - appending an event effective after D changes nothing at D;
+//! - on a day with no event of the contract and inside no tranche window, nothing changes;
+//! - the figures at (D, known_at = K) are those of a book built from the first K events only;
+//! - folding the recorded events again gives the same book; portfolio totals are the sums.
+
+use events::{Date, Proposal, RecordedEvent, Timestamp};
+use projections::{AsOf, Book, ContractState, Figures, Granularity, Portfolio, report};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+const CONTRACTS: [&str; 2] = ["pa", "pb"];
+const MILESTONES: [&str; 3] = ["m0", "m1", "m2"]; // tranches wait on m0 or m1; m2 is unknown
+
+fn base_date() -> Date {
+    Date::parse("2026-01-01").unwrap()
+}
+
+fn day(offset: i64) -> Date {
+    base_date().add_days(offset).unwrap()
+}
+
+#[derive(Clone, Debug)]
+struct TrancheSpec {
+    start: u16,
+    len: u16,
+    amount: u32,
+    milestone: Option<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct GrantSpec {
+    currency: u8,
+    effective: u16,
+    term_offset: u16,
+    term_len: u16,
+    tranches: Vec<TrancheSpec>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Capacity {
+        c: u8,
+        day: u16,
+        gpus: i8,
+        amount: i32,
+    },
+    Milestone {
+        c: u8,
+        day: u16,
+        m: u8,
+        outcome: u8,
+    },
+    Invoice {
+        c: u8,
+        day: u16,
+        id: u8,
+        amount: u32,
+    },
+    Payment {
+        c: u8,
+        day: u16,
+        id: u8,
+        amount: u32,
+        invoice: Option<u8>,
+    },
+    Credit {
+        c: u8,
+        day: u16,
+        amount: u32,
+    },
+    Terminate {
+        c: u8,
+        day: u16,
+        fee: u32,
+    },
+    Reverse {
+        c: u8,
+        day: u16,
+        target: u16,
+    },
+    Close {
+        day: u16,
+        lag: u8,
+    },
+}
+
+fn currency(spec: &GrantSpec) -> (&'static str, u32) {
+    [("USD", 2), ("JPY", 0), ("KWD", 3)][usize::from(spec.currency % 3)]
+}
+
+/// Minor units as a decimal string with `exponent` decimals.
+fn decimal(minor: i64, exponent: u32) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let m = minor.unsigned_abs();
+    if exponent == 0 {
+        return format!("{sign}{m}");
+    }
+    let scale = 10u64.pow(exponent);
+    format!("{sign}{}.{:0w$}", m / scale, m % scale, w = exponent as usize)
+}
+
+fn grant_json(contract: &str, spec: &GrantSpec) -> String {
+    let (code, exp) = currency(spec);
+    let start = i64::from(spec.effective) + i64::from(spec.term_offset);
+    let len = i64::from(spec.term_len);
+    let mut tranches = vec![];
+    let mut headline = 0i64;
+    for (i, t) in spec.tranches.iter().enumerate() {
+        let s = i64::from(t.start) % len;
+        let e = (s + i64::from(t.len)).min(len);
+        headline += i64::from(t.amount);
+        let condition = match t.milestone {
+            None => r#""firm": true"#.to_string(),
+            Some(m) => format!(r#""milestone": "{}""#, MILESTONES[usize::from(m % 2)]),
+        };
+        tranches.push(format!(
+            r#"{{"id": "t{i}", "amount": "{}", "window": {{"start": "{}", "end": "{}"}}, {condition}}}"#,
+            decimal(i64::from(t.amount), exp),
+            day(start + s),
+            day(start + e)
+        ));
+    }
+    format!(
+        r#"{{"contract_id": "{contract}", "type": "lease_granted", "effective_date": "{}", "data": {{"provider": "P", "customer": "C", "currency": "{code}", "term": {{"start": "{}", "end": "{}"}}, "cluster": {{"site": "s", "gpu_model": "g", "gpus": 50}}, "headline": "{}", "tranches": [{}]}}}}"#,
+        day(i64::from(spec.effective)),
+        day(start),
+        day(start + len),
+        decimal(headline, exp),
+        tranches.join(", ")
+    )
+}
+
+fn event_json(contract: &str, kind: &str, date: Date, data: String) -> String {
+    format!(r#"{{"contract_id": "{contract}", "type": "{kind}", "effective_date": "{date}", "data": {data}}}"#)
+}
+
+fn op_json(op: &Op, grants: &[GrantSpec], head_seq: u64) -> String {
+    let exp = |c: u8| currency(&grants[usize::from(c) % grants.len()]).1;
+    let name = |c: u8| CONTRACTS[usize::from(c) % grants.len()];
+    let d = |offset: u16| day(i64::from(offset));
+    match *op {
+        Op::Capacity { c, day, gpus, amount } => event_json(
+            name(c),
+            "capacity_changed",
+            d(day),
+            format!(
+                r#"{{"gpus_delta": {gpus}, "amount_delta": "{}"}}"#,
+                decimal(i64::from(amount), exp(c))
+            ),
+        ),
+        Op::Milestone { c, day, m, outcome } => event_json(
+            name(c),
+            "milestone_reached",
+            d(day),
+            format!(
+                r#"{{"milestone": "{}", "outcome": "{}"}}"#,
+                MILESTONES[[0, 0, 1, 1, 2][usize::from(m % 5)]],
+                ["achieved", "failed", "waived"][usize::from(outcome % 3)]
+            ),
+        ),
+        Op::Invoice { c, day, id, amount } => event_json(
+            name(c),
+            "invoice_issued",
+            d(day),
+            format!(
+                r#"{{"invoice_id": "I{id}", "amount": "{}", "due_date": "{}"}}"#,
+                decimal(i64::from(amount), exp(c)),
+                d(day + 30)
+            ),
+        ),
+        Op::Payment {
+            c,
+            day,
+            id,
+            amount,
+            invoice,
+        } => {
+            let invoice = invoice
+                .map(|i| format!(r#", "invoice_id": "I{i}""#))
+                .unwrap_or_default();
+            event_json(
+                name(c),
+                "payment_received",
+                d(day),
+                format!(
+                    r#"{{"payment_id": "P{id}", "amount": "{}"{invoice}}}"#,
+                    decimal(i64::from(amount), exp(c))
+                ),
+            )
+        }
+        Op::Credit { c, day, amount } => event_json(
+            name(c),
+            "sla_credit_issued",
+            d(day),
+            format!(
+                r#"{{"amount": "{}", "reason": "sla"}}"#,
+                decimal(i64::from(amount), exp(c))
+            ),
+        ),
+        Op::Terminate { c, day, fee } => event_json(
+            name(c),
+            "contract_terminated",
+            d(day),
+            format!(r#"{{"fee": "{}"}}"#, decimal(i64::from(fee), exp(c))),
+        ),
+        Op::Reverse { c, day, target } => event_json(
+            name(c),
+            "event_reversed",
+            d(day),
+            // Mostly one of the last few events (likelier of the same contract), sometimes any.
+            format!(
+                r#"{{"target_seq": {}, "reason": "correction"}}"#,
+                if target % 2 == 0 {
+                    head_seq.saturating_sub(u64::from(target / 2) % 6).max(1)
+                } else {
+                    1 + u64::from(target / 2) % head_seq.max(1)
+                }
+            ),
+        ),
+        Op::Close { day, lag } => format!(
+            r#"{{"type": "period_closed", "effective_date": "{}", "data": {{"period_end": "{}"}}}}"#,
+            d(day + u16::from(lag)),
+            d(day)
+        ),
+    }
+}
+
+fn tranche_spec() -> impl Strategy<Value = TrancheSpec> {
+    (0u16..80, 1u16..80, 1u32..2_000_000, prop::option::of(0u8..2)).prop_map(|(start, len, amount, milestone)| {
+        TrancheSpec {
+            start,
+            len,
+            amount,
+            milestone,
+        }
+    })
+}
+
+fn grant_spec() -> impl Strategy<Value = GrantSpec> {
+    (
+        0u8..3,
+        0u16..30,
+        0u16..20,
+        3u16..90,
+        prop::collection::vec(tranche_spec(), 1..5),
+    )
+        .prop_map(|(currency, effective, term_offset, term_len, tranches)| GrantSpec {
+            currency,
+            effective,
+            term_offset,
+            term_len,
+            tranches,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let c = 0u8..2;
+    let d = 0u16..150;
+    prop_oneof![
+        3 => (c.clone(), d.clone(), -20i8..20, -1_500_000i32..1_500_000)
+            .prop_map(|(c, day, gpus, amount)| Op::Capacity { c, day, gpus, amount }),
+        4 => (c.clone(), d.clone(), 0u8..5, 0u8..3).prop_map(|(c, day, m, outcome)| Op::Milestone { c, day, m, outcome }),
+        3 => (c.clone(), d.clone(), 0u8..6, 1u32..3_000_000).prop_map(|(c, day, id, amount)| Op::Invoice { c, day, id, amount }),
+        3 => (c.clone(), d.clone(), 0u8..8, 1u32..1_500_000, prop::option::of(0u8..6))
+            .prop_map(|(c, day, id, amount, invoice)| Op::Payment { c, day, id, amount, invoice }),
+        2 => (c.clone(), d.clone(), 1u32..300_000).prop_map(|(c, day, amount)| Op::Credit { c, day, amount }),
+        1 => (c.clone(), d.clone(), 0u32..500_000).prop_map(|(c, day, fee)| Op::Terminate { c, day, fee }),
+        4 => (c, d.clone(), any::<u16>()).prop_map(|(c, day, target)| Op::Reverse { c, day, target }),
+        1 => (d, 0u8..5).prop_map(|(day, lag)| Op::Close { day, lag }),
+    ]
+}
+
+fn op_day(op: &Op) -> u16 {
+    match *op {
+        Op::Capacity { day, .. }
+        | Op::Milestone { day, .. }
+        | Op::Invoice { day, .. }
+        | Op::Payment { day, .. }
+        | Op::Credit { day, .. }
+        | Op::Terminate { day, .. }
+        | Op::Reverse { day, .. }
+        | Op::Close { day, .. } => day,
+    }
+}
+
+/// Grants and ops; in about half the histories the ops come in date order (as a ledger mostly
+/// sees them, and so that period closes refuse less), in the others in any order.
+fn history() -> impl Strategy<Value = (Vec<GrantSpec>, Vec<Op>)> {
+    (
+        prop::collection::vec(grant_spec(), 1..3),
+        prop::collection::vec(op(), 0..60),
+        any::<bool>(),
+    )
+        .prop_map(|(grants, mut ops, sorted)| {
+            if sorted {
+                ops.sort_by_key(op_day);
+            }
+            (grants, ops)
+        })
+}
+
+/// The accepted proposals and their recorded events, in seq order.
+struct Replayed {
+    book: Book,
+    accepted: Vec<(Proposal, RecordedEvent)>,
+}
+
+fn now(seq: u64) -> Timestamp {
+    Timestamp(1_780_000_000_000_000 + 1_000 * seq as i64)
+}
+
+fn all_dates(state: &ContractState, extra: &[Date]) -> Vec<Date> {
+    let mut dates = BTreeSet::new();
+    let mut add = |d: Date| {
+        for delta in [-1, 0, 1] {
+            if let Some(x) = d.add_days(delta) {
+                dates.insert(x);
+            }
+        }
+    };
+    add(state.grant.origin.date);
+    add(state.grant.term.start);
+    add(state.grant.term.end);
+    for t in &state.tranches {
+        add(t.window.start);
+        add(t.window.end);
+    }
+    for e in state.events.values() {
+        add(e.origin.date);
+    }
+    for d in extra {
+        add(*d);
+    }
+    dates.into_iter().collect()
+}
+
+fn check_figures(state: &ContractState, at: &AsOf) -> Result<Figures, TestCaseError> {
+    let f = state
+        .figures(at)
+        .map_err(|e| TestCaseError::fail(format!("figures at {at:?}: {e}")))?;
+    let ctx = || format!("{} at {} known at {}: {f:?}", state.contract_id, at.date, at.known_at);
+    prop_assert_eq!(
+        f.headline + f.fees - f.credits,
+        f.transaction_price + f.remaining_conditional + f.forfeited + f.cancelled,
+        "identity, {}",
+        ctx()
+    );
+    prop_assert_eq!(f.rpo, f.transaction_price - f.recognized, "rpo, {}", ctx());
+    prop_assert_eq!(f.receivable, f.billed - f.collected, "receivable, {}", ctx());
+    prop_assert_eq!(
+        f.deferred_revenue,
+        (f.billed - f.recognized).max(0),
+        "deferred, {}",
+        ctx()
+    );
+    prop_assert_eq!(
+        f.contract_asset,
+        (f.recognized - f.billed).max(0),
+        "contract asset, {}",
+        ctx()
+    );
+    prop_assert!(
+        f.remaining_conditional >= 0 && f.forfeited >= 0 && f.fees >= 0 && f.credits >= 0,
+        "{}",
+        ctx()
+    );
+    prop_assert!(f.billed >= 0 && f.collected >= 0, "{}", ctx());
+    prop_assert_eq!(
+        state.recognized(at).unwrap(),
+        f.recognized,
+        "ContractState::recognized, {}",
+        ctx()
+    );
+    if at.date < state.grant.origin.date || !state.known_at(at.known_at) {
+        prop_assert_eq!(f, Figures::default(), "nothing counts before the grant, {}", ctx());
+    }
+    for granularity in [Granularity::Month, Granularity::Quarter] {
+        let periods = state.periods(at, granularity).unwrap();
+        let sum: i128 = periods.iter().map(|p| p.recognized).sum();
+        prop_assert_eq!(sum, f.recognized, "{:?} periods add up, {}", granularity, ctx());
+        if at.date >= state.grant.origin.date && state.known_at(at.known_at) {
+            prop_assert_eq!(
+                &periods[0].period,
+                &granularity.period_of(state.grant.origin.date).0,
+                "{}",
+                ctx()
+            );
+            prop_assert_eq!(periods.last().unwrap().end, at.date, "{}", ctx());
+            for pair in periods.windows(2) {
+                let next = pair[0].end.add_days(1).unwrap();
+                prop_assert_eq!(
+                    &pair[1].period,
+                    &granularity.period_of(next).0,
+                    "consecutive periods, {}",
+                    ctx()
+                );
+                prop_assert_eq!(
+                    pair[0].end,
+                    granularity.period_of(pair[0].end).1,
+                    "periods end at period ends, {}",
+                    ctx()
+                );
+            }
+            // Each period's revenue is recognized(end) - recognized(previous end).
+            let mut previous = 0;
+            for p in &periods {
+                let r = state.recognized(&at.with_date(p.end)).unwrap();
+                prop_assert_eq!(p.recognized, r - previous, "period {} of {}", p.period, ctx());
+                previous = r;
+            }
+        } else {
+            prop_assert!(periods.is_empty(), "{}", ctx());
+        }
+    }
+    Ok(f)
+}
+
+/// Proposes every op; checks on the way that an accepted event changes nothing at dates before
+/// its effective date (nor anything at all known before it).
+fn replay(grants: &[GrantSpec], ops: &[Op]) -> Result<Replayed, TestCaseError> {
+    let mut book = Book::new();
+    let mut accepted = vec![];
+    let texts = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| grant_json(CONTRACTS[i], g))
+        .collect::<Vec<_>>();
+    let mut queue: Vec<Result<String, &Op>> = texts.into_iter().map(Ok).collect();
+    queue.extend(ops.iter().map(Err));
+    for item in queue {
+        let text = match item {
+            Ok(t) => t,
+            Err(op) => op_json(op, grants, book.head_seq),
+        };
+        let proposal =
+            Proposal::parse_json(text.as_bytes()).map_err(|r| TestCaseError::fail(format!("{text}: {r}")))?;
+        let before = book.clone();
+        let recorded = match book.propose(&proposal, "prop", now(book.head_seq + 1)) {
+            Ok(recorded) => recorded,
+            Err(r) => {
+                if std::env::var_os("PROP_DEBUG").is_some() {
+                    eprintln!("REFUSED {}", r.code.as_str());
+                }
+                prop_assert_eq!(&book, &before, "a refused event changed the book");
+                continue;
+            }
+        };
+        prop_assert_eq!(recorded.event.seq, before.head_seq + 1);
+        let date = recorded.event.effective_date;
+        for (id, old) in &before.contracts {
+            let new = &book.contracts[id];
+            for back in [1, 2, 9, 40] {
+                let Some(d) = date.add_days(-back) else { continue };
+                let at = AsOf::date(d);
+                prop_assert_eq!(
+                    old.figures(&at).unwrap(),
+                    new.figures(&at).unwrap(),
+                    "appending seq {} effective {} changed {} at {}",
+                    recorded.event.seq,
+                    date,
+                    id,
+                    d
+                );
+            }
+            // Known at the previous head, nothing changes at any date.
+            let at = AsOf {
+                date: date.add_days(30).unwrap(),
+                known_at: before.head_seq,
+            };
+            prop_assert_eq!(old.figures(&at).unwrap(), new.figures(&at).unwrap());
+        }
+        accepted.push((proposal, recorded));
+    }
+    Ok(Replayed { book, accepted })
+}
+
+fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let Replayed { book, accepted } = replay(&grants, &ops)?;
+    let far = [Date::parse("2027-06-30").unwrap(), Date::parse("2025-12-31").unwrap()];
+
+    // Every figure at many dates, everything known.
+    for state in book.contracts.values() {
+        for d in all_dates(state, &far) {
+            let at = AsOf::date(d);
+            let f = check_figures(state, &at)?;
+            let view = state.view(&at).unwrap();
+            prop_assert_eq!(view.figures, f);
+            let json = report::revenue_json(state, &at, Granularity::Quarter).unwrap();
+            prop_assert_eq!(
+                json["periods"].as_array().map(Vec::len),
+                Some(state.periods(&at, Granularity::Quarter).unwrap().len())
+            );
+        }
+    }
+
+    // Quiet days: no event of the contract takes effect that day and no tranche window holds
+    // it, so no figure changes from the day before.
+    for state in book.contracts.values() {
+        let event_days: BTreeSet<Date> = state.events.values().map(|e| e.origin.date).collect();
+        let first = state.grant.origin.date.add_days(-2).unwrap();
+        let last = event_days
+            .iter()
+            .copied()
+            .chain([state.grant.term.end])
+            .max()
+            .unwrap()
+            .add_days(3)
+            .unwrap();
+        let mut d = first;
+        let mut previous = state.figures(&AsOf::date(d)).unwrap();
+        while d < last {
+            d = d.add_days(1).unwrap();
+            let f = state.figures(&AsOf::date(d)).unwrap();
+            let in_window = state.tranches.iter().any(|t| t.window.start <= d && d < t.window.end);
+            if !event_days.contains(&d) && !in_window {
+                prop_assert_eq!(f, previous, "{} changed on the quiet day {}", state.contract_id, d);
+            }
+            previous = f;
+        }
+    }
+
+    // Truncation: known at K = a book of the first K events.
+    let head = book.head_seq;
+    let mut ks: BTreeSet<u64> = [0, 1, head / 4, head / 2, (3 * head) / 4, head.saturating_sub(1), head]
+        .into_iter()
+        .collect();
+    ks.retain(|k| *k <= head);
+    for k in ks {
+        let mut truncated = Book::new();
+        for (proposal, recorded) in accepted.iter().take(k as usize) {
+            let again = truncated
+                .propose(proposal, "prop", now(truncated.head_seq + 1))
+                .map_err(|r| TestCaseError::fail(format!("seq {} refused on replay: {r}", recorded.event.seq)))?;
+            prop_assert_eq!(
+                again.hash,
+                recorded.hash,
+                "replaying seq {} gives the same event",
+                recorded.event.seq
+            );
+        }
+        prop_assert_eq!(truncated.head_seq, k);
+        for (id, state) in &book.contracts {
+            let Some(small) = truncated.contracts.get(id) else {
+                prop_assert!(
+                    !state.known_at(k),
+                    "{} known at {} but not in the truncated book",
+                    id,
+                    k
+                );
+                let f = state
+                    .figures(&AsOf {
+                        date: Date::parse("2027-06-30").unwrap(),
+                        known_at: k,
+                    })
+                    .unwrap();
+                prop_assert_eq!(f, Figures::default());
+                continue;
+            };
+            for d in all_dates(state, &far) {
+                let at = AsOf { date: d, known_at: k };
+                let full = check_figures(state, &at)?;
+                prop_assert_eq!(
+                    full,
+                    small.figures(&AsOf::date(d)).unwrap(),
+                    "{} at {} known at {}",
+                    id,
+                    d,
+                    k
+                );
+                for g in [Granularity::Month, Granularity::Quarter] {
+                    prop_assert_eq!(
+                        state.periods(&at, g).unwrap(),
+                        small.periods(&AsOf::date(d), g).unwrap()
+                    );
+                }
+                let mut view = state.view(&at).unwrap();
+                let small_view = small.view(&AsOf::date(d)).unwrap();
+                view.at = small_view.at;
+                prop_assert_eq!(view, small_view, "view of {} at {} known at {}", id, d, k);
+            }
+        }
+    }
+
+    // Folding the recorded events again gives the same book.
+    let mut folded = Book::new();
+    for (_, recorded) in &accepted {
+        folded.apply(recorded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    prop_assert_eq!(&folded, &book);
+
+    // Portfolio totals are the per-currency sums.
+    let at = AsOf::date(Date::parse("2026-03-31").unwrap());
+    let mut portfolio = Portfolio::default();
+    for state in book.contracts.values() {
+        portfolio.add(state, &at).unwrap();
+    }
+    for (currency, totals) in &portfolio.totals {
+        let mine: Vec<Figures> = book
+            .contracts
+            .values()
+            .filter(|s| s.currency() == *currency)
+            .map(|s| s.figures(&at).unwrap())
+            .collect();
+        prop_assert_eq!(totals.contracts, mine.len() as u64);
+        prop_assert_eq!(
+            totals.figures.recognized,
+            mine.iter().map(|f| f.recognized).sum::<i128>()
+        );
+        prop_assert_eq!(totals.figures.headline, mine.iter().map(|f| f.headline).sum::<i128>());
+        prop_assert_eq!(
+            totals.figures.deferred_revenue,
+            mine.iter().map(|f| f.deferred_revenue).sum::<i128>()
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    // 256 cases by default (about 2 s in debug); PROPTEST_CASES=5000 for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn revenue_properties_hold_for_random_histories((grants, ops) in history()) {
+        check_history(grants, ops)?;
+    }
+}
+
+/// The generator must produce histories where most kinds of events are actually accepted,
+/// or the properties above are vacuous.
+#[test]
+fn generated_histories_exercise_every_kind() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut kinds = std::collections::BTreeMap::<&'static str, usize>::new();
+    let mut terminated_with_tranches = 0;
+    for _ in 0..120 {
+        let (grants, ops) = history().new_tree(&mut runner).unwrap().current();
+        let replayed = replay(&grants, &ops).unwrap();
+        for (_, r) in &replayed.accepted {
+            *kinds.entry(r.event.body.kind().as_str()).or_default() += 1;
+        }
+        for state in replayed.book.contracts.values() {
+            let at = AsOf::date(Date::parse("2027-12-31").unwrap());
+            let f = state.figures(&at).unwrap();
+            if f.cancelled != 0 || f.forfeited != 0 {
+                terminated_with_tranches += 1;
+            }
+        }
+    }
+    eprintln!(
+        "accepted per kind over 120 histories: {kinds:?}; with cancelled/forfeited value: {terminated_with_tranches}"
+    );
+    for kind in [
+        "lease_granted",
+        "capacity_changed",
+        "milestone_reached",
+        "invoice_issued",
+        "payment_received",
+        "sla_credit_issued",
+        "contract_terminated",
+        "event_reversed",
+        "period_closed",
+    ] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) >= 5,
+            "too few accepted {kind}: {kinds:?}"
+        );
+    }
+    assert!(
+        terminated_with_tranches >= 5,
+        "too few histories with cancelled or forfeited value"
+    );
+}
