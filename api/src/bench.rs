@@ -42,6 +42,8 @@ pub enum Suite {
     Append,
     /// Rebuild of views on a large ledger, revenue and portfolio query latency.
     Projections,
+    /// Appends over HTTP from 1, 16 and 64 clients; revenue queries under load.
+    Http,
     All,
 }
 
@@ -59,6 +61,9 @@ fn scratch_dir(dir: Option<&Path>) -> Result<tempfile::TempDir, String> {
 pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite) -> Result<ExitCode, String> {
     if matches!(suite, Suite::Append | Suite::All) {
         append_suite(dir, events)?;
+    }
+    if matches!(suite, Suite::Http | Suite::All) {
+        crate::bench_http::run(&scratch_dir(dir)?)?;
     }
     if matches!(suite, Suite::Projections | Suite::All) {
         crate::bench_projections::run(&scratch_dir(dir)?, events, contracts)?;

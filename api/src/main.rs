@@ -1,6 +1,7 @@
 //! `cledger`: the compute-ledger command line.
 
 mod bench;
+mod bench_http;
 mod bench_projections;
 mod cli;
 mod demo;

@@ -44,6 +44,8 @@ const READ_PAGE: usize = 256;
 const CURSOR_EVERY: Duration = Duration::from_millis(500);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A follower that receives nothing for this long checks the stream itself.
+const FOLLOW_IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Events the follower hands to its ledger at once.
 const FOLLOW_BATCH_MAX: usize = 1_000;
 
@@ -299,7 +301,9 @@ pub async fn run_follower(
     status: Arc<NatsStatus>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let js = jetstream::new(client);
+    // Short API timeouts: after a reconnect, a request may wait on a connection that is
+    // gone; failing fast lets the loop make a fresh consumer sooner.
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
     let mut backoff = RETRY_MIN;
     loop {
         if *shutdown.borrow() {
@@ -361,8 +365,21 @@ async fn follow_until_error(
     let mut stream_info_at = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
-            m = messages.next() => m,
+            m = tokio::time::timeout(FOLLOW_IDLE_CHECK, messages.next()) => m,
             _ = shutdown.changed() => return Ok(()),
+        };
+        let first = match first {
+            Ok(m) => m,
+            Err(_) => {
+                // Nothing arrived for a while. If the stream has moved on, the consumer is
+                // stuck (the server restarted and forgot it): make a new one.
+                let info = stream.get_info().await.map_err(transient)?;
+                status.stream_last.store(info.state.last_sequence, Ordering::Relaxed);
+                if info.state.last_sequence > ledger.head().seq {
+                    return Err(transient("the consumer stopped delivering while the stream grew"));
+                }
+                continue;
+            }
         };
         let Some(first) = first else { return Err(transient("the consumer ended")) };
         let mut batch = vec![first.map_err(transient)?];
