@@ -12,6 +12,7 @@
 mod body;
 mod currency;
 mod event;
+pub mod merkle;
 mod money;
 mod rejection;
 mod text;

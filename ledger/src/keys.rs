@@ -16,6 +16,8 @@ pub const CONTRACT: u8 = b'C';
 pub const IDEMPOTENCY: u8 = b'I';
 /// `Mhead` → seq (u64 BE) ++ hash of the last event: checked against the chain on open.
 pub const META_HEAD: &[u8] = b"Mhead";
+/// `Mtree` → size (u64 BE) of the Merkle tree whose nodes are stored; equals the head.
+pub const META_TREE: &[u8] = b"Mtree";
 /// `Mpublished` → seq (u64 BE): the last event JetStream acknowledged (the outbox cursor).
 pub const META_PUBLISHED: &[u8] = b"Mpublished";
 /// `Mformat` → [`STORE_FORMAT`] (u32 BE).
@@ -23,6 +25,18 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 
 /// Version of this key layout. Opening a store of another layout is refused.
 pub const STORE_FORMAT: u32 = 1;
+
+/// `T` + level (u8) + index (u64 BE) → hash (32) of the perfect Merkle subtree covering
+/// leaves `[index << level, (index + 1) << level)`; level 0 holds the leaf hashes.
+pub const TREE: u8 = b'T';
+
+pub fn tree_node(level: u32, index: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = TREE;
+    key[1] = u8::try_from(level).expect("levels are below 64");
+    key[2..].copy_from_slice(&index.to_be_bytes());
+    key
+}
 
 pub fn event(seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];

@@ -20,6 +20,7 @@ mod writer;
 pub use idempotency::{fingerprint, KeyRecord};
 pub use verify::{join_record, split_record, ChainVerifier, VerifyFailure};
 
+use events::merkle;
 use events::{ContractId, Digest, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
 use projections::{ContractState, LedgerFacts};
 use std::path::{Path, PathBuf};
@@ -141,6 +142,23 @@ pub enum ReadError {
     Storage(#[from] sled::Error),
     #[error("stored data is damaged: {0}")]
     Corrupt(VerifyFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    Storage(ReadError),
+}
+
+impl From<merkle::ProofError<ReadError>> for ProofError {
+    fn from(e: merkle::ProofError<ReadError>) -> ProofError {
+        match e {
+            merkle::ProofError::OutOfRange(m) => ProofError::OutOfRange(m),
+            merkle::ProofError::Storage(s) => ProofError::Storage(s),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -282,8 +300,12 @@ impl Ledger {
             failure: Mutex::new(None),
             counters: Counters::default(),
         });
+        let frontier = load_tree(&shared.tree, head.seq).map_err(|e| match e {
+            ReadError::Storage(s) => storage(s),
+            ReadError::Corrupt(f) => OpenError::Corrupt(f),
+        })?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
-        let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, ledger_facts, options, rx);
+        let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, frontier, ledger_facts, options, rx);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run())
@@ -566,6 +588,35 @@ impl Ledger {
         Ok(head)
     }
 
+    /// The Merkle root of the first `size` events (`size` at most the durable head).
+    pub fn merkle_root(&self, size: u64) -> Result<Digest, ProofError> {
+        self.check_size(size)?;
+        merkle::root(&StoredNodes(&self.shared.tree), size).map_err(ProofError::Storage)
+    }
+
+    /// RFC 9162 inclusion proof of event `seq` in the tree of `size` events.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Digest>, ProofError> {
+        self.check_size(size)?;
+        if seq == 0 || seq > size {
+            return Err(ProofError::OutOfRange(format!("seq {seq} is not in a tree of {size} events")));
+        }
+        merkle::inclusion_proof(&StoredNodes(&self.shared.tree), seq - 1, size).map_err(ProofError::from)
+    }
+
+    /// RFC 9162 consistency proof from the tree of `first` events to the tree of `second`.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Digest>, ProofError> {
+        self.check_size(second)?;
+        merkle::consistency_proof(&StoredNodes(&self.shared.tree), first, second).map_err(ProofError::from)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), ProofError> {
+        let head = self.head().seq;
+        if size > head {
+            return Err(ProofError::OutOfRange(format!("tree size {size} is beyond the ledger's head ({head})")));
+        }
+        Ok(())
+    }
+
     /// Bytes sled occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -629,6 +680,39 @@ fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option
         folded.map_err(|e| corrupt(seq, &e.to_string()))?;
     }
     Ok(state)
+}
+
+/// The Merkle tree's nodes as stored in sled.
+struct StoredNodes<'a>(&'a sled::Tree);
+
+impl merkle::Nodes for StoredNodes<'_> {
+    type Error = ReadError;
+    fn node(&self, level: u32, index: u64) -> Result<Digest, ReadError> {
+        let value = self.0.get(keys::tree_node(level, index))?.ok_or_else(|| corrupt(0, &format!("Merkle node ({level}, {index}) missing")))?;
+        Ok(Digest(value.as_ref().try_into().map_err(|_| corrupt(0, "malformed Merkle node"))?))
+    }
+}
+
+/// The frontier of the stored tree, which must cover the chain. A store from before the
+/// tree existed (or one whose tree is behind, which a crash cannot cause: nodes are written
+/// with their events) gets its missing nodes built from the stored event hashes.
+fn load_tree(tree: &sled::Tree, head: u64) -> Result<merkle::Frontier, ReadError> {
+    let size = tree.get(keys::META_TREE)?.and_then(|v| keys::u64_value(&v)).unwrap_or(0).min(head);
+    let mut frontier = merkle::Frontier::load(&StoredNodes(tree), size)?;
+    if size < head {
+        let mut batch = sled::Batch::default();
+        for item in tree.range(keys::event(size + 1)..=keys::event(head)) {
+            let (key, value) = item?;
+            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
+            let (hash, _) = split_record(&value).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
+            for (level, index, node) in frontier.push(&hash) {
+                batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
+            }
+        }
+        batch.insert(keys::META_TREE, &head.to_be_bytes());
+        tree.apply_batch(batch)?;
+    }
+    Ok(frontier)
 }
 
 /// Checks the head record against the last stored event and its link to the one before.

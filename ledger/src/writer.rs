@@ -11,6 +11,7 @@ use crate::{
 use events::{
     Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX,
 };
+use events::merkle::Frontier;
 use projections::{admit, ContractState, LedgerFacts};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -39,6 +40,7 @@ struct Undo {
     /// Whether contract states must be kept to undo (atomic requests of several events).
     snapshots: bool,
     head: ChainHead,
+    frontier: Frontier,
     ledger: LedgerFacts,
     contracts: Vec<(ContractId, Option<ContractState>)>,
     writes_len: usize,
@@ -51,6 +53,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     disk: DiskSync,
     head: ChainHead,
+    /// The Merkle tree's right edge; its size is always the head's seq.
+    frontier: Frontier,
     ledger: LedgerFacts,
     /// Contracts changed since the views were last persisted, and when that was.
     dirty: Dirty,
@@ -76,15 +80,18 @@ impl Writer {
         shared: Arc<Shared>,
         disk: DiskSync,
         head: ChainHead,
+        frontier: Frontier,
         ledger: LedgerFacts,
         options: Options,
         jobs: Receiver<Job>,
     ) -> Writer {
+        assert_eq!(frontier.size(), head.seq, "the Merkle tree covers exactly the chain");
         Writer {
             db,
             shared,
             disk,
             head,
+            frontier,
             ledger,
             dirty: Dirty::new(),
             events_since_persist: 0,
@@ -189,6 +196,7 @@ impl Writer {
         let mut head_value = self.head.seq.to_be_bytes().to_vec();
         head_value.extend_from_slice(&self.head.hash.0);
         group.writes.push((keys::META_HEAD.to_vec(), head_value));
+        group.writes.push((keys::META_TREE.to_vec(), self.frontier.size().to_be_bytes().to_vec()));
         let mut batch = sled::Batch::default();
         for (key, value) in group.writes.drain(..) {
             batch.insert(key, value);
@@ -365,6 +373,7 @@ impl Writer {
         Undo {
             snapshots,
             head: self.head,
+            frontier: self.frontier.clone(),
             ledger: self.ledger.clone(),
             contracts: vec![],
             writes_len: group.writes.len(),
@@ -375,6 +384,7 @@ impl Writer {
 
     fn rollback(&mut self, undo: Undo, group: &mut Group) {
         self.head = undo.head;
+        self.frontier = undo.frontier;
         self.ledger = undo.ledger;
         for (id, state) in undo.contracts {
             match (state, self.shared.views.get(&id)) {
@@ -452,12 +462,8 @@ impl Writer {
                 self.dirty.insert(id.clone());
             }
         }
-        group.writes.push((keys::event(next_seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
-        group.writes.push((keys::stream_version(&event.stream, version), next_seq.to_be_bytes().to_vec()));
-        self.head = ChainHead { seq: next_seq, hash: recorded.hash, recorded_at: Some(recorded_at) };
         let receipt = Receipt::of(&recorded, false);
-        group.events.insert(next_seq, recorded);
-        group.event_count += 1;
+        self.stage(recorded, group);
         undo.seqs.push(next_seq);
         Ok(receipt)
     }
@@ -511,12 +517,26 @@ impl Writer {
         if let Stream::Contract(id) = &event.stream {
             self.dirty.insert(id.clone());
         }
+        self.stage(recorded.clone(), group);
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Queues the writes of an event that was decided on and folded: the record, its
+    /// stream index entry, the Merkle nodes it completes; and moves the head.
+    fn stage(&mut self, recorded: RecordedEvent, group: &mut Group) {
+        let event = &recorded.event;
+        debug_assert_eq!(event.seq, self.head.seq + 1);
         group.writes.push((keys::event(event.seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
         group.writes.push((keys::stream_version(&event.stream, event.version), event.seq.to_be_bytes().to_vec()));
+        for (level, index, hash) in self.frontier.push(&recorded.hash) {
+            group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
+        }
         self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };
-        group.events.insert(event.seq, recorded.clone());
+        assert_eq!(self.frontier.size(), self.head.seq);
+        group.events.insert(event.seq, recorded);
         group.event_count += 1;
-        Ok(())
     }
 }
 
