@@ -6,7 +6,7 @@
 use base64::Engine;
 use events::{ContractId, Proposal, RecordedEvent, Stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::{AppendError, AppendRequest, Ledger, Mode, Options, VerifyError};
+use ledger::{AppendError, AppendRequest, Ledger, Mode, Options};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -106,38 +106,6 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
             eprintln!("nothing of that line or after it was written");
             Ok(ExitCode::from(1))
         }
-    }
-}
-
-pub fn verify(data: &Path) -> Result<ExitCode, String> {
-    let ledger = match Ledger::open(data, Options::default()) {
-        Ok(l) => l,
-        Err(ledger::OpenError::Corrupt(f)) => {
-            println!("FAILED at seq {}: {}", f.seq, f.reason);
-            return Ok(ExitCode::from(1));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let head = ledger.head();
-    let bar = progress(head.seq, "verifying");
-    let started = std::time::Instant::now();
-    let result = ledger.verify(|seq| {
-        if seq % 1024 == 0 {
-            bar.set_position(seq)
-        }
-    });
-    bar.finish_and_clear();
-    match result {
-        Ok(head) => {
-            let seconds = started.elapsed().as_secs_f64();
-            println!("ok: {} events verified, head seq {} hash {} ({:.2}s)", head.seq, head.seq, head.hash, seconds);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(VerifyError::Failed(f)) => {
-            println!("FAILED at seq {}: {}", f.seq, f.reason);
-            Ok(ExitCode::from(1))
-        }
-        Err(VerifyError::Storage(e)) => Err(format!("storage: {e}")),
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_http;
 mod bench_projections;
+mod audit;
 mod cli;
 mod demo;
 mod report;
@@ -63,6 +64,15 @@ enum Command {
         /// The leader's URL, named in a follower's refusals of writes.
         #[arg(long, requires = "follow")]
         leader_url: Option<String>,
+        /// Checkpoint signing key file (64 hex digits; default: created in the data directory).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// Checkpoint origin (default: `cledger-` and 8 hex digits of the key).
+        #[arg(long)]
+        origin: Option<String>,
+        /// Sign a checkpoint this often (seconds) when the ledger grew; 0: only on request.
+        #[arg(long, default_value_t = 60)]
+        checkpoint_interval_s: u64,
     },
     /// Serve a sample portfolio: the reference deal and smaller contracts in several
     /// currencies, loaded once into a data directory this command creates.
@@ -92,11 +102,58 @@ enum Command {
         /// The NDJSON file; `-` reads standard input.
         file: PathBuf,
     },
-    /// Verify every hash, link, seq and version of a data directory. Exit code 0 only if
-    /// everything checks; otherwise the first bad seq and why.
+    /// Verify a data directory (--data), an export bundle (FILE) or a server (--url): every
+    /// hash from the canonical bytes, the links, the Merkle root against the signed
+    /// checkpoint, the signature against --key, and, with --trusted-checkpoint, that the
+    /// ledger extends the checkpoint you kept. Exit code 0 only if everything checks;
+    /// otherwise the first failing seq and why.
     Verify {
+        /// An export bundle.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// A server: its /v1/export is downloaded and verified.
+        #[arg(long)]
+        url: Option<String>,
+        /// The verifier key you trust (`name+keyid+base64`, or a file holding it).
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint you kept: the ledger must extend it. Updated after success.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+        /// Bearer token for --url.
+        #[arg(long, env = "CLEDGER_TOKEN")]
+        token: Option<String>,
+        /// Checkpoint origin of a data directory (if it was served with --origin).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Write an export bundle: header, every event (or --from/--to), signed checkpoint,
+    /// and for a range the proofs tying it to the checkpoint.
+    Export {
         #[arg(long, env = "CLEDGER_DATA")]
         data: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Merkle proofs from a data directory.
+    Prove {
+        #[command(subcommand)]
+        proof: ProveCommand,
+    },
+    /// Print the verifier key of a data directory's checkpoint signing key.
+    Key {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Print events, oldest first.
     Log {
@@ -158,6 +215,28 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ProveCommand {
+    /// Inclusion of event SEQ in the tree of --tree-size events (default: the head).
+    Inclusion {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+        #[arg(long)]
+        seq: u64,
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// Consistency of the tree of --from events with the tree of --to (default: the head).
+    Consistency {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -175,8 +254,14 @@ fn main() -> ExitCode {
             stream_replicas,
             follow,
             leader_url,
+            signing_key,
+            origin,
+            checkpoint_interval_s,
         } => server::serve(
             server::ServeConfig {
+                signing_key,
+                origin,
+                checkpoint_every: std::time::Duration::from_secs(checkpoint_interval_s),
                 nats: nats.map(|url| server::NatsConfig {
                     url,
                     creds: nats_creds,
@@ -202,7 +287,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
-        Command::Verify { data } => cli::verify(&data),
+        Command::Verify { file, data, url, key, trusted_checkpoint, token, origin } => {
+            audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin })
+        }
+        Command::Export { data, out, from, to, origin } => audit::export(&data, out.as_deref(), from, to, origin.as_deref()),
+        Command::Prove { proof: ProveCommand::Inclusion { data, seq, tree_size } } => audit::prove_inclusion(&data, seq, tree_size),
+        Command::Prove { proof: ProveCommand::Consistency { data, from, to } } => audit::prove_consistency(&data, from, to),
+        Command::Key { data, origin } => audit::key(&data, origin.as_deref()),
         Command::Log { data, contract, json, after, limit } => cli::log(&data, contract.as_deref(), json, after, limit),
         Command::Report { data, contract, as_of, known_at, granularity, format } => report::report(report::ReportArgs {
             data: &data,

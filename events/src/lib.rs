@@ -10,6 +10,8 @@
 //! - [`Rejection`]: every refusal's code, field and message.
 
 mod body;
+pub mod bundle;
+pub mod checkpoint;
 mod currency;
 mod event;
 pub mod merkle;

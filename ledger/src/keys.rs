@@ -16,6 +16,8 @@ pub const CONTRACT: u8 = b'C';
 pub const IDEMPOTENCY: u8 = b'I';
 /// `Mhead` → seq (u64 BE) ++ hash of the last event: checked against the chain on open.
 pub const META_HEAD: &[u8] = b"Mhead";
+/// `Mcheckpoint` → the latest signed checkpoint note (UTF-8).
+pub const META_CHECKPOINT: &[u8] = b"Mcheckpoint";
 /// `Mtree` → size (u64 BE) of the Merkle tree whose nodes are stored; equals the head.
 pub const META_TREE: &[u8] = b"Mtree";
 /// `Mpublished` → seq (u64 BE): the last event JetStream acknowledged (the outbox cursor).

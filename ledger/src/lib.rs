@@ -9,6 +9,7 @@
 //! Readers read sled directly but never past the durable head: nothing is visible before it
 //! is acknowledged.
 
+pub mod checkpoints;
 mod durable;
 mod idempotency;
 mod keys;
@@ -563,9 +564,26 @@ impl Ledger {
 
     /// Verifies the whole durable chain and its indexes. `progress` is called with each
     /// verified seq.
-    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<ChainHead, VerifyError> {
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<ChainHead, VerifyError> {
+        self.verify_with_roots(&[], progress).map(|(head, _)| head)
+    }
+
+    /// [`Ledger::verify`], which also recomputes the Merkle tree from the event hashes: its
+    /// root at the head must equal the stored tree's, and the roots at `sizes` are returned
+    /// (to check checkpoints against).
+    pub fn verify_with_roots(&self, sizes: &[u64], mut progress: impl FnMut(u64)) -> Result<(ChainHead, Vec<Digest>), VerifyError> {
         let head = self.head();
         let mut verifier = ChainVerifier::new();
+        let mut frontier = merkle::Frontier::new();
+        let mut roots = vec![None; sizes.len()];
+        let mut note_root = |size: u64, frontier: &merkle::Frontier| {
+            for (i, s) in sizes.iter().enumerate() {
+                if *s == size {
+                    roots[i] = Some(frontier.root());
+                }
+            }
+        };
+        note_root(0, &frontier);
         for item in self.records_after(0) {
             let (seq, record) = item.map_err(|e| match e {
                 ReadError::Storage(s) => VerifyError::Storage(s),
@@ -576,6 +594,8 @@ impl Ledger {
             if index.as_deref().and_then(keys::u64_value) != Some(seq) {
                 return Err(VerifyError::Failed(VerifyFailure { seq, reason: "the stream index does not point at this event".into() }));
             }
+            frontier.push(&recorded.hash);
+            note_root(seq, &frontier);
             progress(seq);
         }
         let (seq, hash) = verifier.head();
@@ -585,7 +605,19 @@ impl Ledger {
                 reason: format!("the recorded head is seq {} ({}), the chain ends at seq {seq}", head.seq, head.hash),
             }));
         }
-        Ok(head)
+        let stored = self.merkle_root(head.seq).map_err(|e| VerifyError::Failed(VerifyFailure { seq: head.seq, reason: e.to_string() }))?;
+        if stored != frontier.root() {
+            return Err(VerifyError::Failed(VerifyFailure {
+                seq: head.seq,
+                reason: format!("the stored Merkle tree's root {stored} differs from the root of the event hashes {}", frontier.root()),
+            }));
+        }
+        let roots = roots
+            .into_iter()
+            .zip(sizes)
+            .map(|(r, s)| r.ok_or_else(|| VerifyError::Failed(VerifyFailure { seq: *s, reason: format!("no tree of size {s}: the ledger ends at {}", head.seq) })))
+            .collect::<Result<_, _>>()?;
+        Ok((head, roots))
     }
 
     /// The Merkle root of the first `size` events (`size` at most the durable head).
@@ -640,7 +672,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
     })
 }
 
-fn corrupt(seq: u64, reason: &str) -> ReadError {
+pub(crate) fn corrupt(seq: u64, reason: &str) -> ReadError {
     ReadError::Corrupt(VerifyFailure { seq, reason: reason.to_string() })
 }
 

@@ -200,7 +200,7 @@ pub async fn run_publisher(
         if *shutdown.borrow() {
             return;
         }
-        match publish_until_error(&ledger, &client, &js, &settings, &status, &mut shutdown).await {
+        match publish_until_error(&ledger, &js, &settings, &status, &mut shutdown).await {
             Ok(()) => return,
             Err(NatsError::Contradiction(reason)) => {
                 status.fail(reason);
@@ -220,7 +220,6 @@ pub async fn run_publisher(
 
 async fn publish_until_error(
     ledger: &Arc<Ledger>,
-    client: &async_nats::Client,
     js: &jetstream::Context,
     settings: &StreamSettings,
     status: &NatsStatus,
@@ -267,7 +266,6 @@ async fn publish_until_error(
         if now - last_cursor_write >= CURSOR_EVERY || (in_flight.is_empty() && next > ledger.head().seq) {
             if ledger.published().map_err(transient)? != confirmed {
                 ledger.record_published(confirmed).map_err(transient)?;
-                publish_head_marker(client, ledger, confirmed).await;
             }
             last_cursor_write = now;
         }
@@ -281,15 +279,6 @@ async fn publish_until_error(
                 _ = shutdown.changed() => return Ok(()),
             }
         }
-    }
-}
-
-/// Until signed checkpoints exist: a head marker `{"seq", "hash"}` of what the stream holds.
-async fn publish_head_marker(client: &async_nats::Client, ledger: &Ledger, seq: u64) {
-    let Ok(Some(event)) = ledger.event(seq) else { return };
-    let marker = format!(r#"{{"seq":{seq},"hash":"{}"}}"#, event.hash);
-    if let Err(e) = client.publish(CHECKPOINT_SUBJECT, Bytes::from(marker)).await {
-        tracing::debug!("head marker not published: {e}");
     }
 }
 

@@ -377,6 +377,157 @@ pub async fn chain_head(State(app): State<Shared>, headers: HeaderMap) -> Result
     })))
 }
 
+fn no_signer() -> ApiError {
+    ApiError::not_found("no_checkpoint", "this server does not sign checkpoints (a follower); ask the leader, or subscribe to ledger.checkpoints")
+}
+
+fn checkpoint_json(issued: &ledger::checkpoints::Issued, signer: &events::checkpoint::NoteSigner) -> Value {
+    json!({
+        "checkpoint": issued.note,
+        "origin": issued.checkpoint.origin,
+        "tree_size": issued.checkpoint.size,
+        "root": issued.checkpoint.root.to_hex(),
+        "verifier_key": signer.verifier().to_string(),
+    })
+}
+
+fn proof_error(e: ledger::ProofError) -> ApiError {
+    match e {
+        ledger::ProofError::OutOfRange(m) => ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", m),
+        ledger::ProofError::Storage(s) => ApiError::unavailable(s.to_string()),
+    }
+}
+
+/// The latest signed checkpoint (C2SP signed note), issuing one if none exists yet.
+#[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "audit",
+    responses((status = 200, description = "`{\"checkpoint\": note text, \"origin\", \"tree_size\", \"root\", \"verifier_key\"}`", body = Object), (status = 404, body = ErrorBody)))]
+pub async fn latest_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let signer = app.signer.clone().ok_or_else(no_signer)?;
+    let ledger = app.ledger.clone();
+    let s = signer.clone();
+    let issued = tokio::task::spawn_blocking(move || match ledger.latest_checkpoint() {
+        Ok(Some(issued)) => Ok(issued),
+        Ok(None) => ledger.issue_checkpoint(&s),
+        Err(e) => Err(ledger::ProofError::Storage(e)),
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(proof_error)?;
+    Ok(Json(checkpoint_json(&issued, &signer)))
+}
+
+/// Sign a checkpoint of the current head now.
+#[utoipa::path(post, path = "/v1/checkpoints", tag = "audit",
+    responses((status = 201, description = "The new checkpoint, as `GET /v1/checkpoints/latest`", body = Object), (status = 404, body = ErrorBody)))]
+pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let signer = app.signer.clone().ok_or_else(no_signer)?;
+    let ledger = app.ledger.clone();
+    let s = signer.clone();
+    let issued = tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&s))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(proof_error)?;
+    metrics::counter!("checkpoints_issued_total").increment(1);
+    if let Some(n) = &app.nats {
+        let _ = n.client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.clone().into()).await;
+    }
+    Ok((StatusCode::CREATED, Json(checkpoint_json(&issued, &signer))).into_response())
+}
+
+/// RFC 9162 inclusion proof of event `seq` in the tree of `tree_size` events (default: head).
+#[utoipa::path(get, path = "/v1/proofs/inclusion", tag = "audit",
+    params(("seq" = u64, Query), ("tree_size" = Option<u64>, Query)),
+    responses((status = 200, description = "`{\"seq\", \"leaf_index\", \"tree_size\", \"hash\", \"hashes\": [hex...], \"root\"}`", body = Object), (status = 400, body = ErrorBody)))]
+pub async fn inclusion(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let params = Params::parse(query.as_deref(), &["seq", "tree_size"])?;
+    let seq = params.u64("seq")?.ok_or_else(|| ApiError::bad_parameter("seq", "seq is required"))?;
+    let size = params.u64("tree_size")?.unwrap_or(app.ledger.head().seq);
+    let ledger = app.ledger.clone();
+    let value = tokio::task::spawn_blocking(move || -> Result<Value, ledger::ProofError> {
+        let proof = ledger.inclusion_proof(seq, size)?;
+        let root = ledger.merkle_root(size)?;
+        let hash = ledger.event(seq).map_err(ledger::ProofError::Storage)?.map(|e| e.hash).unwrap_or_default();
+        Ok(super::inclusion_json(seq, size, &hash, &proof, &root))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(proof_error)?;
+    Ok(Json(value))
+}
+
+/// RFC 9162 consistency proof from the tree of `from` events to the tree of `to` (default: head).
+#[utoipa::path(get, path = "/v1/proofs/consistency", tag = "audit",
+    params(("from" = u64, Query), ("to" = Option<u64>, Query)),
+    responses((status = 200, description = "`{\"from\", \"to\", \"hashes\": [hex...], \"from_root\", \"to_root\"}`", body = Object), (status = 400, body = ErrorBody)))]
+pub async fn consistency(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let params = Params::parse(query.as_deref(), &["from", "to"])?;
+    let from = params.u64("from")?.ok_or_else(|| ApiError::bad_parameter("from", "from is required"))?;
+    let to = params.u64("to")?.unwrap_or(app.ledger.head().seq);
+    let ledger = app.ledger.clone();
+    let value = tokio::task::spawn_blocking(move || -> Result<Value, ledger::ProofError> {
+        let proof = ledger.consistency_proof(from, to)?;
+        Ok(super::consistency_json(from, to, &proof, &ledger.merkle_root(from)?, &ledger.merkle_root(to)?))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(proof_error)?;
+    Ok(Json(value))
+}
+
+/// The export bundle (NDJSON, streamed): header, one line per event, signed checkpoint.
+#[utoipa::path(get, path = "/v1/export", tag = "audit",
+    params(("from" = Option<u64>, Query), ("to" = Option<u64>, Query)),
+    responses((status = 200, description = "application/x-ndjson, format in docs/FORMAT.md", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn export(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let signer = app.signer.clone().ok_or_else(no_signer)?;
+    let params = Params::parse(query.as_deref(), &["from", "to"])?;
+    let (from, to) = (params.u64("from")?, params.u64("to")?);
+    let ledger = app.ledger.clone();
+    let plan = {
+        let ledger = ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.plan_export(&signer, from, to))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .map_err(proof_error)?
+    };
+    // A bounded channel: the reader's pace sets the producer's, memory stays flat.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let send = |chunk: String| tx.blocking_send(Ok(chunk)).is_ok();
+        if !send(format!("{}\n", plan.header)) {
+            return;
+        }
+        let mut next = plan.from;
+        while next <= plan.to {
+            let page = match ledger.events_after(next - 1, 1_000.min((plan.to - next + 1) as usize)) {
+                Ok(page) if !page.is_empty() => page,
+                Ok(_) => return,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let mut chunk = String::new();
+            for event in &page {
+                chunk.push_str(&events::bundle::event_line(event));
+                chunk.push('\n');
+                next = event.seq() + 1;
+            }
+            if !send(chunk) {
+                return;
+            }
+        }
+        send(format!("{}\n", plan.last_line));
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
 pub async fn healthz() -> Json<Value> {

@@ -46,6 +46,12 @@ pub struct NatsConfig {
 }
 
 pub struct ServeConfig {
+    /// Signing key file (default: the data directory's, created on first start).
+    pub signing_key: Option<PathBuf>,
+    /// Checkpoint origin (default: derived from the key).
+    pub origin: Option<String>,
+    /// Issue a checkpoint this often when the ledger grew (0: only on demand).
+    pub checkpoint_every: Duration,
     pub nats: Option<NatsConfig>,
     pub data: PathBuf,
     pub listen: SocketAddr,
@@ -58,6 +64,8 @@ pub struct ServeConfig {
 /// What every handler shares.
 pub struct App {
     pub ledger: Arc<Ledger>,
+    /// Signs checkpoints; followers have none (they do not sign for their leader).
+    pub signer: Option<Arc<events::checkpoint::NoteSigner>>,
     pub nats: Option<NatsHandle>,
     pub auth: Auth,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -148,6 +156,11 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::contract_revenue))
         .routes(routes!(handlers::portfolio))
         .routes(routes!(handlers::chain_head))
+        .routes(routes!(handlers::latest_checkpoint))
+        .routes(routes!(handlers::issue_checkpoint))
+        .routes(routes!(handlers::inclusion))
+        .routes(routes!(handlers::consistency))
+        .routes(routes!(handlers::export))
         .routes(routes!(stream::stream))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::readyz))
@@ -203,6 +216,14 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     }
     let metrics = install_metrics()?;
     let ledger = Arc::new(Ledger::open(&config.data, ledger::Options::default()).map_err(|e| e.to_string())?);
+    let follow = config.nats.as_ref().is_some_and(|n| n.follow);
+    let signer = if follow {
+        None
+    } else {
+        let signer = ledger::checkpoints::load_or_create_signer(&config.data, config.signing_key.as_deref(), config.origin.as_deref())?;
+        tracing::info!(verifier_key = %signer.verifier(), "checkpoints are signed by this key");
+        Some(Arc::new(signer))
+    };
     before_start(&ledger)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
@@ -223,7 +244,13 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
             });
             nats = Some(NatsHandle { client, status, follow: nc.follow, leader_url: nc.leader_url.clone() });
         }
-        let app = Arc::new(App { ledger: ledger.clone(), nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
+        if let Some(signer) = &signer {
+            if !config.checkpoint_every.is_zero() {
+                let client = nats.as_ref().map(|n: &NatsHandle| n.client.clone());
+                tokio::spawn(issue_checkpoints(ledger.clone(), signer.clone(), client, config.checkpoint_every, shutdown_rx.clone()));
+            }
+        }
+        let app = Arc::new(App { ledger: ledger.clone(), signer, nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
         if app.auth.is_open() {
             tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
             eprintln!("warning: no tokens file, so every route is open; listening on loopback only");
@@ -250,6 +277,64 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     ledger.close();
     tracing::info!(head = ledger.head().seq, "ledger closed");
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Issues a checkpoint whenever the ledger grew since the last one, every `every`, and
+/// publishes it on NATS `ledger.checkpoints` when NATS is on.
+async fn issue_checkpoints(
+    ledger: Arc<Ledger>,
+    signer: Arc<events::checkpoint::NoteSigner>,
+    nats: Option<async_nats::Client>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_size = None;
+    loop {
+        let size = ledger.head().seq;
+        if Some(size) != last_size {
+            let (ledger, signer) = (ledger.clone(), signer.clone());
+            match tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&signer)).await {
+                Ok(Ok(issued)) => {
+                    last_size = Some(issued.checkpoint.size);
+                    metrics::counter!("checkpoints_issued_total").increment(1);
+                    if let Some(client) = &nats {
+                        if let Err(e) = client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.into()).await {
+                            tracing::warn!("checkpoint not published on NATS: {e}");
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("cannot issue a checkpoint: {e}"),
+                Err(e) => tracing::error!("checkpoint task: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The JSON of an inclusion proof (HTTP and `cledger prove`).
+pub fn inclusion_json(seq: u64, size: u64, hash: &events::Digest, proof: &[events::Digest], root: &events::Digest) -> serde_json::Value {
+    serde_json::json!({
+        "seq": seq,
+        "leaf_index": seq - 1,
+        "tree_size": size,
+        "hash": hash.to_hex(),
+        "hashes": events::bundle::hexes(proof),
+        "root": root.to_hex(),
+    })
+}
+
+/// The JSON of a consistency proof (HTTP and `cledger prove`).
+pub fn consistency_json(from: u64, to: u64, proof: &[events::Digest], from_root: &events::Digest, to_root: &events::Digest) -> serde_json::Value {
+    serde_json::json!({
+        "from": from,
+        "to": to,
+        "hashes": events::bundle::hexes(proof),
+        "from_root": from_root.to_hex(),
+        "to_root": to_root.to_hex(),
+    })
 }
 
 async fn wait_for_signal() {

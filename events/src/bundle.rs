@@ -1,0 +1,323 @@
+//! Export bundles (docs/FORMAT.md, "Export bundle"): NDJSON with a header, one line per
+//! event, and a final line with the signed checkpoint (and proofs, for a range). Writing
+//! and verifying live here, pure, so the CLI, the HTTP API and tests share them.
+//!
+//! Verification never trusts the JSON: every hash is recomputed from the canonical bytes,
+//! the bytes are decoded strictly, and the JSON shown for people must be exactly what the
+//! bytes say, so that any change to any byte of a bundle is found.
+
+use crate::checkpoint::{Checkpoint, VerifierKey};
+use crate::merkle::{self, Frontier};
+use crate::{Digest, RecordedEvent};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: &str = "compute-ledger-export";
+pub const VERSION: u64 = 1;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub format: String,
+    pub version: u64,
+    pub origin: String,
+    pub verifier_key: String,
+    /// First and last seq of the events in the bundle (`to` = 0 and `from` = 1: no events).
+    pub from: u64,
+    pub to: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLine {
+    pub seq: u64,
+    pub hash: String,
+    pub prev_hash: String,
+    pub canonical: String,
+    pub event: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    pub hashes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub from_root: String,
+    pub hashes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proofs {
+    /// The last event of the bundle is in the checkpoint's tree.
+    pub inclusion: Option<InclusionProof>,
+    /// The tree before the bundle's first event is a prefix of the checkpoint's tree.
+    pub consistency: Option<ConsistencyProof>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointLine {
+    pub checkpoint: String,
+    /// Present when the bundle is not the whole ledger up to the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<Proofs>,
+}
+
+pub fn hexes(hashes: &[Digest]) -> Vec<String> {
+    hashes.iter().map(Digest::to_hex).collect()
+}
+
+/// The line of one event.
+pub fn event_line(recorded: &RecordedEvent) -> String {
+    let line = EventLine {
+        seq: recorded.event.seq,
+        hash: recorded.hash.to_hex(),
+        prev_hash: recorded.event.prev_hash.to_hex(),
+        canonical: B64.encode(&recorded.canonical),
+        event: serde_json::to_value(recorded.event.to_wire()).expect("wire JSON serializes"),
+    };
+    serde_json::to_string(&line).expect("lines serialize")
+}
+
+pub fn header_line(header: &Header) -> String {
+    serde_json::to_string(header).expect("lines serialize")
+}
+
+pub fn checkpoint_line(line: &CheckpointLine) -> String {
+    serde_json::to_string(line).expect("lines serialize")
+}
+
+/// What a verified bundle proved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub from: u64,
+    pub to: u64,
+    pub checkpoint: Checkpoint,
+    /// The note, to keep as the next trusted checkpoint.
+    pub note: String,
+    /// The root of the tree of size `root_at` (asked for at construction), computed from
+    /// the events of a bundle starting at seq 1.
+    pub root_at_requested: Option<Digest>,
+    /// For a range bundle: the size and root of the tree before its first event, proven
+    /// consistent with the checkpoint.
+    pub consistent_from: Option<(u64, Digest)>,
+}
+
+/// Why a bundle does not verify: at an event (seq), or elsewhere (seq None).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", seq.map(|s| format!("seq {s}: ")).unwrap_or_default())]
+pub struct BundleFailure {
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+fn at(seq: u64, reason: impl Into<String>) -> BundleFailure {
+    BundleFailure { seq: Some(seq), reason: reason.into() }
+}
+
+fn general(reason: impl Into<String>) -> BundleFailure {
+    BundleFailure { seq: None, reason: reason.into() }
+}
+
+fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {
+    // Lowercase hex only, so each hash has one spelling.
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(general(format!("{what} is not lowercase hex")));
+    }
+    Digest::from_hex(text).ok_or_else(|| general(format!("{what} is not 64 hex digits")))
+}
+
+/// Verifies a bundle line by line, in O(log n) memory.
+pub struct BundleVerifier {
+    key: Option<VerifierKey>,
+    root_at: Option<u64>,
+    header: Option<Header>,
+    frontier: Frontier,
+    next_seq: u64,
+    last_hash: Option<Digest>,
+    root_at_requested: Option<Digest>,
+    done: Option<Verified>,
+    last_recorded_at: Option<crate::Timestamp>,
+}
+
+impl BundleVerifier {
+    /// `key`: the verifier key the auditor trusts (None: the one in the header, trusted on
+    /// first use). `root_at`: a tree size whose root the caller wants (to compare with a
+    /// kept checkpoint), computed while streaming a bundle that starts at seq 1.
+    pub fn new(key: Option<VerifierKey>, root_at: Option<u64>) -> BundleVerifier {
+        BundleVerifier {
+            key,
+            root_at,
+            header: None,
+            frontier: Frontier::new(),
+            next_seq: 1,
+            last_hash: None,
+            root_at_requested: None,
+            done: None,
+            last_recorded_at: None,
+        }
+    }
+
+    /// Feeds one line (without its newline).
+    pub fn line(&mut self, line: &str) -> Result<(), BundleFailure> {
+        if self.done.is_some() {
+            return Err(general("text after the checkpoint line"));
+        }
+        let Some(header) = &self.header else {
+            let header: Header = serde_json::from_str(line).map_err(|e| general(format!("header: {e}")))?;
+            if header.format != FORMAT || header.version != VERSION {
+                return Err(general(format!("not a {FORMAT} version {VERSION} bundle")));
+            }
+            if header.from == 0 || header.to + 1 < header.from {
+                return Err(general("the header's range is not a range"));
+            }
+            let in_header = VerifierKey::parse(&header.verifier_key).map_err(|e| general(format!("header: {e}")))?;
+            match &self.key {
+                Some(k) if *k != in_header => return Err(general("the bundle names another verifier key than the one given")),
+                Some(_) => {}
+                None => self.key = Some(in_header),
+            }
+            if header.origin != self.key.as_ref().expect("set above").name {
+                return Err(general("the header's origin is not the key's name"));
+            }
+            self.next_seq = header.from;
+            self.header = Some(header);
+            return Ok(());
+        };
+        let header = header.clone();
+        if self.next_seq <= header.to {
+            return self.event(line, &header);
+        }
+        self.checkpoint(line, &header)
+    }
+
+    fn event(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
+        let seq = self.next_seq;
+        let parsed: EventLine = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
+        if parsed.seq != seq {
+            return Err(at(seq, format!("the line says seq {}", parsed.seq)));
+        }
+        let canonical = B64.decode(&parsed.canonical).map_err(|_| at(seq, "canonical is not base64"))?;
+        if B64.encode(&canonical) != parsed.canonical {
+            return Err(at(seq, "canonical is not in canonical base64"));
+        }
+        let recorded = RecordedEvent::from_canonical(canonical).map_err(|e| at(seq, e.to_string()))?;
+        if recorded.event.seq != seq {
+            return Err(at(seq, format!("the canonical bytes are of seq {}", recorded.event.seq)));
+        }
+        if digest(&parsed.hash, "hash").map_err(|e| at(seq, e.reason))? != recorded.hash {
+            return Err(at(seq, format!("the bytes hash to {}, the line says {}", recorded.hash, parsed.hash)));
+        }
+        if digest(&parsed.prev_hash, "prev_hash").map_err(|e| at(seq, e.reason))? != recorded.event.prev_hash {
+            return Err(at(seq, "prev_hash differs from the canonical bytes'"));
+        }
+        let expected_prev = match (self.last_hash, header.from) {
+            (Some(h), _) => Some(h),
+            (None, 1) => Some(Digest::ZERO),
+            (None, _) => None, // A range: the link to seq from-1 is proven by the proofs.
+        };
+        if expected_prev.is_some_and(|p| p != recorded.event.prev_hash) {
+            return Err(at(seq, "prev_hash does not link to the previous event"));
+        }
+        if self.last_recorded_at.is_some_and(|t| recorded.event.recorded_at < t) {
+            return Err(at(seq, "recorded_at goes back in time"));
+        }
+        let wire = serde_json::to_value(recorded.event.to_wire()).expect("wire JSON serializes");
+        if wire != parsed.event {
+            return Err(at(seq, "the event JSON is not what the canonical bytes say"));
+        }
+        if header.from == 1 {
+            self.frontier.push(&recorded.hash);
+            if Some(seq) == self.root_at {
+                self.root_at_requested = Some(self.frontier.root());
+            }
+        }
+        self.last_hash = Some(recorded.hash);
+        self.last_recorded_at = Some(recorded.event.recorded_at);
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
+        let parsed: CheckpointLine = serde_json::from_str(line).map_err(|e| general(format!("checkpoint line: {e}")))?;
+        let key = self.key.as_ref().expect("the header set the key");
+        let checkpoint = key.verify(&parsed.checkpoint).map_err(|e| general(format!("checkpoint: {e}")))?;
+        if checkpoint.size < header.to {
+            return Err(general(format!("the checkpoint (size {}) does not cover the bundle (to {})", checkpoint.size, header.to)));
+        }
+        if self.root_at == Some(0) {
+            self.root_at_requested = Some(merkle::empty_root());
+        }
+        let whole = header.from == 1 && header.to == checkpoint.size;
+        let mut consistent_from = None;
+        match (&parsed.proofs, whole) {
+            (None, true) => {
+                let root = self.frontier.root();
+                if root != checkpoint.root {
+                    return Err(general(format!("the events' Merkle root is {root}, the checkpoint says {}", checkpoint.root)));
+                }
+            }
+            (Some(_), true) => return Err(general("a whole-ledger bundle carries no proofs")),
+            (None, false) => return Err(general("a partial bundle needs proofs")),
+            (Some(proofs), false) => consistent_from = self.check_proofs(proofs, header, &checkpoint)?,
+        }
+        self.done = Some(Verified {
+            from: header.from,
+            to: header.to,
+            checkpoint,
+            note: parsed.checkpoint,
+            root_at_requested: self.root_at_requested,
+            consistent_from,
+        });
+        Ok(())
+    }
+
+    fn check_proofs(&self, proofs: &Proofs, header: &Header, checkpoint: &Checkpoint) -> Result<Option<(u64, Digest)>, BundleFailure> {
+        let hashes = |list: &[String]| list.iter().map(|h| digest(h, "a proof hash")).collect::<Result<Vec<_>, _>>();
+        match (&proofs.inclusion, self.last_hash) {
+            (Some(p), Some(last)) => {
+                if p.seq != header.to || p.tree_size != checkpoint.size {
+                    return Err(general("the inclusion proof is not of the last event in the checkpoint's tree"));
+                }
+                merkle::verify_inclusion(&last, p.seq - 1, p.tree_size, &hashes(&p.hashes)?, &checkpoint.root)
+                    .map_err(|e| at(header.to, format!("not in the checkpoint's tree: {e}")))?;
+            }
+            (None, None) => {}
+            _ => return Err(general("an inclusion proof goes with a non-empty range")),
+        }
+        match &proofs.consistency {
+            Some(p) => {
+                if p.from + 1 != header.from || p.to != checkpoint.size {
+                    return Err(general("the consistency proof is not from the tree before the bundle to the checkpoint's"));
+                }
+                let from_root = digest(&p.from_root, "from_root")?;
+                merkle::verify_consistency(p.from, p.to, &from_root, &checkpoint.root, &hashes(&p.hashes)?)
+                    .map_err(|e| general(format!("the consistency proof fails: {e}")))?;
+                Ok(Some((p.from, from_root)))
+            }
+            None if header.from > 1 => Err(general("a bundle not starting at seq 1 needs a consistency proof")),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the bundle: it must have had its checkpoint line.
+    pub fn finish(self) -> Result<Verified, BundleFailure> {
+        if let Some(header) = &self.header {
+            if self.next_seq <= header.to {
+                return Err(at(self.next_seq, "missing: the bundle ends before it"));
+            }
+        }
+        self.done.ok_or_else(|| general("no checkpoint line"))
+    }
+}

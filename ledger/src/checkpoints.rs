@@ -1,0 +1,162 @@
+//! Signed checkpoints and export bundles of a ledger.
+//!
+//! The Ed25519 key lives in the data directory (`checkpoint-signing.key`, the 32-byte seed
+//! in hex, file mode 0600), created on first use unless a key file is given. The origin
+//! (which is also the key's name in notes) defaults to `cledger-` and 8 hex digits of the
+//! public key's BLAKE3 hash, so two ledgers never share an origin by accident.
+
+use crate::{keys, Ledger, ProofError, ReadError};
+use events::bundle::{self, CheckpointLine, ConsistencyProof, Header, InclusionProof, Proofs};
+use events::checkpoint::{Checkpoint, NoteSigner};
+use std::io::Write;
+use std::path::Path;
+
+pub const KEY_FILE: &str = "checkpoint-signing.key";
+
+/// Loads the signing key (`key_file`, or the data directory's, created if missing).
+pub fn load_or_create_signer(data: &Path, key_file: Option<&Path>, origin: Option<&str>) -> Result<NoteSigner, String> {
+    let default_path = data.join(KEY_FILE);
+    let path = key_file.unwrap_or(&default_path);
+    let seed = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| format!("{}: expected 64 hex digits (an Ed25519 seed)", path.display()))?;
+            seed
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && key_file.is_none() => create_key(data, path)?,
+        Err(e) => return Err(format!("cannot read the signing key {}: {e}", path.display())),
+    };
+    let default_origin = || {
+        let probe = NoteSigner::new("probe", seed).expect("a valid name");
+        format!("cledger-{}", &hex::encode(blake3::hash(probe.verifier().public.as_bytes()).as_bytes())[..8])
+    };
+    let origin = origin.map(str::to_string).unwrap_or_else(default_origin);
+    NoteSigner::new(&origin, seed).map_err(|e| format!("--origin: {e}"))
+}
+
+fn create_key(data: &Path, path: &Path) -> Result<[u8; 32], String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for a signing key: {e}"))?;
+    std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| format!("cannot create the signing key {}: {e}", path.display()))?;
+    file.write_all(format!("{}\n", hex::encode(seed)).as_bytes()).map_err(|e| e.to_string())?;
+    // The key must survive a crash as surely as the checkpoints it signs.
+    file.sync_all().map_err(|e| e.to_string())?;
+    crate::durable::sync_dir(data).map_err(|e| e.to_string())?;
+    tracing::info!("created checkpoint signing key {}", path.display());
+    Ok(seed)
+}
+
+/// A checkpoint the ledger signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+}
+
+/// The lines of an export that are not events, computed up front: the events between
+/// them are streamed by the caller (`Ledger::events_after`, `bundle::event_line`).
+#[derive(Clone, Debug)]
+pub struct ExportPlan {
+    pub header: String,
+    pub from: u64,
+    pub to: u64,
+    pub last_line: String,
+}
+
+impl Ledger {
+    /// Signs a checkpoint of the durable head and remembers it as the latest.
+    pub fn issue_checkpoint(&self, signer: &NoteSigner) -> Result<Issued, ProofError> {
+        let size = self.head().seq;
+        self.issue_checkpoint_at(signer, size)
+    }
+
+    fn issue_checkpoint_at(&self, signer: &NoteSigner, size: u64) -> Result<Issued, ProofError> {
+        let root = self.merkle_root(size)?;
+        let checkpoint = Checkpoint { origin: signer.name().to_string(), size, root };
+        let note = signer.sign(&checkpoint);
+        let previous = self.latest_checkpoint().map_err(ProofError::Storage)?;
+        // Only ever move the latest forward (two issuers racing keep the larger).
+        if previous.as_ref().is_none_or(|p| p.checkpoint.size <= size) {
+            self.shared.tree.insert(keys::META_CHECKPOINT, note.as_bytes()).map_err(|e| ProofError::Storage(e.into()))?;
+        }
+        Ok(Issued { checkpoint, note })
+    }
+
+    /// The latest checkpoint issued, if any (as the ledger stored it; not re-verified).
+    pub fn latest_checkpoint(&self) -> Result<Option<Issued>, ReadError> {
+        let Some(note) = self.shared.tree.get(keys::META_CHECKPOINT)? else { return Ok(None) };
+        let note = String::from_utf8(note.to_vec()).map_err(|_| crate::corrupt(0, "stored checkpoint is not UTF-8"))?;
+        let text = note.split("\n\n").next().unwrap_or_default();
+        let checkpoint = Checkpoint::parse(&format!("{text}\n")).map_err(|e| crate::corrupt(0, &e.to_string()))?;
+        Ok(Some(Issued { checkpoint, note }))
+    }
+
+    /// Plans an export of events `from..=to` (default: all) with a fresh checkpoint of the
+    /// durable head and, unless the bundle is the whole ledger, the proofs that tie it to it.
+    pub fn plan_export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>) -> Result<ExportPlan, ProofError> {
+        let issued = self.issue_checkpoint(signer)?;
+        let size = issued.checkpoint.size;
+        let from = from.unwrap_or(1).max(1);
+        let to = to.unwrap_or(size);
+        if to > size || from > to + 1 {
+            return Err(ProofError::OutOfRange(format!("cannot export {from} to {to} of a ledger of {size} events")));
+        }
+        let whole = from == 1 && to == size;
+        let proofs = (!whole).then(|| -> Result<Proofs, ProofError> {
+            let inclusion = (to >= from)
+                .then(|| -> Result<InclusionProof, ProofError> {
+                    Ok(InclusionProof { seq: to, tree_size: size, hashes: bundle::hexes(&self.inclusion_proof(to, size)?) })
+                })
+                .transpose()?;
+            let consistency = (from > 1)
+                .then(|| -> Result<ConsistencyProof, ProofError> {
+                    Ok(ConsistencyProof {
+                        from: from - 1,
+                        to: size,
+                        from_root: self.merkle_root(from - 1)?.to_hex(),
+                        hashes: bundle::hexes(&self.consistency_proof(from - 1, size)?),
+                    })
+                })
+                .transpose()?;
+            Ok(Proofs { inclusion, consistency })
+        });
+        let header = Header {
+            format: bundle::FORMAT.into(),
+            version: bundle::VERSION,
+            origin: signer.name().to_string(),
+            verifier_key: signer.verifier().to_string(),
+            from,
+            to,
+        };
+        Ok(ExportPlan {
+            header: bundle::header_line(&header),
+            from,
+            to,
+            last_line: bundle::checkpoint_line(&CheckpointLine { checkpoint: issued.note, proofs: proofs.transpose()? }),
+        })
+    }
+
+    /// Writes a whole export bundle.
+    pub fn export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>, out: &mut impl Write) -> Result<ExportPlan, String> {
+        let plan = self.plan_export(signer, from, to).map_err(|e| e.to_string())?;
+        writeln!(out, "{}", plan.header).map_err(|e| e.to_string())?;
+        let mut next = plan.from;
+        while next <= plan.to {
+            let page = self.events_after(next - 1, 1_000.min((plan.to - next + 1) as usize)).map_err(|e| e.to_string())?;
+            if page.is_empty() {
+                return Err(format!("event {next} is missing"));
+            }
+            for event in page {
+                writeln!(out, "{}", bundle::event_line(&event)).map_err(|e| e.to_string())?;
+                next = event.seq() + 1;
+            }
+        }
+        writeln!(out, "{}", plan.last_line).map_err(|e| e.to_string())?;
+        Ok(plan)
+    }
+}
