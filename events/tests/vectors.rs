@@ -116,3 +116,53 @@ fn the_first_vector_by_hand() {
     hasher.update(&first.canonical);
     assert_eq!(first.hash.0, *hasher.finalize().as_bytes());
 }
+
+/// Merkle and checkpoint vectors over the same nine events: roots at every size, every
+/// inclusion and consistency proof, and a checkpoint signed by a published test key.
+#[test]
+fn merkle_and_checkpoint_vectors_match_the_checked_in_file() {
+    use events::checkpoint::{Checkpoint, NoteSigner};
+    use events::merkle::{self, MemoryTree};
+    let hashes: Vec<Digest> = chain().into_iter().map(|(_, r)| r.hash).collect();
+    let mut tree = MemoryTree::new();
+    for h in &hashes {
+        tree.push(h);
+    }
+    let n = hashes.len() as u64;
+    let roots: Vec<_> = (0..=n).map(|size| json!({"tree_size": size, "root": merkle::root(&tree, size).unwrap().to_hex()})).collect();
+    let mut inclusion = vec![];
+    let mut consistency = vec![];
+    for size in 1..=n {
+        for seq in 1..=size {
+            let proof = merkle::inclusion_proof(&tree, seq - 1, size).unwrap();
+            inclusion.push(json!({"seq": seq, "leaf_index": seq - 1, "tree_size": size, "hashes": events::bundle::hexes(&proof)}));
+        }
+        for from in 0..=size {
+            let proof = merkle::consistency_proof(&tree, from, size).unwrap();
+            consistency.push(json!({"from": from, "to": size, "hashes": events::bundle::hexes(&proof)}));
+        }
+    }
+    // A test key, published here on purpose: never use it for anything else.
+    let seed = [0x42u8; 32];
+    let signer = NoteSigner::new("vectors.compute-ledger.example", seed).unwrap();
+    let checkpoint = Checkpoint { origin: signer.name().into(), size: n, root: merkle::root(&tree, n).unwrap() };
+    let note = signer.sign(&checkpoint);
+    assert_eq!(signer.verifier().verify(&note).unwrap(), checkpoint);
+    let document = json!({
+        "about": "Merkle tree (RFC 9162 shape, BLAKE3: leaf = H(0x00 || event hash), node = H(0x01 || left || right), empty = H()) \
+                  over the event hashes of events.json, and a checkpoint of it signed as a C2SP signed note with Ed25519. \
+                  The signing seed is a published TEST key.",
+        "leaves": events::bundle::hexes(&hashes),
+        "roots": roots,
+        "inclusion_proofs": inclusion,
+        "consistency_proofs": consistency,
+        "checkpoint": {
+            "test_signing_seed_hex": hex::encode(seed),
+            "verifier_key": signer.verifier().to_string(),
+            "text": checkpoint.body(),
+            "note": note,
+        },
+    });
+    let text = serde_json::to_string_pretty(&document).unwrap() + "\n";
+    expect_test::expect_file!["../../testdata/vectors/merkle.json"].assert_eq(&text);
+}
