@@ -187,11 +187,10 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
             return failed(format!(": the latest checkpoint (size {}) says root {}, the events give {root}", cp.size, cp.root));
         }
     }
-    if let Some(kept) = &kept {
-        if let Err(message) = extends(kept, head.seq, roots.next()) {
+    if let Some(kept) = &kept
+        && let Err(message) = extends(kept, head.seq, roots.next()) {
             return failed(message);
         }
-    }
     if args.trusted.is_some() {
         let signer = signer(data, args.origin.as_deref())?;
         let issued = ledger.issue_checkpoint(&signer).map_err(|e| e.to_string())?;

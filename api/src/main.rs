@@ -1,4 +1,8 @@
-//! `cledger`: the compute-ledger command line.
+//! `cledger`: the compute-ledger command line and HTTP server.
+
+// Handler errors are whole HTTP error responses, made at most once per request: their size
+// does not matter, and boxing them would only add noise.
+#![allow(clippy::result_large_err)]
 
 mod bench;
 mod bench_http;

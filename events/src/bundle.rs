@@ -313,11 +313,10 @@ impl BundleVerifier {
 
     /// Ends the bundle: it must have had its checkpoint line.
     pub fn finish(self) -> Result<Verified, BundleFailure> {
-        if let Some(header) = &self.header {
-            if self.next_seq <= header.to {
+        if let Some(header) = &self.header
+            && self.next_seq <= header.to {
                 return Err(at(self.next_seq, "missing: the bundle ends before it"));
             }
-        }
         self.done.ok_or_else(|| general("no checkpoint line"))
     }
 }

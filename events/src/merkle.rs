@@ -66,7 +66,7 @@ fn range_hash<N: Nodes>(nodes: &N, start: u64, end: u64) -> Result<Digest, N::Er
     if len == 0 {
         return Ok(empty_root());
     }
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         return nodes.node(len.trailing_zeros(), start >> len.trailing_zeros());
     }
     let k = split(len);

@@ -543,7 +543,7 @@ impl Ledger {
     }
 
     /// The persisted views, raw: for checking that incremental and rebuilt views agree.
-    pub fn persisted_views(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    pub fn persisted_views(&self) -> Result<views::RawEntries, sled::Error> {
         views::dump(&self.shared.views_tree)
     }
 

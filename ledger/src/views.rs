@@ -175,8 +175,11 @@ pub fn rebuild(events: &sled::Tree, views: &sled::Tree, mut progress: impl FnMut
     Ok(RebuildReport { events: count, contracts: all.len() })
 }
 
+/// Key and value bytes of a tree's entries.
+pub type RawEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The persisted views as raw bytes, for comparing incremental and rebuilt views.
-pub fn dump(views: &sled::Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+pub fn dump(views: &sled::Tree) -> Result<RawEntries, sled::Error> {
     views.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
 }
 

@@ -75,6 +75,7 @@ enum CommitError {
 }
 
 impl Writer {
+    #[allow(clippy::too_many_arguments)] // Each is a distinct part of the writer's state.
     pub(crate) fn new(
         db: sled::Db,
         shared: Arc<Shared>,

@@ -227,7 +227,7 @@ impl Runner {
     /// SPEC section 4's identities and period sums, checked at every `=` point of view.
     fn implied_checks(&mut self, state: &ContractState, at: &AsOf, f: &Figures, currency: Currency) {
         let m = |v: i128| format_minor_units(v, currency);
-        let pov = format!("at {} {}", at.date, known(&at));
+        let pov = format!("at {} {}", at.date, known(at));
         self.check(
             &format!("identity headline + fees - credits {pov}"),
             &m(f.transaction_price + f.remaining_conditional + f.forfeited + f.cancelled),

@@ -244,12 +244,11 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
             });
             nats = Some(NatsHandle { client, status, follow: nc.follow, leader_url: nc.leader_url.clone() });
         }
-        if let Some(signer) = &signer {
-            if !config.checkpoint_every.is_zero() {
+        if let Some(signer) = &signer
+            && !config.checkpoint_every.is_zero() {
                 let client = nats.as_ref().map(|n: &NatsHandle| n.client.clone());
                 tokio::spawn(issue_checkpoints(ledger.clone(), signer.clone(), client, config.checkpoint_every, shutdown_rx.clone()));
             }
-        }
         let app = Arc::new(App { ledger: ledger.clone(), signer, nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
         if app.auth.is_open() {
             tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
@@ -297,11 +296,10 @@ async fn issue_checkpoints(
                 Ok(Ok(issued)) => {
                     last_size = Some(issued.checkpoint.size);
                     metrics::counter!("checkpoints_issued_total").increment(1);
-                    if let Some(client) = &nats {
-                        if let Err(e) = client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.into()).await {
+                    if let Some(client) = &nats
+                        && let Err(e) = client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.into()).await {
                             tracing::warn!("checkpoint not published on NATS: {e}");
                         }
-                    }
                 }
                 Ok(Err(e)) => tracing::error!("cannot issue a checkpoint: {e}"),
                 Err(e) => tracing::error!("checkpoint task: {e}"),
