@@ -186,28 +186,31 @@ pub async fn resume_point(stream: &mut stream::Stream, ledger: &Ledger) -> Resul
     Ok(last)
 }
 
-/// Publishes every durable event after the stream's last one, forever (until `shutdown`).
-pub async fn run_publisher(
-    ledger: Arc<Ledger>,
-    client: async_nats::Client,
-    settings: StreamSettings,
-    status: Arc<NatsStatus>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).max_ack_inflight(IN_FLIGHT_MAX * 2).build(client.clone());
+/// Runs `attempt` until it ends cleanly (shutdown) or finds a contradiction, retrying after
+/// transient errors with a backoff from 100 ms to 2 s (reset after a long healthy run).
+async fn supervise<F, Fut>(what: &str, status: &NatsStatus, shutdown: tokio::sync::watch::Receiver<bool>, mut attempt: F)
+where
+    F: FnMut(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), NatsError>>,
+{
+    let mut shutdown = shutdown;
     let mut backoff = RETRY_MIN;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match publish_until_error(&ledger, &js, &settings, &status, &mut shutdown).await {
+        let started = tokio::time::Instant::now();
+        match attempt(shutdown.clone()).await {
             Ok(()) => return,
             Err(NatsError::Contradiction(reason)) => {
                 status.fail(reason);
                 return;
             }
             Err(NatsError::Transient(reason)) => {
-                tracing::warn!("publishing paused, retrying in {backoff:?}: {reason}");
+                if started.elapsed() > RETRY_MAX * 5 {
+                    backoff = RETRY_MIN;
+                }
+                tracing::warn!("{what} paused, retrying in {backoff:?}: {reason}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
@@ -218,12 +221,25 @@ pub async fn run_publisher(
     }
 }
 
+/// Publishes every durable event after the stream's last one, forever (until `shutdown`).
+pub async fn run_publisher(
+    ledger: Arc<Ledger>,
+    client: async_nats::Client,
+    settings: StreamSettings,
+    status: Arc<NatsStatus>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).max_ack_inflight(IN_FLIGHT_MAX * 2).build(client);
+    let (ledger, js, settings, s) = (&ledger, &js, &settings, &status);
+    supervise("publishing", &status, shutdown, move |sd| publish_until_error(ledger, js, settings, s, sd)).await;
+}
+
 async fn publish_until_error(
     ledger: &Arc<Ledger>,
     js: &jetstream::Context,
     settings: &StreamSettings,
     status: &NatsStatus,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
     let mut stream = ensure_stream(js, settings).await?;
     let mut confirmed = resume_point(&mut stream, ledger).await?;
@@ -288,32 +304,13 @@ pub async fn run_follower(
     client: async_nats::Client,
     stream_name: String,
     status: Arc<NatsStatus>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     // Short API timeouts: after a reconnect, a request may wait on a connection that is
     // gone; failing fast lets the loop make a fresh consumer sooner.
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
-    let mut backoff = RETRY_MIN;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match follow_until_error(&ledger, &js, &stream_name, &status, &mut shutdown).await {
-            Ok(()) => return,
-            Err(NatsError::Contradiction(reason)) => {
-                status.fail(reason);
-                return;
-            }
-            Err(NatsError::Transient(reason)) => {
-                tracing::warn!("following paused, retrying in {backoff:?}: {reason}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
-        }
-    }
+    let (ledger, js, name, s) = (&ledger, &js, &stream_name, &status);
+    supervise("following", &status, shutdown, move |sd| follow_until_error(ledger, js, name, s, sd)).await;
 }
 
 fn broken(failure: VerifyFailure) -> NatsError {
@@ -325,7 +322,7 @@ async fn follow_until_error(
     js: &jetstream::Context,
     stream_name: &str,
     status: &NatsStatus,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
     let stream = js.get_stream(stream_name).await.map_err(transient)?;
     let head = ledger.head();
