@@ -109,8 +109,13 @@ pub struct Appended {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
+    /// Event `index` of the request was refused (nothing of the request is written).
     #[error("event {index}: {rejection}")]
     Rejected { index: usize, rejection: Rejection },
+    /// The request as a whole was refused: empty, too large, its idempotency key reused
+    /// for another request, or its key or actor malformed.
+    #[error("{0}")]
+    RequestRefused(Rejection),
     /// The ledger stopped taking writes (closed, or a storage failure; see the message).
     #[error("the ledger is not taking writes: {0}")]
     Unavailable(String),

@@ -229,15 +229,14 @@ impl Writer {
         if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
             return Err(AppendError::Unavailable(failure));
         }
-        let refuse = |index, rejection| Err(AppendError::Rejected { index, rejection });
         if request.events.is_empty() {
-            return refuse(0, Rejection::new(Code::EmptyBatch, None, "a request needs at least one event"));
+            return whole(Rejection::new(Code::EmptyBatch, None, "a request needs at least one event"));
         }
         if request.events.len() > REQUEST_EVENTS_MAX {
-            return refuse(0, Rejection::new(Code::BatchTooLarge, None, format!("at most {REQUEST_EVENTS_MAX} events a request")));
+            return whole(Rejection::new(Code::BatchTooLarge, None, format!("at most {REQUEST_EVENTS_MAX} events a request")));
         }
         if let Err(rejection) = events::check_text("actor", &request.actor) {
-            return refuse(0, rejection);
+            return whole(rejection);
         }
         match request.mode {
             Mode::Atomic => self.decide_atomic(request, group),
@@ -250,7 +249,7 @@ impl Writer {
         // A single event may carry its key in the body or the header; they must agree.
         let key = match (&request.idempotency_key, request.events.as_slice()) {
             (Some(header), [only]) if only.idempotency_key.as_ref().is_some_and(|k| k != header) => {
-                return refuse(0, Rejection::new(Code::InvalidValue, Some("idempotency_key".into()), "the Idempotency-Key header and the event's idempotency_key differ"));
+                return whole(Rejection::new(Code::InvalidValue, Some("idempotency_key".into()), "the Idempotency-Key header and the event's idempotency_key differ"));
             }
             (Some(header), _) => Some(header.clone()),
             (None, [only]) => only.idempotency_key.clone(),
@@ -265,7 +264,7 @@ impl Writer {
             match self.replay(k, print, group) {
                 Ok(Some(receipts)) => return Ok(Appended { receipts, refused: None }),
                 Ok(None) => {}
-                Err(rejection) => return refuse(0, rejection),
+                Err(rejection) => return whole(rejection),
             }
         }
         let mut undo = self.undo_point(group, request.events.len() > 1);
@@ -539,6 +538,11 @@ impl Writer {
         group.events.insert(event.seq, recorded);
         group.event_count += 1;
     }
+}
+
+/// A refusal of the request as a whole (its key, its size, its actor), not of one event.
+fn whole(rejection: Rejection) -> Result<Appended, AppendError> {
+    Err(AppendError::RequestRefused(rejection))
 }
 
 fn storage(e: ReadError) -> AppendError {

@@ -130,7 +130,7 @@ fn an_atomic_batch_is_all_or_nothing() {
     let replay = ledger.append(batch(&good, Some("b1"))).unwrap();
     assert!(replay.receipts.iter().all(|r| r.replayed));
     assert_eq!(replay.receipts.iter().map(|r| r.hash).collect::<Vec<_>>(), appended.receipts.iter().map(|r| r.hash).collect::<Vec<_>>());
-    assert!(matches!(ledger.append(batch(&[], None)), Err(AppendError::Rejected { rejection, .. }) if rejection.code == Code::EmptyBatch));
+    assert!(matches!(ledger.append(batch(&[], None)), Err(AppendError::RequestRefused(rejection)) if rejection.code == Code::EmptyBatch));
 }
 
 #[test]

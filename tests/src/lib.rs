@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: find (and build) the real `cledger` binary, run it, and
 //! make scratch data.
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -22,6 +24,19 @@ pub fn cledger_path() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.current_dir(workspace()).args(["build", "--quiet", "-p", "api", "--bin", "cledger"]);
+        // Cargo sets these for the test process; inherited by this build they would differ
+        // from a build started from a shell, and build scripts that track them (ring's tracks
+        // CARGO_MANIFEST_DIR) would make every `cargo test` and every build here rebuild
+        // each other's dependencies.
+        for (name, _) in std::env::vars_os() {
+            let Some(n) = name.to_str() else { continue };
+            let set_by_cargo_for_tests = matches!(n, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR")
+                || n.starts_with("CARGO_PKG_")
+                || n.starts_with("CARGO_BIN_");
+            if set_by_cargo_for_tests {
+                build.env_remove(&name);
+            }
+        }
         if release {
             build.arg("--release");
         }

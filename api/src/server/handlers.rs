@@ -110,6 +110,7 @@ fn append_error(e: AppendError, batch: bool) -> ApiError {
             let error = ApiError::from(r);
             if batch { error.with("index", json!(index)) } else { error }
         }
+        AppendError::RequestRefused(rejection) => ApiError::from(rejection),
         AppendError::Unavailable(m) => ApiError::unavailable(m),
     }
 }
@@ -254,7 +255,7 @@ fn point_of_view(app: &Shared, params: &Params) -> Result<projections::AsOf, Api
 pub async fn list_contracts(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
     app.auth.authorize(&headers, Access::Finance)?;
     let params = Params::parse(query.as_deref(), &["after", "limit"])?;
-    let after = params.str("after").map(contract_id).transpose()?;
+    let after = params.str("after").map(|a| contract_id(a).map_err(|e| e.field("after"))).transpose()?;
     let limit = params.limit()?;
     // One more than asked tells whether there is a next page.
     let mut ids = app.ledger.contracts(after.as_ref(), limit + 1).map_err(|e| ApiError::unavailable(e.to_string()))?;

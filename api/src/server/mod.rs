@@ -27,6 +27,8 @@ pub use error::ApiError;
 pub const EVENT_BODY_BYTES_MAX: usize = 256 * 1024;
 /// Largest body of `POST /v1/events/batch`.
 pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// How long connections may take to finish after SIGTERM before they are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Most events in one batch request.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 
@@ -250,6 +252,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
                 tokio::spawn(issue_checkpoints(ledger.clone(), signer.clone(), client, config.checkpoint_every, shutdown_rx.clone()));
             }
         let app = Arc::new(App { ledger: ledger.clone(), signer, nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
+        let app_for_grace = app.clone();
         if app.auth.is_open() {
             tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
             eprintln!("warning: no tokens file, so every route is open; listening on loopback only");
@@ -264,7 +267,22 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
             tracing::info!("shutting down: finishing requests in flight");
             let _ = shutdown_tx.send(true);
         };
-        let served = axum::serve(listener, router(app)).with_graceful_shutdown(signal).await.map_err(|e| e.to_string());
+        // After the signal, connections get SHUTDOWN_GRACE to finish; then the rest (a
+        // stream client that stopped reading, say) are cut when the runtime stops.
+        let mut signalled = app_for_grace.shutdown.clone();
+        drop(app_for_grace);
+        let grace = async move {
+            let _ = signalled.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let serving = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
+        let served = tokio::select! {
+            served = serving => served.map_err(|e| e.to_string()),
+            () = grace => {
+                tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the shutdown signal are closed");
+                Ok(())
+            }
+        };
         // The publisher stops at the shutdown signal; what it did not publish, the next
         // start publishes (the stream's last sequence says where to resume).
         if let Some(task) = nats_task {
@@ -272,9 +290,11 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         }
         served
     });
-    // Every request has been answered; drain and sync whatever is queued, save the views.
+    // Every request has been answered (or its connection cut after the grace period); drain
+    // and sync whatever is queued, save the views, then stop the tasks that are left.
     ledger.close();
     tracing::info!(head = ledger.head().seq, "ledger closed");
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result.map(|()| ExitCode::SUCCESS)
 }
 

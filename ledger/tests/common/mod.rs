@@ -43,7 +43,7 @@ pub fn append_keyed(ledger: &Ledger, json: &str, key: Option<&str>) -> Result<Re
     };
     match ledger.append(request) {
         Ok(mut appended) => Ok(appended.receipts.remove(0)),
-        Err(AppendError::Rejected { rejection, .. }) => Err(rejection),
+        Err(AppendError::Rejected { rejection, .. } | AppendError::RequestRefused(rejection)) => Err(rejection),
         Err(e) => panic!("{e}"),
     }
 }
