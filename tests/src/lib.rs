@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: find (and build) the real `cledger` binary, run it, and
 //! make scratch data.
 
+pub mod audit;
+pub mod nats;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -30,6 +30,8 @@ pub struct Options {
     pub listen: Option<String>,
     /// The bearer token the `Api` of this server sends by default.
     pub token: Option<String>,
+    /// More arguments for `serve` (`--nats URL`, `--follow`, ...).
+    pub args: Vec<String>,
 }
 
 /// A running server. Dropping it sends SIGTERM and waits (SIGKILL after a while).
@@ -86,7 +88,8 @@ impl Server {
         if let Some(ms) = options.sse_stall_ms {
             command.arg("--sse-stall-ms").arg(ms.to_string());
         }
-        command.env_remove("CLEDGER_DATA").env_remove("CLEDGER_TOKENS");
+        command.args(&options.args);
+        command.env_remove("CLEDGER_DATA").env_remove("CLEDGER_TOKENS").env_remove("NATS_URL");
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn cledger");
         let stdout = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel::<u16>();
@@ -126,6 +129,23 @@ impl Server {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever, and is reaped.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and options (after `kill` or
+    /// `stop`). The port changes.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let next = Server::spawn(self._work.clone(), self.data.clone(), self.options.clone(), self.starts + 1);
+        let old = std::mem::replace(self, next);
+        drop(old);
     }
 
     /// Sends SIGTERM without waiting.

@@ -1,0 +1,1 @@
+//! Helpers for auditor tests (export bundles, verifiers in other languages).

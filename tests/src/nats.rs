@@ -1,0 +1,237 @@
+//! Real `nats-server` processes for tests: one node, or a JetStream cluster on loopback,
+//! each started with `sync_interval: always`, plus a small async-nats client to read what
+//! the stream holds.
+//!
+//! `scripts/test.sh` sets `CLEDGER_TEST_NATS=required`: then a missing `nats-server` fails
+//! the test. Without it, tests that need NATS say so and return early.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Is nats-server available? Panics (fails the test) when NATS is required and missing.
+pub fn available() -> bool {
+    let found = Command::new("nats-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CLEDGER_TEST_NATS").as_deref() == Ok("required") {
+            panic!("nats-server is required (CLEDGER_TEST_NATS=required) but not on PATH: run scripts/test.sh, which installs it");
+        }
+        eprintln!("skipping: nats-server not on PATH (scripts/test.sh installs it)");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// One nats-server process. Stopping and starting again keeps its ports and store.
+pub struct NatsNode {
+    child: Option<Child>,
+    pub name: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsNode {
+    /// A single JetStream node.
+    pub fn start() -> NatsNode {
+        let node = NatsNode::configure("n1", free_port(), None);
+        let mut node = node;
+        node.launch();
+        node.wait_ready();
+        node
+    }
+
+    fn configure(name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> NatsNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let monitor_port = free_port();
+        let store = dir.path().join("jetstream");
+        let mut config = format!(
+            "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+            store.display()
+        );
+        if let Some((route_port, routes)) = cluster {
+            let routes: Vec<String> = routes.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+            config += &format!("cluster {{\n  name: ledger-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n", routes.join(", "));
+        }
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write nats.conf");
+        let log = dir.path().join("nats.log");
+        NatsNode { child: None, name: name.into(), port, monitor_port, config: path, log, _dir: dir }
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+    }
+
+    /// Waits until the node's monitor says it (and JetStream) is healthy.
+    pub fn wait_ready(&self) {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+        let deadline = Instant::now() + READY_LIMIT;
+        let url = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", self.monitor_port);
+        while Instant::now() < deadline {
+            if client.get(&url).send().is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server {} not ready; log:\n{}", self.name, self.log_text());
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the node (SIGTERM: it shuts down cleanly) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node again with the same ports and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+        self.wait_ready();
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A JetStream cluster of `n` nodes on loopback.
+pub fn cluster(n: usize) -> Vec<NatsNode> {
+    let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut nodes: Vec<NatsNode> =
+        (0..n).map(|i| NatsNode::configure(&format!("n{}", i + 1), free_port(), Some((route_ports[i], &route_ports)))).collect();
+    for node in &mut nodes {
+        node.launch();
+    }
+    for node in &nodes {
+        node.wait_ready();
+    }
+    nodes
+}
+
+/// A message of the stream as stored.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub sequence: u64,
+    pub subject: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads the LEDGER stream through a real client.
+pub struct StreamReader {
+    runtime: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+}
+
+impl StreamReader {
+    pub fn connect(urls: &str) -> StreamReader {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let client = runtime.block_on(async_nats::connect(urls)).expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        StreamReader { runtime, js }
+    }
+
+    /// (messages, first sequence, last sequence) of the stream, or None if it does not exist.
+    pub fn state(&self, name: &str) -> Option<(u64, u64, u64)> {
+        self.runtime.block_on(async {
+            let mut stream = self.js.get_stream(name).await.ok()?;
+            let info = stream.info().await.ok()?;
+            Some((info.state.messages, info.state.first_sequence, info.state.last_sequence))
+        })
+    }
+
+    pub fn replicas(&self, name: &str) -> usize {
+        self.runtime.block_on(async {
+            let mut stream = self.js.get_stream(name).await.expect("stream");
+            stream.info().await.expect("info").config.num_replicas
+        })
+    }
+
+    pub fn message(&self, name: &str, seq: u64) -> Stored {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(name).await.expect("stream");
+            let m = stream.get_raw_message(seq).await.unwrap_or_else(|e| panic!("message {seq}: {e}"));
+            let headers = m.headers.iter().map(|(k, v)| (k.to_string(), v.iter().next().map(|x| x.as_str().to_string()).unwrap_or_default())).collect();
+            Stored { sequence: m.sequence, subject: m.subject.to_string(), headers, payload: m.payload.to_vec() }
+        })
+    }
+
+    /// Creates a stream named LEDGER by hand and publishes raw messages into it (to feed a
+    /// follower something a leader would never publish).
+    pub fn publish_raw(&self, messages: &[(String, Vec<(String, String)>, Vec<u8>)]) {
+        self.runtime.block_on(async {
+            self.js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "LEDGER".into(),
+                    subjects: vec!["ledger.events.>".into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("create stream");
+            for (subject, headers, payload) in messages {
+                let mut h = async_nats::HeaderMap::new();
+                for (k, v) in headers {
+                    h.insert(k.as_str(), v.as_str());
+                }
+                self.js
+                    .publish_with_headers(subject.clone(), h, payload.clone().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("ack");
+            }
+        });
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
