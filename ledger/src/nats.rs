@@ -313,6 +313,23 @@ pub async fn run_follower(
     supervise("following", &status, shutdown, move |sd| follow_until_error(ledger, js, name, s, sd)).await;
 }
 
+/// The event a stream message carries, if its bytes decode, are of its stream sequence,
+/// and hash to what its `Ledger-Hash` header says.
+fn checked_event(message: &jetstream::Message) -> Result<RecordedEvent, NatsError> {
+    let info = message.info().map_err(transient)?;
+    let seq = info.stream_sequence;
+    let recorded = RecordedEvent::from_canonical(message.payload.to_vec())
+        .map_err(|e| broken(VerifyFailure { seq, reason: format!("the message does not decode: {e}") }))?;
+    if recorded.event.seq != seq {
+        return Err(broken(VerifyFailure { seq, reason: format!("the message holds event seq {}", recorded.event.seq) }));
+    }
+    let claimed = message.headers.as_ref().and_then(|h| h.get("Ledger-Hash")).map(|v| v.as_str().to_string());
+    if claimed.as_deref() != Some(recorded.hash.to_hex().as_str()) {
+        return Err(broken(VerifyFailure { seq, reason: format!("the bytes hash to {}, the Ledger-Hash header says {claimed:?}", recorded.hash) }));
+    }
+    Ok(recorded)
+}
+
 fn broken(failure: VerifyFailure) -> NatsError {
     NatsError::Contradiction(format!("seq {}: {}", failure.seq, failure.reason))
 }
@@ -376,29 +393,27 @@ async fn follow_until_error(
                 _ => break,
             }
         }
+        // Check each message; the good ones before a bad one are still stored, so the
+        // follower stops exactly at the first event it cannot accept.
         let mut events = Vec::with_capacity(batch.len());
+        let mut bad = None;
         for message in &batch {
-            let info = message.info().map_err(transient)?;
-            let seq = info.stream_sequence;
-            let recorded = RecordedEvent::from_canonical(message.payload.to_vec())
-                .map_err(|e| broken(VerifyFailure { seq, reason: format!("the message does not decode: {e}") }))?;
-            if recorded.event.seq != seq {
-                return Err(broken(VerifyFailure { seq, reason: format!("the message holds event seq {}", recorded.event.seq) }));
+            match checked_event(message) {
+                Ok(recorded) => events.push(recorded),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
             }
-            let claimed = message.headers.as_ref().and_then(|h| h.get("Ledger-Hash")).map(|v| v.as_str().to_string());
-            if claimed.as_deref() != Some(recorded.hash.to_hex().as_str()) {
-                return Err(broken(VerifyFailure {
-                    seq,
-                    reason: format!("the bytes hash to {}, the Ledger-Hash header says {claimed:?}", recorded.hash),
-                }));
-            }
-            events.push(recorded);
         }
         let replicated = ledger.replicate(events).await.map_err(transient)?;
         status.confirmed.store(replicated.head.seq, Ordering::Relaxed);
         metrics::counter!("follower_events_total").increment(replicated.stored as u64);
         if let Some(failure) = replicated.refused {
             return Err(broken(failure));
+        }
+        if let Some(e) = bad {
+            return Err(e);
         }
         if stream_info_at.elapsed() >= Duration::from_secs(1) {
             if let Ok(info) = stream.get_info().await {

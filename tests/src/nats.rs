@@ -166,8 +166,11 @@ pub struct StreamReader {
 impl StreamReader {
     pub fn connect(urls: &str) -> StreamReader {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let client = runtime.block_on(async_nats::connect(urls)).expect("connect to NATS");
-        let js = async_nats::jetstream::new(client);
+        let js = runtime.block_on(async {
+            let servers: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().expect("a NATS URL")).collect();
+            let client = async_nats::connect(servers).await.expect("connect to NATS");
+            async_nats::jetstream::new(client)
+        });
         StreamReader { runtime, js }
     }
 

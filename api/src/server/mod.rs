@@ -102,7 +102,13 @@ async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, String>
         (None, None) => {}
         _ => return Err("--nats-tls-cert and --nats-tls-key go together".into()),
     }
-    options.connect(config.url.as_str()).await.map_err(|e| format!("NATS at {}: {e}", config.url))
+    // A cluster is given as a comma-separated list of URLs.
+    let servers = config
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("NATS URL `{u}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    options.connect(servers).await.map_err(|e| format!("NATS at {}: {e}", config.url))
 }
 
 /// Checks the stream against the ledger before serving: a contradiction refuses to start;
