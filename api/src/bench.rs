@@ -44,6 +44,8 @@ pub enum Suite {
     Projections,
     /// Appends over HTTP from 1, 16 and 64 clients; revenue queries under load.
     Http,
+    /// Outbox throughput to JetStream and append-to-follower latency (needs --nats).
+    Nats,
     All,
 }
 
@@ -58,7 +60,12 @@ fn scratch_dir(dir: Option<&Path>) -> Result<tempfile::TempDir, String> {
     .map_err(|e| format!("cannot create a scratch directory: {e}"))
 }
 
-pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite) -> Result<ExitCode, String> {
+pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, nats: Option<&str>) -> Result<ExitCode, String> {
+    if suite == Suite::Nats {
+        let url = nats.ok_or("--suite nats needs --nats URL (a scratch nats-server with sync_interval: always)")?;
+        crate::bench_nats::run(&scratch_dir(dir)?, url)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if matches!(suite, Suite::Append | Suite::All) {
         append_suite(dir, events)?;
     }

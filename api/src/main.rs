@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_http;
+mod bench_nats;
 mod bench_projections;
 mod audit;
 mod cli;
@@ -216,6 +217,9 @@ enum Command {
         contracts: usize,
         #[arg(long, value_enum, default_value = "append")]
         suite: bench::Suite,
+        /// NATS server for `--suite nats`.
+        #[arg(long)]
+        nats: Option<String>,
     },
 }
 
@@ -308,7 +312,7 @@ fn main() -> ExitCode {
             format,
         }),
         Command::Rebuild { data } => report::rebuild(&data),
-        Command::Bench { dir, events, contracts, suite } => bench::run(dir.as_deref(), events, contracts, suite),
+        Command::Bench { dir, events, contracts, suite, nats } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref()),
     };
     match result {
         Ok(code) => code,
