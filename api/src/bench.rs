@@ -44,6 +44,8 @@ pub enum Suite {
     Projections,
     /// Appends over HTTP from 1, 16 and 64 clients; revenue queries under load.
     Http,
+    /// Proof latency, export and bundle verification on a large ledger.
+    Audit,
     /// Outbox throughput to JetStream and append-to-follower latency (needs --nats).
     Nats,
     All,
@@ -74,6 +76,9 @@ pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, na
     }
     if matches!(suite, Suite::Projections | Suite::All) {
         crate::bench_projections::run(&scratch_dir(dir)?, events, contracts)?;
+    }
+    if matches!(suite, Suite::Audit | Suite::All) {
+        crate::bench_audit::run(&scratch_dir(dir)?, events, contracts)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,14 +44,13 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     (at(0.5), at(0.99), at(1.0))
 }
 
-pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Result<(), String> {
+/// Loads a ledger of about `events` events: `contracts` contracts of equal length and one
+/// of 10,000 events, appended in atomic batches of 1,000. Returns the number of events.
+pub fn load(dir: &std::path::Path, events: usize, contracts: usize) -> Result<u64, String> {
     let contracts = contracts.max(1);
     let per_contract = ((events.saturating_sub(BIG_CONTRACT_EVENTS)) / contracts).max(1);
-    println!(
-        "cledger bench --suite projections: {contracts} contracts of {per_contract} events and one of {BIG_CONTRACT_EVENTS}, in {}",
-        scratch.path().display()
-    );
-    let ledger = Ledger::open(scratch.path(), Options::default()).map_err(|e| e.to_string())?;
+    println!("  loading {contracts} contracts of {per_contract} events and one of {BIG_CONTRACT_EVENTS} into {}", dir.display());
+    let ledger = Ledger::open(dir, Options::default()).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut pending = Vec::with_capacity(BATCH_EVENTS);
     let flush = |pending: &mut Vec<Proposal>| -> Result<(), String> {
@@ -61,14 +60,9 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
         let request = AppendRequest { events: std::mem::take(pending), mode: Mode::Atomic, idempotency_key: None, actor: "bench".into() };
         ledger.append(request).map(|_| ()).map_err(|e| e.to_string())
     };
-    for proposal in contract_events("big", BIG_CONTRACT_EVENTS) {
-        pending.push(proposal);
-        if pending.len() == BATCH_EVENTS {
-            flush(&mut pending)?;
-        }
-    }
-    for c in 0..contracts {
-        for proposal in contract_events(&format!("c{c:06}"), per_contract) {
+    let ids = std::iter::once(("big".to_string(), BIG_CONTRACT_EVENTS)).chain((0..contracts).map(|c| (format!("c{c:06}"), per_contract)));
+    for (id, n) in ids {
+        for proposal in contract_events(&id, n) {
             pending.push(proposal);
             if pending.len() == BATCH_EVENTS {
                 flush(&mut pending)?;
@@ -79,7 +73,13 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
     let total = ledger.head().seq;
     let load_seconds = started.elapsed().as_secs_f64();
     println!("  loaded {total} events in {load_seconds:.1}s ({:.0} events/s, batches of {BATCH_EVENTS})", total as f64 / load_seconds);
-    drop(ledger);
+    Ok(total)
+}
+
+pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Result<(), String> {
+    println!("cledger bench --suite projections");
+    load(scratch.path(), events, contracts)?;
+    let per_contract = ((events.saturating_sub(BIG_CONTRACT_EVENTS)) / contracts.max(1)).max(1);
 
     let started = Instant::now();
     let ledger = Ledger::open(scratch.path(), Options::default()).map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod bench;
+mod bench_audit;
 mod bench_http;
 mod bench_nats;
 mod bench_projections;
