@@ -36,6 +36,8 @@ pub const CHECKPOINT_SUBJECT: &str = "ledger.checkpoints";
 /// Subject token of ledger-wide events (not a valid contract id, so no collision).
 pub const LEDGER_WIDE_TOKEN: &str = "~ledger";
 
+/// Messages in one atomic batch (the server's limit).
+const ATOMIC_BATCH_MAX: usize = 1_000;
 /// Publishes in flight at once.
 const IN_FLIGHT_MAX: usize = 512;
 /// Events read from sled at a time.
@@ -109,13 +111,19 @@ pub fn subject(event: &events::Event) -> String {
     format!("ledger.events.{contract}.{}", event.body.kind().as_str())
 }
 
-/// The headers of SPEC section 6.
+/// The headers of SPEC section 6, for a message published on its own.
 pub fn headers(recorded: &RecordedEvent) -> HeaderMap {
+    let mut h = ledger_headers(recorded);
+    h.insert("Nats-Msg-Id", recorded.hash.to_hex().as_str());
+    h.insert("Nats-Expected-Last-Sequence", (recorded.event.seq - 1).to_string().as_str());
+    h
+}
+
+/// The `Ledger-*` headers, which every message carries, in a batch or not.
+fn ledger_headers(recorded: &RecordedEvent) -> HeaderMap {
     let e = &recorded.event;
     let mut h = HeaderMap::new();
     let hash = recorded.hash.to_hex();
-    h.insert("Nats-Msg-Id", hash.as_str());
-    h.insert("Nats-Expected-Last-Sequence", (e.seq - 1).to_string().as_str());
     h.insert("Ledger-Seq", e.seq.to_string().as_str());
     h.insert("Ledger-Hash", hash.as_str());
     h.insert("Ledger-Prev-Hash", e.prev_hash.to_hex().as_str());
@@ -136,15 +144,27 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
         deny_delete: true,
         deny_purge: true,
         allow_direct: true,
+        // Atomic batches commit up to 1,000 messages with one sync (server 2.12+).
+        allow_atomic_publish: true,
         ..Default::default()
     };
     let mut stream = js.get_or_create_stream(config).await.map_err(transient)?;
-    let info = stream.info().await.map_err(transient)?;
+    let info = stream.info().await.map_err(transient)?.clone();
     if !info.config.subjects.iter().any(|s| s == SUBJECTS) {
         return Err(NatsError::Contradiction(format!(
             "stream {} exists with subjects {:?}, not {SUBJECTS}",
             settings.name, info.config.subjects
         )));
+    }
+    if !info.config.allow_atomic_publish {
+        // A stream made before (or by someone else): turn atomic batches on if allowed;
+        // if not, the publisher sends one message at a time.
+        let mut config = info.config.clone();
+        config.allow_atomic_publish = true;
+        if let Err(e) = js.update_stream(config).await {
+            tracing::info!("stream {} does not take atomic batches ({e}); publishing one event at a time", settings.name);
+        }
+        stream = js.get_stream(&settings.name).await.map_err(transient)?;
     }
     Ok(stream)
 }
@@ -247,13 +267,28 @@ async fn publish_until_error(
     status.confirmed.store(confirmed, Ordering::Relaxed);
     status.stream_last.store(confirmed, Ordering::Relaxed);
     tracing::info!(resume_after = confirmed, "publishing to JetStream stream {}", settings.name);
+    let atomic = stream.get_info().await.map_err(transient)?.config.allow_atomic_publish;
     let mut head = ledger.watch_head();
     let mut in_flight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
     let mut next = confirmed + 1;
     let mut last_cursor_write = tokio::time::Instant::now();
     loop {
+        // A backlog goes in atomic batches: one sync per batch instead of per message.
+        if atomic && in_flight.is_empty() && ledger.head().seq > confirmed + 1 {
+            let ledger2 = ledger.clone();
+            let want = ATOMIC_BATCH_MAX.min((ledger.head().seq - confirmed) as usize);
+            let from = confirmed;
+            let batch = tokio::task::spawn_blocking(move || ledger2.events_after(from, want)).await.map_err(transient)?.map_err(transient)?;
+            confirmed = publish_atomic_batch(&js.client(), &batch, confirmed).await?;
+            crash_point(confirmed);
+            next = confirmed + 1;
+            status.confirmed.store(confirmed, Ordering::Relaxed);
+            status.stream_last.store(confirmed, Ordering::Relaxed);
+            status.published_total.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            metrics::counter!("outbox_published_total").increment(batch.len() as u64);
+        }
         // Fill the window from the durable head.
-        while in_flight.len() < IN_FLIGHT_MAX && next <= ledger.head().seq {
+        while in_flight.len() < IN_FLIGHT_MAX && next <= ledger.head().seq && !(atomic && ledger.head().seq > confirmed + 1) {
             let ledger2 = ledger.clone();
             let want = READ_PAGE.min(IN_FLIGHT_MAX - in_flight.len());
             let from = next - 1;
@@ -273,6 +308,7 @@ async fn publish_until_error(
                 return Err(NatsError::Contradiction(format!("event {seq} was stored at stream sequence {}", ack.sequence)));
             }
             confirmed = seq;
+            crash_point(confirmed);
             status.confirmed.store(seq, Ordering::Relaxed);
             status.stream_last.store(seq, Ordering::Relaxed);
             status.published_total.fetch_add(1, Ordering::Relaxed);
@@ -296,6 +332,68 @@ async fn publish_until_error(
             }
         }
     }
+}
+
+/// Fault injection for crash tests: with `CLEDGER_CRASH_AFTER_PUBLISHED=N` in the
+/// environment, the process aborts as soon as JetStream has acknowledged event N, before
+/// the outbox cursor records it: the worst moment to die, made deterministic.
+fn crash_point(confirmed: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("CLEDGER_CRASH_AFTER_PUBLISHED").ok().and_then(|v| v.parse().ok()));
+    if at.is_some_and(|n| confirmed >= n) {
+        eprintln!("CLEDGER_CRASH_AFTER_PUBLISHED: aborting after event {confirmed} was acknowledged");
+        std::process::abort();
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAck {
+    seq: Option<u64>,
+    count: Option<u64>,
+    batch: Option<String>,
+    error: Option<serde_json::Value>,
+}
+
+/// Publishes `batch` (the events after `confirmed`, in order) as one ADR-50 atomic batch and
+/// returns the new last confirmed seq. The first message states the expected last stream
+/// sequence, so the whole batch is refused unless it continues the stream exactly; atomic
+/// batches refuse `Nats-Msg-Id`, so the position check alone carries exactly-once.
+async fn publish_atomic_batch(client: &async_nats::Client, batch: &[RecordedEvent], confirmed: u64) -> Result<u64, NatsError> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(confirmed) };
+    assert_eq!(first.seq(), confirmed + 1, "a batch continues the stream");
+    let id = format!("cledger-{}-{}", first.seq(), &first.hash.to_hex()[..16]);
+    for (i, recorded) in batch.iter().enumerate() {
+        let mut h = ledger_headers(recorded);
+        if i == 0 {
+            h.insert("Nats-Expected-Last-Sequence", confirmed.to_string().as_str());
+        }
+        h.insert("Nats-Batch-Id", id.as_str());
+        h.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        let payload = Bytes::from(recorded.canonical.clone());
+        if i + 1 < batch.len() {
+            client.publish_with_headers(subject(&recorded.event), h, payload).await.map_err(transient)?;
+        } else {
+            h.insert("Nats-Batch-Commit", "1");
+            let reply = tokio::time::timeout(Duration::from_secs(10), client.request_with_headers(subject(&recorded.event), h, payload))
+                .await
+                .map_err(|_| transient("no answer to the batch commit"))?
+                .map_err(transient)?;
+            let ack: BatchAck = serde_json::from_slice(&reply.payload).map_err(transient)?;
+            if let Some(error) = ack.error {
+                return Err(transient(format!("batch refused: {error}")));
+            }
+            if ack.seq != Some(last.seq()) || ack.count != Some(batch.len() as u64) || ack.batch.as_deref() != Some(id.as_str()) {
+                return Err(NatsError::Contradiction(format!(
+                    "batch {id} of seqs {} to {} was acknowledged as {:?} messages ending at stream sequence {:?}",
+                    first.seq(),
+                    last.seq(),
+                    ack.count,
+                    ack.seq
+                )));
+            }
+        }
+    }
+    Ok(last.seq())
 }
 
 /// Copies the stream into `ledger` from its head on, checking every event, forever.

@@ -32,6 +32,8 @@ pub struct Options {
     pub token: Option<String>,
     /// More arguments for `serve` (`--nats URL`, `--follow`, ...).
     pub args: Vec<String>,
+    /// Environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running server. Dropping it sends SIGTERM and waits (SIGKILL after a while).
@@ -89,6 +91,7 @@ impl Server {
             command.arg("--sse-stall-ms").arg(ms.to_string());
         }
         command.args(&options.args);
+        command.envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command.env_remove("CLEDGER_DATA").env_remove("CLEDGER_TOKENS").env_remove("NATS_URL");
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn cledger");
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -137,6 +140,32 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits for the process to exit on its own (a crash) and returns its status.
+    pub fn wait_crash(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("cledger did not exit within {limit:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Changes the options used by the next `start_again`.
+    pub fn set_options(&mut self, options: Options) {
+        self.options = options;
+    }
+
+    pub fn options(&self) -> Options {
+        self.options.clone()
     }
 
     /// Starts the server again on the same data directory and options (after `kill` or

@@ -11,7 +11,7 @@ enum Access {
     Open,
 }
 
-const ROUTES: [(&str, &str, Access); 15] = [
+const ROUTES: [(&str, &str, Access); 20] = [
     ("POST", "/v1/events", Access::Write),
     ("POST", "/v1/events/batch", Access::Write),
     ("GET", "/v1/events", Access::Audit),
@@ -23,6 +23,11 @@ const ROUTES: [(&str, &str, Access); 15] = [
     ("GET", "/v1/portfolio?as_of=2026-12-31", Access::Finance),
     ("GET", "/v1/chain/head", Access::Audit),
     ("GET", "/v1/stream", Access::Audit),
+    ("GET", "/v1/checkpoints/latest", Access::Audit),
+    ("POST", "/v1/checkpoints", Access::Audit),
+    ("GET", "/v1/proofs/inclusion?seq=1", Access::Audit),
+    ("GET", "/v1/proofs/consistency?from=1", Access::Audit),
+    ("GET", "/v1/export", Access::Audit),
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
     ("GET", "/metrics", Access::Open),
@@ -77,7 +82,9 @@ fn every_endpoint_by_every_role() {
                     _ => None,
                 };
                 let reply = api.call(method, path, &[], body.map(|b| b.to_string().into_bytes()));
-                let v = if path == "/metrics" { Value::String(reply.text.clone()) } else { serde_json::from_str(&reply.text).unwrap_or(Value::Null) };
+                // /metrics is text, a granted export NDJSON.
+                let text = path == "/metrics" || (path == "/v1/export" && reply.status == 200);
+                let v = if text { Value::String(reply.text.clone()) } else { serde_json::from_str(&reply.text).unwrap_or(Value::Null) };
                 (reply.status, v)
             };
             let code = body["error"]["code"].as_str();
@@ -96,6 +103,21 @@ fn every_endpoint_by_every_role() {
                 (200, "/metrics") => assert!(body.as_str().unwrap().contains("ledger_chain_length")),
                 (200, "/openapi.json") => assert!(body["paths"].is_object()),
                 (200, "/healthz") => assert_eq!(body["status"], "ok"),
+                (200, "/v1/checkpoints/latest") | (201, "/v1/checkpoints") => {
+                    let key = events::checkpoint::VerifierKey::parse(body["verifier_key"].as_str().unwrap()).unwrap();
+                    let checkpoint = key.verify(body["checkpoint"].as_str().unwrap()).expect("a signed checkpoint");
+                    assert_eq!(body["tree_size"], checkpoint.size, "{body}");
+                    if status == 201 {
+                        assert!(checkpoint.size >= 1, "a checkpoint of the head, after the grant: {body}");
+                    }
+                }
+                (200, "/v1/proofs/inclusion?seq=1") => assert_eq!((&body["seq"], &body["leaf_index"]), (&json!(1), &json!(0)), "{body}"),
+                (200, "/v1/proofs/consistency?from=1") => assert_eq!(body["from"], 1, "{body}"),
+                (200, "/v1/export") => {
+                    let text = body.as_str().unwrap();
+                    assert!(text.starts_with("{\"format\":\"compute-ledger-export\""), "{text}");
+                    assert!(text.lines().last().unwrap().starts_with("{\"checkpoint\":"), "{text}");
+                }
                 _ => {}
             }
             if status == 401 {
