@@ -163,6 +163,32 @@ pub struct StreamReader {
     js: async_nats::jetstream::Context,
 }
 
+/// A core NATS subscription read from blocking tests.
+pub struct Subscription {
+    runtime: tokio::runtime::Runtime,
+    subscriber: async_nats::Subscriber,
+}
+
+impl Subscription {
+    pub fn subscribe(url: &str, subject: &str) -> Subscription {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let subscriber = runtime.block_on(async {
+            let client = async_nats::connect(url).await.expect("connect to NATS");
+            let subscriber = client.subscribe(subject.to_string()).await.expect("subscribe");
+            client.flush().await.expect("flush");
+            subscriber
+        });
+        Subscription { runtime, subscriber }
+    }
+
+    /// The next message's payload, waiting up to `limit`.
+    pub fn next(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        use futures::StreamExt;
+        let subscriber = &mut self.subscriber;
+        self.runtime.block_on(async { tokio::time::timeout(limit, subscriber.next()).await.ok().flatten().map(|m| m.payload.to_vec()) })
+    }
+}
+
 impl StreamReader {
     pub fn connect(urls: &str) -> StreamReader {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

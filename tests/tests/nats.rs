@@ -189,6 +189,25 @@ fn a_leader_dying_right_after_an_ack_before_its_cursor_update_publishes_nothing_
 }
 
 #[test]
+fn checkpoints_are_published_on_ledger_checkpoints() {
+    if !nats::available() {
+        return;
+    }
+    let node = NatsNode::start();
+    let mut checkpoints = nats::Subscription::subscribe(&node.url(), "ledger.checkpoints");
+    let server = leader(&node.url(), &[]);
+    append_invoices(&server, "p", 0, 10, true);
+    let issued = server.call("POST", "/v1/checkpoints", &[], None).expect(201);
+    let note = checkpoints.next(WAIT).expect("a checkpoint on ledger.checkpoints");
+    let note = String::from_utf8(note).unwrap();
+    assert_eq!(note, issued["checkpoint"].as_str().unwrap());
+    let key = events::checkpoint::VerifierKey::parse(issued["verifier_key"].as_str().unwrap()).unwrap();
+    let checkpoint = key.verify(&note).unwrap();
+    assert_eq!(checkpoint.size, 11);
+    assert_eq!(checkpoint.root.to_hex(), server.get_json("/v1/proofs/consistency?from=0&to=11")["to_root"].as_str().unwrap());
+}
+
+#[test]
 fn the_leader_refuses_a_stream_that_contradicts_its_ledger() {
     if !nats::available() {
         return;
