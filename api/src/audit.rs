@@ -25,8 +25,14 @@ pub struct VerifyArgs {
     pub origin: Option<String>,
 }
 
+/// Prints the verdict: `message` starts with "at seq N: " or is a sentence of its own.
 fn failed(message: impl std::fmt::Display) -> Result<ExitCode, String> {
-    println!("FAILED {message}");
+    let message = message.to_string();
+    if message.starts_with("at seq ") {
+        println!("FAILED {message}");
+    } else {
+        println!("FAILED: {message}");
+    }
     Ok(ExitCode::from(1))
 }
 
@@ -145,7 +151,7 @@ pub fn verify_bundle(reader: impl Read, key: Option<VerifierKey>, root_at: Optio
 fn at_failure(f: &events::bundle::BundleFailure) -> String {
     match f.seq {
         Some(seq) => format!("at seq {seq}: {}", f.reason),
-        None => format!(": {}", f.reason),
+        None => f.reason.clone(),
     }
 }
 
@@ -155,10 +161,12 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
         Err(ledger::OpenError::Corrupt(f)) => return failed(format!("at seq {}: {}", f.seq, f.reason)),
         Err(e) => return Err(e.to_string()),
     };
+    let own = signer(data, args.origin.as_deref())?.verifier();
     let key = match &args.key {
         Some(k) => read_key(k)?,
-        None => signer(data, args.origin.as_deref())?.verifier(),
+        None => own.clone(),
     };
+
     let latest = ledger.latest_checkpoint().map_err(|e| e.to_string())?;
     let latest = match latest.map(|l| key.verify(&l.note)) {
         Some(Ok(cp)) => Some(cp),
@@ -166,6 +174,12 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
         None => None,
     };
     let kept = args.trusted.as_deref().map(|p| read_trusted(p, &key)).transpose()?.flatten();
+    if let Some(kept) = &kept {
+        let head = ledger.head().seq;
+        if kept.size > head {
+            return failed(format!("rollback: you kept a checkpoint of {} events, the ledger now has {head}", kept.size));
+        }
+    }
     let sizes: Vec<u64> = latest.iter().map(|c| c.size).chain(kept.iter().map(|c| c.size)).collect();
     let bar = progress(ledger.head().seq, "verifying");
     let started = std::time::Instant::now();
@@ -184,7 +198,7 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
     if let Some(cp) = &latest {
         let root = roots.next().expect("a root per size");
         if root != cp.root {
-            return failed(format!(": the latest checkpoint (size {}) says root {}, the events give {root}", cp.size, cp.root));
+            return failed(format!("the latest checkpoint (size {}) says root {}, the events give {root}", cp.size, cp.root));
         }
     }
     if let Some(kept) = &kept
@@ -192,6 +206,11 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
             return failed(message);
         }
     if args.trusted.is_some() {
+        if key != own {
+            // The directory signs with its own key: the checkpoint it would keep could not
+            // be checked with the key the auditor trusts.
+            return failed(format!("this data directory signs with {own}, not with the key given ({key})"));
+        }
         let signer = signer(data, args.origin.as_deref())?;
         let issued = ledger.issue_checkpoint(&signer).map_err(|e| e.to_string())?;
         keep(args.trusted.as_deref(), &issued.note)?;

@@ -59,9 +59,12 @@ pub struct ConsistencyProof {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Proofs {
-    /// The last event of the bundle is in the checkpoint's tree.
+    /// The last event of the bundle is in the checkpoint's tree (absent for an empty range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inclusion: Option<InclusionProof>,
-    /// The tree before the bundle's first event is a prefix of the checkpoint's tree.
+    /// The tree before the bundle's first event is a prefix of the checkpoint's tree
+    /// (absent when the bundle starts at seq 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyProof>,
 }
 

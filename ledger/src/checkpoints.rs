@@ -51,6 +51,18 @@ fn create_key(data: &Path, path: &Path) -> Result<[u8; 32], String> {
     Ok(seed)
 }
 
+/// The checkpoint and note of a stored `Mcheckpoint` value.
+fn stored_checkpoint(bytes: &[u8]) -> Result<(Checkpoint, String), ReadError> {
+    let note = String::from_utf8(bytes.to_vec()).map_err(|_| crate::corrupt(0, "stored checkpoint is not UTF-8"))?;
+    let text = note.split("\n\n").next().unwrap_or_default();
+    let checkpoint = Checkpoint::parse(&format!("{text}\n")).map_err(|e| crate::corrupt(0, &e.to_string()))?;
+    Ok((checkpoint, note))
+}
+
+fn stored_size(bytes: &[u8]) -> Result<u64, ReadError> {
+    stored_checkpoint(bytes).map(|(c, _)| c.size)
+}
+
 /// A checkpoint the ledger signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issued {
@@ -79,20 +91,32 @@ impl Ledger {
         let root = self.merkle_root(size)?;
         let checkpoint = Checkpoint { origin: signer.name().to_string(), size, root };
         let note = signer.sign(&checkpoint);
-        let previous = self.latest_checkpoint().map_err(ProofError::Storage)?;
-        // Only ever move the latest forward (two issuers racing keep the larger).
-        if previous.as_ref().is_none_or(|p| p.checkpoint.size <= size) {
-            self.shared.tree.insert(keys::META_CHECKPOINT, note.as_bytes()).map_err(|e| ProofError::Storage(e.into()))?;
+        let storage = |e: sled::Error| ProofError::Storage(e.into());
+        // Only ever move the latest forward: compare-and-swap, so two issuers racing keep
+        // the larger. Each retry means another issuer wrote in between; there are few.
+        const ATTEMPTS_MAX: usize = 64;
+        for _ in 0..ATTEMPTS_MAX {
+            let current = self.shared.tree.get(keys::META_CHECKPOINT).map_err(storage)?;
+            let current_size = match &current {
+                None => None,
+                Some(bytes) => Some(stored_size(bytes).map_err(ProofError::Storage)?),
+            };
+            if current_size.is_some_and(|s| s > size) {
+                break;
+            }
+            if self.shared.tree.compare_and_swap(keys::META_CHECKPOINT, current, Some(note.as_bytes())).map_err(storage)?.is_ok() {
+                // A checkpoint is answered and published only once it would survive a crash.
+                self.sync_to_disk().map_err(|e| ProofError::Storage(crate::corrupt(0, &format!("cannot sync the checkpoint: {e}"))))?;
+                break;
+            }
         }
         Ok(Issued { checkpoint, note })
     }
 
     /// The latest checkpoint issued, if any (as the ledger stored it; not re-verified).
     pub fn latest_checkpoint(&self) -> Result<Option<Issued>, ReadError> {
-        let Some(note) = self.shared.tree.get(keys::META_CHECKPOINT)? else { return Ok(None) };
-        let note = String::from_utf8(note.to_vec()).map_err(|_| crate::corrupt(0, "stored checkpoint is not UTF-8"))?;
-        let text = note.split("\n\n").next().unwrap_or_default();
-        let checkpoint = Checkpoint::parse(&format!("{text}\n")).map_err(|e| crate::corrupt(0, &e.to_string()))?;
+        let Some(bytes) = self.shared.tree.get(keys::META_CHECKPOINT)? else { return Ok(None) };
+        let (checkpoint, note) = stored_checkpoint(&bytes)?;
         Ok(Some(Issued { checkpoint, note }))
     }
 

@@ -654,6 +654,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// Flushes sled and fsyncs its log, for writes made outside the writer's commits (the
+    /// latest checkpoint). Safe alongside the writer: both only add syncs.
+    pub(crate) fn sync_to_disk(&self) -> std::io::Result<()> {
+        self.db.flush().map_err(std::io::Error::other)?;
+        std::fs::File::open(self.dir.join("db"))?.sync_all()
+    }
+
     /// Bytes sled occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

@@ -179,7 +179,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// The event hashes of a stopped ledger, recomputed from the canonical bytes `cledger log`
 /// shows (and checked against the hashes it shows).
 pub fn hashes_of(data: &Path) -> Vec<Digest> {
-    crate::server::log_json(data).iter().map(|line| hash_of_event_json(line)).collect()
+    crate::server::log_json(data).iter().map(hash_of_event_json).collect()
 }
 
 /// The hash of an event object (`log --json`, `GET /v1/events`, a bundle line), recomputed

@@ -336,3 +336,46 @@ fn verify_url_refuses_a_rolled_back_or_forked_server() {
     // The real one still extends it.
     cledger_verify(&["--url", &server.base, "--key", &key, "--trusted-checkpoint", s(&kept)]).assert_ok("the live server again");
 }
+
+#[test]
+fn exports_and_verify_url_taken_while_events_are_appended_verify() {
+    let server = Server::with(on_request_only());
+    append_events(&server, "c", 0, 0);
+    let key = latest(&server)["verifier_key"].as_str().unwrap().to_string();
+    let api: e2e::server::Api = (*server).clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..150 {
+            api.batch_ok(&[invoice("c", &format!("A-{i}"), "1.00"), invoice("c", &format!("B-{i}"), "2.00")]);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (file, kept) = (dir.path().join("bundle.ndjson"), dir.path().join("kept.note"));
+    let mut sizes = vec![];
+    let mut rounds = 0;
+    // While the writer runs, and a few times after it finished.
+    while !writer.is_finished() || rounds < 3 {
+        if writer.is_finished() {
+            rounds += 1;
+        }
+        let reply = server.get("/v1/export");
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let bundle = Bundle::parse(&reply.text);
+        bundle.write(&file);
+        cledger_verify(&[s(&file), "--key", &key]).assert_ok("an export taken during appends");
+        let size = open_note(&key, &bundle.note()).size;
+        assert_eq!(bundle.to(), size, "a whole export ends at its checkpoint");
+        sizes.push(size);
+        let v = cledger_verify(&["--url", &server.base, "--key", &key, "--trusted-checkpoint", s(&kept)]);
+        v.assert_ok("verify --url during appends");
+        let kept_size = open_note(&key, &std::fs::read_to_string(&kept).unwrap()).size;
+        assert!(kept_size >= size, "the kept checkpoint went back: {kept_size} after an export of {size}");
+        sizes.push(kept_size);
+    }
+    writer.join().unwrap();
+    eprintln!("checkpoint sizes seen: {sizes:?}");
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "checkpoint sizes only grow: {sizes:?}");
+    assert_eq!(sizes.last(), Some(&301), "{sizes:?}");
+    // Proofs between the first and last checkpoint seen, against the final hashes.
+    let hashes = served_hashes(&server);
+    check_consistency_json(&server.get_json(&format!("/v1/proofs/consistency?from={}&to=301", sizes[0])), sizes[0], 301, &hashes);
+}
