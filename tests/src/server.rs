@@ -142,7 +142,8 @@ impl Server {
         }
     }
 
-    /// Waits for the process to exit on its own (a crash) and returns its status.
+    /// Waits for the process to exit (on its own, or as asked) and returns its status;
+    /// SIGKILL and a panic after `limit`.
     pub fn wait_crash(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + limit;
@@ -198,19 +199,7 @@ impl Server {
 
     /// Waits for an exit already asked for (after `sigterm`).
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + STOP_LIMIT;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cledger did not exit within {STOP_LIMIT:?}; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_crash(STOP_LIMIT)
     }
 
     fn terminate(&mut self) -> Option<ExitStatus> {
