@@ -29,7 +29,8 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 pub const STORE_FORMAT: u32 = 1;
 
 /// `T` + level (u8) + index (u64 BE) → hash (32) of the perfect Merkle subtree covering
-/// leaves `[index << level, (index + 1) << level)`; level 0 holds the leaf hashes.
+/// leaves `[index << level, (index + 1) << level)`, for levels 1 and up; leaves (level 0)
+/// are derived from the event records' stored hashes.
 pub const TREE: u8 = b'T';
 
 pub fn tree_node(level: u32, index: u64) -> [u8; 10] {

@@ -732,6 +732,13 @@ struct StoredNodes<'a>(&'a sled::Tree);
 impl merkle::Nodes for StoredNodes<'_> {
     type Error = ReadError;
     fn node(&self, level: u32, index: u64) -> Result<Digest, ReadError> {
+        if level == 0 {
+            // Leaves are not stored: each is derived from its event's stored hash.
+            let seq = index + 1;
+            let record = self.0.get(keys::event(seq))?.ok_or_else(|| corrupt(seq, "event missing"))?;
+            let (hash, _) = split_record(&record).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
+            return Ok(merkle::leaf_hash(&hash));
+        }
         let value = self.0.get(keys::tree_node(level, index))?.ok_or_else(|| corrupt(0, &format!("Merkle node ({level}, {index}) missing")))?;
         Ok(Digest(value.as_ref().try_into().map_err(|_| corrupt(0, "malformed Merkle node"))?))
     }
@@ -749,7 +756,7 @@ fn load_tree(tree: &sled::Tree, head: u64) -> Result<merkle::Frontier, ReadError
             let (key, value) = item?;
             let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
             let (hash, _) = split_record(&value).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
-            for (level, index, node) in frontier.push(&hash) {
+            for (level, index, node) in frontier.push(&hash).into_iter().filter(|(level, _, _)| *level > 0) {
                 batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
             }
         }

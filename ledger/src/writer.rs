@@ -530,7 +530,8 @@ impl Writer {
         debug_assert_eq!(event.seq, self.head.seq + 1);
         group.writes.push((keys::event(event.seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
         group.writes.push((keys::stream_version(&event.stream, event.version), event.seq.to_be_bytes().to_vec()));
-        for (level, index, hash) in self.frontier.push(&recorded.hash) {
+        // Leaves (level 0) are not stored: the event record holds the hash they derive from.
+        for (level, index, hash) in self.frontier.push(&recorded.hash).into_iter().filter(|(level, _, _)| *level > 0) {
             group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
         }
         self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };
