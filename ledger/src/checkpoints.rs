@@ -165,9 +165,16 @@ impl Ledger {
         })
     }
 
-    /// Writes a whole export bundle.
+    /// Plans and writes a whole export bundle.
     pub fn export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>, out: &mut impl Write) -> Result<ExportPlan, String> {
         let plan = self.plan_export(signer, from, to).map_err(|e| e.to_string())?;
+        self.write_export(&plan, out)?;
+        Ok(plan)
+    }
+
+    /// Writes the bundle of a plan: its header, its events a page at a time, its last line.
+    /// A missing event is an error, never a silently shorter bundle.
+    pub fn write_export(&self, plan: &ExportPlan, out: &mut impl Write) -> Result<(), String> {
         writeln!(out, "{}", plan.header).map_err(|e| e.to_string())?;
         let mut next = plan.from;
         while next <= plan.to {
@@ -181,6 +188,6 @@ impl Ledger {
             }
         }
         writeln!(out, "{}", plan.last_line).map_err(|e| e.to_string())?;
-        Ok(plan)
+        out.flush().map_err(|e| e.to_string())
     }
 }

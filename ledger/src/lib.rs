@@ -277,15 +277,9 @@ impl Ledger {
             }
         }
         let disk = durable::DiskSync::open(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
-        let head = check_head(&tree).map_err(|e| match e {
-            ReadError::Storage(s) => storage(s),
-            ReadError::Corrupt(f) => OpenError::Corrupt(f),
-        })?;
+        let head = check_head(&tree).map_err(|e| open_error(dir, e))?;
         let views_tree = db.open_tree("views").map_err(storage)?;
-        let (states, ledger_facts, cursor) = views::load(&tree, &views_tree, head.seq).map_err(|e| match e {
-            ReadError::Storage(s) => storage(s),
-            ReadError::Corrupt(f) => OpenError::Corrupt(f),
-        })?;
+        let (states, ledger_facts, cursor) = views::load(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
         if cursor < head.seq {
             // Events were folded in to catch up: save the result, so the next open does not
             // fold them again.
@@ -306,10 +300,7 @@ impl Ledger {
             failure: Mutex::new(None),
             counters: Counters::default(),
         });
-        let frontier = load_tree(&shared.tree, head.seq).map_err(|e| match e {
-            ReadError::Storage(s) => storage(s),
-            ReadError::Corrupt(f) => OpenError::Corrupt(f),
-        })?;
+        let frontier = load_tree(&shared.tree, head.seq).map_err(|e| open_error(dir, e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, frontier, ledger_facts, options, rx);
         let handle = std::thread::Builder::new()
@@ -559,10 +550,7 @@ impl Ledger {
         let storage = |source| OpenError::Storage { dir: dir.into(), source };
         let tree = db.open_tree("ledger").map_err(storage)?;
         let views_tree = db.open_tree("views").map_err(storage)?;
-        let report = views::rebuild(&tree, &views_tree, progress).map_err(|e| match e {
-            ReadError::Storage(s) => storage(s),
-            ReadError::Corrupt(f) => OpenError::Corrupt(f),
-        })?;
+        let report = views::rebuild(&tree, &views_tree, progress).map_err(|e| open_error(dir, e))?;
         db.flush().map_err(storage)?;
         Ok(report)
     }
@@ -670,6 +658,14 @@ impl Ledger {
 impl Drop for Ledger {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A read failure while opening `dir`: damaged data names its seq.
+fn open_error(dir: &Path, e: ReadError) -> OpenError {
+    match e {
+        ReadError::Storage(source) => OpenError::Storage { dir: dir.into(), source },
+        ReadError::Corrupt(f) => OpenError::Corrupt(f),
     }
 }
 

@@ -179,7 +179,7 @@ impl ContractState {
     pub fn decrease_headroom(&self, day_before: Date) -> Result<i128, Overflow> {
         let then = AsOf::date(day_before);
         let mut headroom = self.unrecognized_firm(&then)?;
-        let everything = AsOf::date(Date::new(9999, 12, 31).expect("a valid date"));
+        let everything = AsOf::everything();
         for tranche in self.tranches.iter().filter(|t| t.amount < 0 && self.counts(&t.origin, &everything) && !self.counts(&t.origin, &then)) {
             headroom = add(headroom, tranche.amount)?;
         }
@@ -190,7 +190,7 @@ impl ContractState {
     /// without the effects of event `excluded_seq` (a capacity change's tranche, or a
     /// milestone resolution): what would be left if that event were reversed.
     pub fn firm_value_without(&self, excluded_seq: u64) -> Result<i128, Overflow> {
-        let everything = AsOf::date(Date::new(9999, 12, 31).expect("a valid date"));
+        let everything = AsOf::everything();
         let mut total = 0i128;
         for tranche in self.tranches.iter().filter(|t| t.origin.seq != excluded_seq && self.counts(&t.origin, &everything)) {
             let counted = match &tranche.condition {

@@ -5,11 +5,6 @@
 use crate::state::{AsOf, ContractState, LedgerFacts};
 use events::{Code, Date, EventBody, EventKind, Proposal, Rejection, Stream, MAX_ABS_MINOR_UNITS};
 
-/// The last date the product can express, for "everything known, at any date".
-fn end_of_time() -> Date {
-    Date::new(9999, 12, 31).expect("a valid date")
-}
-
 fn reject(code: Code, field: &str, message: String) -> Rejection {
     Rejection::new(code, Some(field.to_string()), message)
 }
@@ -100,7 +95,7 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
             if date >= state.grant.term.end {
                 return Err(reject(Code::CapacityOutsideTerm, "effective_date", format!("{date} is not before the term's end ({})", state.grant.term.end)));
             }
-            let everything = AsOf::date(end_of_time());
+            let everything = AsOf::everything();
             if state.gpus_at(&everything) + i128::from(c.gpus_delta) < 0 {
                 return Err(reject(
                     Code::GpuCountNegative,

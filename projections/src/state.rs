@@ -28,6 +28,12 @@ impl AsOf {
         AsOf { date, known_at: u64::MAX }
     }
 
+    /// Everything known now, at the last date the product can express: every fact that
+    /// counts at any date.
+    pub fn everything() -> AsOf {
+        AsOf::date(Date::new(9999, 12, 31).expect("a valid date"))
+    }
+
     pub fn with_date(self, date: Date) -> AsOf {
         AsOf { date, known_at: self.known_at }
     }

@@ -148,6 +148,9 @@ pub fn cluster(n: usize) -> Vec<NatsNode> {
     nodes
 }
 
+/// A message to publish by hand: subject, headers, payload.
+pub type RawMessage = (String, Vec<(String, String)>, Vec<u8>);
+
 /// A message of the stream as stored.
 #[derive(Clone, Debug)]
 pub struct Stored {
@@ -227,7 +230,7 @@ impl StreamReader {
 
     /// Creates a stream named LEDGER by hand and publishes raw messages into it (to feed a
     /// follower something a leader would never publish).
-    pub fn publish_raw(&self, messages: &[(String, Vec<(String, String)>, Vec<u8>)]) {
+    pub fn publish_raw(&self, messages: &[RawMessage]) {
         self.runtime.block_on(async {
             self.js
                 .get_or_create_stream(async_nats::jetstream::stream::Config {

@@ -269,7 +269,7 @@ fn a_follower_refuses_an_altered_message_and_names_its_seq() {
     let data = work.path().join("source");
     assert_eq!(e2e::run(&["import", "--data", data.to_str().unwrap(), e2e::sample_file().to_str().unwrap()]).0, 0);
     let (_, log, _) = e2e::run(&["log", "--data", data.to_str().unwrap(), "--json"]);
-    let messages: Vec<(String, Vec<(String, String)>, Vec<u8>)> = log
+    let messages: Vec<nats::RawMessage> = log
         .lines()
         .map(|l| {
             let e: Value = serde_json::from_str(l).unwrap();

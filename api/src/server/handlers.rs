@@ -496,37 +496,32 @@ pub async fn export(State(app): State<Shared>, headers: HeaderMap, RawQuery(quer
             .map_err(|e| ApiError::unavailable(e.to_string()))?
             .map_err(proof_error)?
     };
-    // A bounded channel: the reader's pace sets the producer's, memory stays flat.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    // A bounded channel: the reader's pace sets the producer's, memory stays flat. A failure
+    // part way ends the body with an error, so the client sees a broken transfer rather
+    // than a shorter bundle.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::task::spawn_blocking(move || {
-        let send = |chunk: String| tx.blocking_send(Ok(chunk)).is_ok();
-        if !send(format!("{}\n", plan.header)) {
-            return;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
+        if let Err(e) = ledger.write_export(&plan, &mut out) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
         }
-        let mut next = plan.from;
-        while next <= plan.to {
-            let page = match ledger.events_after(next - 1, 1_000.min((plan.to - next + 1) as usize)) {
-                Ok(page) if !page.is_empty() => page,
-                Ok(_) => return,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return;
-                }
-            };
-            let mut chunk = String::new();
-            for event in &page {
-                chunk.push_str(&events::bundle::event_line(event));
-                chunk.push('\n');
-                next = event.seq() + 1;
-            }
-            if !send(chunk) {
-                return;
-            }
-        }
-        send(format!("{}\n", plan.last_line));
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Writes into a response body's channel, from a blocking thread.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.blocking_send(Ok(buf.to_vec())).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Liveness: the process answers.
