@@ -228,7 +228,7 @@ fn verify_data(data: &Path, args: &VerifyArgs) -> Result<ExitCode, String> {
 }
 
 fn signer(data: &Path, origin: Option<&str>) -> Result<NoteSigner, String> {
-    load_or_create_signer(data, None, origin)
+    load_or_create_signer(data, None, origin).map_err(|e| e.to_string())
 }
 
 pub fn export(data: &Path, out: Option<&Path>, from: Option<u64>, to: Option<u64>, origin: Option<&str>) -> Result<ExitCode, String> {
@@ -238,14 +238,14 @@ pub fn export(data: &Path, out: Option<&Path>, from: Option<u64>, to: Option<u64
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let mut writer = std::io::BufWriter::new(file);
-            let plan = ledger.export(&signer, from, to, &mut writer)?;
+            let plan = ledger.export(&signer, from, to, &mut writer).map_err(|e| e.to_string())?;
             writer.flush().map_err(|e| e.to_string())?;
             writer.into_inner().map_err(|e| e.to_string())?.sync_all().map_err(|e| e.to_string())?;
             plan
         }
         None => {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            let plan = ledger.export(&signer, from, to, &mut stdout)?;
+            let plan = ledger.export(&signer, from, to, &mut stdout).map_err(|e| e.to_string())?;
             stdout.flush().map_err(|e| e.to_string())?;
             plan
         }

@@ -55,12 +55,12 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
     std::hint::black_box(ledger.merkle_root(size).map_err(|e| e.to_string())?);
     println!("  Merkle root of {size} events from stored nodes: {:.0} us", started.elapsed().as_secs_f64() * 1e6);
 
-    let signer = load_or_create_signer(&dir, None, None)?;
+    let signer = load_or_create_signer(&dir, None, None).map_err(|e| e.to_string())?;
     let bundle = scratch.path().join("bundle.ndjson");
     let started = Instant::now();
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&bundle).map_err(|e| e.to_string())?);
-        ledger.export(&signer, None, None, &mut out)?;
+        ledger.export(&signer, None, None, &mut out).map_err(|e| e.to_string())?;
         std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -75,7 +75,7 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
                 let outcome = ledger.append(request).map_err(|e| match e {
                     AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", chunk[index].0),
                     AppendError::RequestRefused(rejection) => rejection.to_string(),
-                    AppendError::Unavailable(m) => m,
+                    other => other.to_string(),
                 })?;
                 for r in &outcome.receipts {
                     if r.replayed {

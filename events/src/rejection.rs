@@ -76,6 +76,7 @@ codes! {
     DuplicateTranche => ("duplicate_tranche", Unprocessable),
     NoTranches => ("no_tranches", Unprocessable),
     InvalidGpuCount => ("invalid_gpu_count", Unprocessable),
+    GpuCountTooLarge => ("gpu_count_too_large", Unprocessable),
     // Events of a contract.
     ContractIdRequired => ("contract_id_required", Unprocessable),
     ContractIdNotAllowed => ("contract_id_not_allowed", Unprocessable),
@@ -98,6 +99,7 @@ codes! {
     PeriodClosed => ("period_closed", Unprocessable),
     PeriodEndNotAdvancing => ("period_end_not_advancing", Unprocessable),
     PeriodCloseBeforeEnd => ("period_close_before_end", Unprocessable),
+    PeriodNotEnded => ("period_not_ended", Unprocessable),
     // Reversals.
     UnknownReversalTarget => ("unknown_reversal_target", Unprocessable),
     ReversalOfOtherContract => ("reversal_of_other_contract", Unprocessable),

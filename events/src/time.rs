@@ -141,6 +141,13 @@ impl Timestamp {
         }
     }
 
+    /// The calendar date (UTC) this instant falls on; `None` outside the years 1-9999.
+    pub fn date(self) -> Option<Date> {
+        let t = jiff::Timestamp::from_microsecond(self.0).ok()?;
+        let d = jiff::tz::Offset::UTC.to_datetime(t).date();
+        Date::new(d.year(), d.month(), d.day()).ok()
+    }
+
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         text.parse::<jiff::Timestamp>().ok().map(|t| Timestamp(t.as_microsecond()))
     }
@@ -188,5 +195,7 @@ mod tests {
     fn timestamps_print_microseconds() {
         assert_eq!(Timestamp(1_795_000_000_123_456).to_rfc3339(), "2026-11-18T11:06:40.123456Z");
         assert_eq!(Timestamp::parse_rfc3339("2026-11-18T11:06:40.123456Z"), Some(Timestamp(1_795_000_000_123_456)));
+        assert_eq!(Timestamp(1_795_000_000_123_456).date(), Some(Date::parse("2026-11-18").unwrap()));
+        assert_eq!(Timestamp(-1).date(), Some(Date::parse("1969-12-31").unwrap()));
     }
 }

@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 
 /// Most tranches one grant may carry.
 pub const TRANCHES_MAX: usize = 1_000;
+/// Most GPUs a cluster may have, and the largest GPU change one event may make: far above
+/// any real cluster (the largest in 2026 are a few hundred thousand), and small enough that
+/// no sum of counts and changes the ledger can hold overflows or leaves the range every JSON
+/// reader handles exactly (2^53).
+pub const GPUS_MAX: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +344,9 @@ fn resolve_body(body: &WireBody, effective_date: Date, currency: Option<Currency
         WireBody::LeaseGranted(g) => EventBody::LeaseGranted(resolve_grant(g)?),
         WireBody::CapacityChanged(c) => {
             let amount_delta = amount("amount_delta", &c.amount_delta, currency_of_contract(currency)?)?;
+            if c.gpus_delta.unsigned_abs() > GPUS_MAX {
+                return Err(Rejection::new(Code::GpuCountTooLarge, Some("gpus_delta".into()), format!("a change of at most {GPUS_MAX} GPUs either way")));
+            }
             if c.gpus_delta == 0 && amount_delta.minor_units() == 0 {
                 return Err(Rejection::new(Code::ZeroAmount, Some("amount_delta".into()), "a capacity change must change the GPU count or the amount"));
             }
@@ -413,6 +421,9 @@ fn resolve_grant(g: &WireLeaseGranted) -> Result<LeaseGranted, Rejection> {
     }
     if g.cluster.gpus == 0 {
         return Err(Rejection::new(Code::InvalidGpuCount, Some("cluster.gpus".into()), "a cluster has at least one GPU"));
+    }
+    if g.cluster.gpus > GPUS_MAX {
+        return Err(Rejection::new(Code::GpuCountTooLarge, Some("cluster.gpus".into()), format!("at most {GPUS_MAX} GPUs")));
     }
     let headline = positive("headline", &g.headline, currency)?;
     if g.tranches.is_empty() {

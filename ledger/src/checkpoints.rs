@@ -5,50 +5,96 @@
 //! (which is also the key's name in notes) defaults to `cledger-` and 8 hex digits of the
 //! public key's BLAKE3 hash, so two ledgers never share an origin by accident.
 
+use crate::io::Op;
 use crate::{keys, Ledger, ProofError, ReadError};
 use events::bundle::{self, CheckpointLine, ConsistencyProof, Header, InclusionProof, Proofs};
 use events::checkpoint::{Checkpoint, NoteSigner};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const KEY_FILE: &str = "checkpoint-signing.key";
 
+/// Why the signing key could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: expected 64 hex digits (an Ed25519 seed)")]
+    Malformed(PathBuf),
+    #[error("cannot read the signing key {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the signing key {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("no randomness for a signing key: {0}")]
+    Randomness(getrandom::Error),
+    #[error("--origin: {0}")]
+    Origin(String),
+}
+
 /// Loads the signing key (`key_file`, or the data directory's, created if missing).
-pub fn load_or_create_signer(data: &Path, key_file: Option<&Path>, origin: Option<&str>) -> Result<NoteSigner, String> {
+pub fn load_or_create_signer(data: &Path, key_file: Option<&Path>, origin: Option<&str>) -> Result<NoteSigner, KeyError> {
     let default_path = data.join(KEY_FILE);
     let path = key_file.unwrap_or(&default_path);
     let seed = match std::fs::read_to_string(path) {
         Ok(text) => {
             let mut seed = [0u8; 32];
-            hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| format!("{}: expected 64 hex digits (an Ed25519 seed)", path.display()))?;
+            hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| KeyError::Malformed(path.into()))?;
             seed
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && key_file.is_none() => create_key(data, path)?,
-        Err(e) => return Err(format!("cannot read the signing key {}: {e}", path.display())),
+        Err(source) => return Err(KeyError::Read { path: path.into(), source }),
     };
-    let default_origin = || {
-        let probe = NoteSigner::new("probe", seed).expect("a valid name");
-        format!("cledger-{}", &hex::encode(blake3::hash(probe.verifier().public.as_bytes()).as_bytes())[..8])
+    let origin = match origin {
+        Some(origin) => origin.to_string(),
+        None => {
+            let probe = NoteSigner::new("probe", seed).map_err(|e| KeyError::Origin(e.to_string()))?;
+            format!("cledger-{}", &hex::encode(blake3::hash(probe.verifier().public.as_bytes()).as_bytes())[..8])
+        }
     };
-    let origin = origin.map(str::to_string).unwrap_or_else(default_origin);
-    NoteSigner::new(&origin, seed).map_err(|e| format!("--origin: {e}"))
+    NoteSigner::new(&origin, seed).map_err(|e| KeyError::Origin(e.to_string()))
 }
 
-fn create_key(data: &Path, path: &Path) -> Result<[u8; 32], String> {
+fn create_key(data: &Path, path: &Path) -> Result<[u8; 32], KeyError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for a signing key: {e}"))?;
-    std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut seed).map_err(KeyError::Randomness)?;
+    let create = |source| KeyError::Create { path: path.into(), source };
+    std::fs::create_dir_all(data).map_err(create)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| format!("cannot create the signing key {}: {e}", path.display()))?;
-    file.write_all(format!("{}\n", hex::encode(seed)).as_bytes()).map_err(|e| e.to_string())?;
+    let mut file = options.open(path).map_err(create)?;
+    file.write_all(format!("{}\n", hex::encode(seed)).as_bytes()).map_err(create)?;
     // The key must survive a crash as surely as the checkpoints it signs.
-    file.sync_all().map_err(|e| e.to_string())?;
-    crate::durable::sync_dir(data).map_err(|e| e.to_string())?;
+    file.sync_all().map_err(create)?;
+    crate::durable::sync_dir(data).map_err(create)?;
     tracing::info!("created checkpoint signing key {}", path.display());
     Ok(seed)
+}
+
+/// Why a checkpoint could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error("storage: {0}")]
+    Storage(#[from] ReadError),
+    /// Other issuers kept replacing the latest checkpoint: none was stored.
+    #[error("the latest checkpoint changed {0} times while this one was being stored; it was not stored")]
+    Contended(usize),
+    #[error("cannot sync the checkpoint to disk: {0}")]
+    Sync(std::io::Error),
+}
+
+/// Why an export could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("storage: {0}")]
+    Storage(#[from] ReadError),
+    #[error("event {0} is missing")]
+    Missing(u64),
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
 }
 
 /// The checkpoint and note of a stored `Mcheckpoint` value.
@@ -81,36 +127,43 @@ pub struct ExportPlan {
 }
 
 impl Ledger {
-    /// Signs a checkpoint of the durable head and remembers it as the latest.
-    pub fn issue_checkpoint(&self, signer: &NoteSigner) -> Result<Issued, ProofError> {
+    /// Signs a checkpoint of the durable head and remembers it as the latest. Returned only
+    /// once the latest stored checkpoint is this one or a larger one, synced to disk.
+    pub fn issue_checkpoint(&self, signer: &NoteSigner) -> Result<Issued, CheckpointError> {
         let size = self.head().seq;
         self.issue_checkpoint_at(signer, size)
     }
 
-    fn issue_checkpoint_at(&self, signer: &NoteSigner, size: u64) -> Result<Issued, ProofError> {
+    fn issue_checkpoint_at(&self, signer: &NoteSigner, size: u64) -> Result<Issued, CheckpointError> {
         let root = self.merkle_root(size)?;
         let checkpoint = Checkpoint { origin: signer.name().to_string(), size, root };
         let note = signer.sign(&checkpoint);
-        let storage = |e: sled::Error| ProofError::Storage(e.into());
+        let storage = |e: sled::Error| CheckpointError::Storage(e.into());
         // Only ever move the latest forward: compare-and-swap, so two issuers racing keep
-        // the larger. Each retry means another issuer wrote in between; there are few.
+        // the larger. Each retry means another issuer wrote in between; there are few, and
+        // the bound turns a livelock into an error instead of an unstored "success".
         const ATTEMPTS_MAX: usize = 64;
         for _ in 0..ATTEMPTS_MAX {
             let current = self.shared.tree.get(keys::META_CHECKPOINT).map_err(storage)?;
             let current_size = match &current {
                 None => None,
-                Some(bytes) => Some(stored_size(bytes).map_err(ProofError::Storage)?),
+                Some(bytes) => Some(stored_size(bytes)?),
             };
-            if current_size.is_some_and(|s| s > size) {
-                break;
-            }
-            if self.shared.tree.compare_and_swap(keys::META_CHECKPOINT, current, Some(note.as_bytes())).map_err(storage)?.is_ok() {
-                // A checkpoint is answered and published only once it would survive a crash.
-                self.sync_to_disk().map_err(|e| ProofError::Storage(crate::corrupt(0, &format!("cannot sync the checkpoint: {e}"))))?;
-                break;
+            let swapped = current_size.is_some_and(|s| s >= size)
+                || self
+                    .shared
+                    .io
+                    .run(Op::StoreCheckpoint, || self.shared.tree.compare_and_swap(keys::META_CHECKPOINT, current, Some(note.as_bytes())))
+                    .map_err(storage)?
+                    .is_ok();
+            if swapped {
+                // A checkpoint is answered and published only once it (or a larger one)
+                // would survive a crash.
+                self.shared.io.run(Op::SyncCheckpoint, || self.sync_to_disk()).map_err(CheckpointError::Sync)?;
+                return Ok(Issued { checkpoint, note });
             }
         }
-        Ok(Issued { checkpoint, note })
+        Err(CheckpointError::Contended(ATTEMPTS_MAX))
     }
 
     /// The latest checkpoint issued, if any (as the ledger stored it; not re-verified).
@@ -122,13 +175,13 @@ impl Ledger {
 
     /// Plans an export of events `from..=to` (default: all) with a fresh checkpoint of the
     /// durable head and, unless the bundle is the whole ledger, the proofs that tie it to it.
-    pub fn plan_export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>) -> Result<ExportPlan, ProofError> {
+    pub fn plan_export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>) -> Result<ExportPlan, CheckpointError> {
         let issued = self.issue_checkpoint(signer)?;
         let size = issued.checkpoint.size;
         let from = from.unwrap_or(1).max(1);
         let to = to.unwrap_or(size);
         if to > size || from > to + 1 {
-            return Err(ProofError::OutOfRange(format!("cannot export {from} to {to} of a ledger of {size} events")));
+            return Err(ProofError::OutOfRange(format!("cannot export {from} to {to} of a ledger of {size} events")).into());
         }
         let whole = from == 1 && to == size;
         let proofs = (!whole).then(|| -> Result<Proofs, ProofError> {
@@ -166,28 +219,29 @@ impl Ledger {
     }
 
     /// Plans and writes a whole export bundle.
-    pub fn export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>, out: &mut impl Write) -> Result<ExportPlan, String> {
-        let plan = self.plan_export(signer, from, to).map_err(|e| e.to_string())?;
+    pub fn export(&self, signer: &NoteSigner, from: Option<u64>, to: Option<u64>, out: &mut impl Write) -> Result<ExportPlan, ExportError> {
+        let plan = self.plan_export(signer, from, to)?;
         self.write_export(&plan, out)?;
         Ok(plan)
     }
 
     /// Writes the bundle of a plan: its header, its events a page at a time, its last line.
     /// A missing event is an error, never a silently shorter bundle.
-    pub fn write_export(&self, plan: &ExportPlan, out: &mut impl Write) -> Result<(), String> {
-        writeln!(out, "{}", plan.header).map_err(|e| e.to_string())?;
+    pub fn write_export(&self, plan: &ExportPlan, out: &mut impl Write) -> Result<(), ExportError> {
+        writeln!(out, "{}", plan.header)?;
         let mut next = plan.from;
         while next <= plan.to {
-            let page = self.events_after(next - 1, 1_000.min((plan.to - next + 1) as usize)).map_err(|e| e.to_string())?;
+            let page = self.events_after(next - 1, 1_000.min((plan.to - next + 1) as usize))?;
             if page.is_empty() {
-                return Err(format!("event {next} is missing"));
+                return Err(ExportError::Missing(next));
             }
             for event in page {
-                writeln!(out, "{}", bundle::event_line(&event)).map_err(|e| e.to_string())?;
+                writeln!(out, "{}", bundle::event_line(&event))?;
                 next = event.seq() + 1;
             }
         }
-        writeln!(out, "{}", plan.last_line).map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())
+        writeln!(out, "{}", plan.last_line)?;
+        out.flush()?;
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@
 pub mod checkpoints;
 mod durable;
 mod idempotency;
+pub mod io;
 mod keys;
 pub mod nats;
 mod verify;
@@ -36,12 +37,47 @@ pub const GROUP_EVENTS_MAX: usize = 20_000;
 /// Requests waiting for the writer; appenders block (back-pressure) when it is full.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
 
-/// The position and hash of the last durable event.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChainHead {
-    pub seq: u64,
-    pub hash: Digest,
-    pub recorded_at: Option<Timestamp>,
+/// The position and hash of the last durable event (the tip new events are sealed onto).
+pub type ChainHead = projections::Tip;
+
+/// Locks a mutex whether or not a panicking holder poisoned it. Readers never change the
+/// states they lock, so a reader's panic leaves nothing half-changed; the writer's own panic
+/// stops the writer (and readers never look past the durable head).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why the writer stopped taking writes for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A commit's batch, flush or fsync failed.
+    Commit,
+    /// The writer thread panicked (a bug).
+    Panic,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Commit => "commit",
+            FailureKind::Panic => "panic",
+        }
+    }
+}
+
+/// The writer's end: what happened, and when.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct WriterFailure {
+    pub kind: FailureKind,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+impl WriterFailure {
+    pub fn new(kind: FailureKind, reason: String) -> WriterFailure {
+        WriterFailure { kind, reason, at: system_clock() }
+    }
 }
 
 /// What an appended event got from the ledger.
@@ -107,6 +143,8 @@ pub struct Appended {
     pub refused: Option<(usize, Rejection)>,
 }
 
+/// Why a request was not appended. Only `Rejected` and `RequestRefused` are the caller's
+/// doing; the rest are the ledger's (HTTP 5xx), and none of them wrote anything.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// Event `index` of the request was refused (nothing of the request is written).
@@ -116,9 +154,19 @@ pub enum AppendError {
     /// for another request, or its key or actor malformed.
     #[error("{0}")]
     RequestRefused(Rejection),
-    /// The ledger stopped taking writes (closed, or a storage failure; see the message).
-    #[error("the ledger is not taking writes: {0}")]
-    Unavailable(String),
+    /// The writer is not taking writes: the ledger was closed (`None`), or the writer
+    /// failed and stopped for good (why). Nothing of the request was acknowledged.
+    #[error("the ledger is not taking writes: {}", .0.as_ref().map_or("it is closed".to_string(), |f| f.to_string()))]
+    Stopped(Option<WriterFailure>),
+    /// Deciding needed a read of the store, and the read failed; retry later.
+    #[error("the store could not be read: {0}")]
+    Storage(String),
+    /// Deciding read stored data that fails its checks.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(VerifyFailure),
+    /// A bug: the rules admitted an event its state refused to fold.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 #[derive(Debug)]
@@ -196,6 +244,10 @@ pub struct Counters {
 pub struct Options {
     /// Source of `recorded_at`. The writer never lets it go backwards along the chain.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Fail one durable-path operation as planned (tests; see [`io`]).
+    pub faults: Option<io::FaultPlan>,
+    /// Record every durable-path operation (tests sweep faults over them; see [`Ledger::io_trace`]).
+    pub record_io: bool,
 }
 
 /// The system clock, in microseconds since the Unix epoch.
@@ -206,7 +258,7 @@ pub fn system_clock() -> Timestamp {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(system_clock) }
+        Options { clock: Arc::new(system_clock), faults: None, record_io: false }
     }
 }
 
@@ -217,8 +269,19 @@ struct Shared {
     /// Ledger-wide facts as of the durable head.
     ledger_facts: Mutex<LedgerFacts>,
     durable: tokio::sync::watch::Sender<ChainHead>,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<WriterFailure>>,
     counters: Counters,
+    io: io::Io,
+}
+
+impl Shared {
+    /// Records the writer's end: kept for `failure()`, logged, and exported as a metric.
+    fn record_failure(&self, failure: WriterFailure) {
+        tracing::error!(kind = failure.kind.as_str(), "the ledger writer stopped: {}", failure.reason);
+        metrics::gauge!("ledger_writer_failed").set(1.0);
+        metrics::counter!("ledger_writer_failures_total", "kind" => failure.kind.as_str()).increment(1);
+        *lock(&self.failure) = Some(failure);
+    }
 }
 
 enum Job {
@@ -278,13 +341,26 @@ impl Ledger {
         }
         let disk = durable::DiskSync::open(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
         let head = check_head(&tree).map_err(|e| open_error(dir, e))?;
+        let io = io::Io::new(options.faults, options.record_io);
         let views_tree = db.open_tree("views").map_err(storage)?;
-        let (states, ledger_facts, cursor) = views::load(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
+        let (states, ledger_facts, cursor) = match views::load(&tree, &views_tree, head.seq) {
+            Ok(loaded) => loaded,
+            // The views are derived data: views that do not decode (damage, or a layout
+            // change without a format bump) are rebuilt from the chain, never a reason not
+            // to start. The chain itself is checked on the way.
+            Err(views::LoadError::Views(reason)) => {
+                tracing::warn!("the persisted views do not decode ({reason}); rebuilding them from the chain");
+                metrics::counter!("ledger_views_rebuilt_total").increment(1);
+                views_tree.clear().map_err(storage)?;
+                views::load(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e.into_read()))?
+            }
+            Err(views::LoadError::Chain(e)) => return Err(open_error(dir, e)),
+        };
         if cursor < head.seq {
             // Events were folded in to catch up: save the result, so the next open does not
             // fold them again.
             let all: Vec<ContractState> = states.values().cloned().collect();
-            views::persist(&views_tree, &all, &ledger_facts, head.seq).map_err(storage)?;
+            io.run(io::Op::OpenBatch, || views::persist(&views_tree, &all, &ledger_facts, head.seq)).map_err(storage)?;
         }
         let live = views::Views::default();
         for state in states.into_values() {
@@ -299,8 +375,9 @@ impl Ledger {
             durable,
             failure: Mutex::new(None),
             counters: Counters::default(),
+            io,
         });
-        let frontier = load_tree(&shared.tree, head.seq).map_err(|e| open_error(dir, e))?;
+        let frontier = load_tree(&shared.tree, &shared.io, head.seq).map_err(|e| open_error(dir, e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
         let writer = writer::Writer::new(db.clone(), shared.clone(), disk, head, frontier, ledger_facts, options, rx);
         let handle = std::thread::Builder::new()
@@ -326,7 +403,7 @@ impl Ledger {
     /// receiver can be awaited (async) or `recv`ed (blocking).
     pub fn submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
+        let sender = lock(&self.jobs).clone().ok_or_else(|| self.unavailable())?;
         sender.send(Job::Append { request, reply }).map_err(|_| self.unavailable())?;
         Ok(answer)
     }
@@ -335,7 +412,7 @@ impl Ledger {
     /// an async caller can wait for room off its executor.
     pub fn try_submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, TrySubmitError> {
         let (reply, answer) = oneshot::channel();
-        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| TrySubmitError::Unavailable(self.unavailable()))?;
+        let sender = lock(&self.jobs).clone().ok_or_else(|| TrySubmitError::Unavailable(self.unavailable()))?;
         match sender.try_send(Job::Append { request, reply }) {
             Ok(()) => Ok(answer),
             Err(std::sync::mpsc::TrySendError::Full(Job::Append { request, .. })) => Err(TrySubmitError::Full(request)),
@@ -350,7 +427,7 @@ impl Ledger {
     /// before it are stored. Returns when they are durable.
     pub async fn replicate(&self, events: Vec<RecordedEvent>) -> Result<Replicated, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let sender = self.jobs.lock().expect("jobs lock").clone().ok_or_else(|| self.unavailable())?;
+        let sender = lock(&self.jobs).clone().ok_or_else(|| self.unavailable())?;
         let job = Job::Replicate { events, reply };
         // The queue is bounded: wait for room off the async executor.
         let sent = match sender.try_send(job) {
@@ -378,19 +455,23 @@ impl Ledger {
     }
 
     fn unavailable(&self) -> AppendError {
-        let failure = self.shared.failure.lock().expect("failure lock").clone();
-        AppendError::Unavailable(failure.unwrap_or_else(|| "the ledger is closed".into()))
+        AppendError::Stopped(self.failure())
     }
 
-    /// Why the ledger stopped taking writes, if it did.
-    pub fn failure(&self) -> Option<String> {
-        self.shared.failure.lock().expect("failure lock").clone()
+    /// Why the writer stopped taking writes, if it failed.
+    pub fn failure(&self) -> Option<WriterFailure> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// The durable-path operations run since open, in order (when `Options::record_io`).
+    pub fn io_trace(&self) -> Vec<io::Op> {
+        self.shared.io.trace()
     }
 
     /// Stops taking writes, finishes every queued request, and syncs. Reads keep working.
     pub fn close(&self) {
-        self.jobs.lock().expect("jobs lock").take();
-        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+        lock(&self.jobs).take();
+        if let Some(handle) = lock(&self.writer).take() {
             let _ = handle.join();
         }
     }
@@ -501,7 +582,7 @@ impl Ledger {
 
     /// Ledger-wide facts (closed period) as of the durable head.
     pub fn ledger_facts(&self) -> LedgerFacts {
-        self.shared.ledger_facts.lock().expect("ledger facts lock").clone()
+        lock(&self.shared.ledger_facts).clone()
     }
 
     /// A point of view no later than the durable head: `known_at` defaults to the head, and
@@ -519,14 +600,14 @@ impl Ledger {
     /// durable head: `f` must look at it only through `at`.
     pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Option<R> {
         let live = self.shared.views.get(id)?;
-        let state = live.lock().expect("contract lock");
+        let state = lock(&live);
         state.known_at(at.known_at).then(|| f(&state))
     }
 
     /// Runs `f` on every contract known at `at`, in id order, one contract locked at a time.
     pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) {
         for live in self.shared.views.all() {
-            let state = live.lock().expect("contract lock");
+            let state = lock(&live);
             if state.known_at(at.known_at) {
                 f(&state);
             }
@@ -706,6 +787,8 @@ fn read_event(tree: &sled::Tree, seq: u64) -> Result<RecordedEvent, ReadError> {
 fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option<ContractState>, ReadError> {
     let stream = Stream::Contract(id.clone());
     let mut state: Option<ContractState> = None;
+    // Contract events never touch the ledger-wide facts; this only satisfies `fold`.
+    let mut ledger = LedgerFacts::default();
     for item in tree.scan_prefix(keys::stream_prefix(&stream)) {
         let (_, value) = item?;
         let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
@@ -713,11 +796,9 @@ fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option
             break;
         }
         let recorded = read_event(tree, seq)?;
-        let folded = match state.as_mut() {
-            None => ContractState::from_grant(&recorded.event).map(|s| state = Some(s)),
-            Some(s) => s.apply(&recorded.event),
-        };
-        folded.map_err(|e| corrupt(seq, &e.to_string()))?;
+        if let Some(new) = projections::fold(&recorded.event, state.as_mut(), &mut ledger).map_err(|e| corrupt(seq, &e.to_string()))? {
+            state = Some(new);
+        }
     }
     Ok(state)
 }
@@ -743,7 +824,7 @@ impl merkle::Nodes for StoredNodes<'_> {
 /// The frontier of the stored tree, which must cover the chain. A store from before the
 /// tree existed (or one whose tree is behind, which a crash cannot cause: nodes are written
 /// with their events) gets its missing nodes built from the stored event hashes.
-fn load_tree(tree: &sled::Tree, head: u64) -> Result<merkle::Frontier, ReadError> {
+fn load_tree(tree: &sled::Tree, io: &io::Io, head: u64) -> Result<merkle::Frontier, ReadError> {
     let size = tree.get(keys::META_TREE)?.and_then(|v| keys::u64_value(&v)).unwrap_or(0).min(head);
     let mut frontier = merkle::Frontier::load(&StoredNodes(tree), size)?;
     if size < head {
@@ -757,7 +838,7 @@ fn load_tree(tree: &sled::Tree, head: u64) -> Result<merkle::Frontier, ReadError
             }
         }
         batch.insert(keys::META_TREE, &head.to_be_bytes());
-        tree.apply_batch(batch)?;
+        io.run(io::Op::OpenBatch, || tree.apply_batch(batch))?;
     }
     Ok(frontier)
 }
@@ -768,7 +849,10 @@ fn check_head(tree: &sled::Tree) -> Result<ChainHead, ReadError> {
     let last = tree.scan_prefix([keys::EVENT]).next_back().transpose()?;
     let (record_seq, record_hash) = match &recorded_head {
         None => (0, Digest::ZERO),
-        Some(v) if v.len() == 40 => (keys::u64_value(&v[..8]).unwrap_or(0), Digest(v[8..].try_into().expect("32 bytes"))),
+        Some(v) if v.len() == 40 => {
+            let (seq, hash) = v.split_at(8);
+            (keys::u64_value(seq).unwrap_or(0), Digest(<[u8; 32]>::try_from(hash).map_err(|_| corrupt(0, "malformed head record"))?))
+        }
         Some(_) => return Err(corrupt(0, "malformed head record")),
     };
     let Some((key, value)) = last else {

@@ -15,10 +15,10 @@
 
 use crate::verify::ChainVerifier;
 use crate::{decode_record, keys, ReadError, VerifyFailure};
-use events::{ContractId, Stream};
+use events::ContractId;
 use projections::{ContractState, LedgerFacts};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Layout version of the persisted views; another version is rebuilt on open.
 pub const VIEWS_FORMAT: u32 = 1;
@@ -38,26 +38,36 @@ pub struct Views {
 }
 
 impl Views {
+    // The map is only changed whole-entry by the writer; a reader's panic cannot leave it
+    // half-changed, so a poisoned lock is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<ContractId, Arc<Mutex<ContractState>>>> {
+        self.contracts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<ContractId, Arc<Mutex<ContractState>>>> {
+        self.contracts.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn get(&self, id: &ContractId) -> Option<Arc<Mutex<ContractState>>> {
-        self.contracts.read().expect("views lock").get(id).cloned()
+        self.read().get(id).cloned()
     }
 
     pub fn insert(&self, state: ContractState) {
         let id = state.contract_id.clone();
-        self.contracts.write().expect("views lock").insert(id, Arc::new(Mutex::new(state)));
+        self.write().insert(id, Arc::new(Mutex::new(state)));
     }
 
     pub fn remove(&self, id: &ContractId) {
-        self.contracts.write().expect("views lock").remove(id);
+        self.write().remove(id);
     }
 
     /// Every contract's state handle, in id order (a snapshot of the map, not of the states).
     pub fn all(&self) -> Vec<Arc<Mutex<ContractState>>> {
-        self.contracts.read().expect("views lock").values().cloned().collect()
+        self.read().values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.contracts.read().expect("views lock").len()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,59 +98,98 @@ pub fn persist(tree: &sled::Tree, states: &[ContractState], ledger: &LedgerFacts
     tree.apply_batch(batch)
 }
 
-/// Folds one event into the states it concerns.
+/// Folds one event ([`projections::fold`]) into the states it concerns.
 fn fold(
     states: &mut BTreeMap<ContractId, ContractState>,
     ledger: &mut LedgerFacts,
     event: &events::Event,
 ) -> Result<(), ReadError> {
-    let failed = |e: projections::FoldError| corrupt(event.seq, e.to_string());
-    match &event.stream {
-        Stream::Ledger => ledger.apply(event).map_err(failed),
-        Stream::Contract(id) => match states.get_mut(id) {
-            Some(state) => state.apply(event).map_err(failed),
-            None => {
-                states.insert(id.clone(), ContractState::from_grant(event).map_err(failed)?);
-                Ok(())
-            }
-        },
+    let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
+    if let Some(new) = projections::fold(event, contract, ledger).map_err(|e| corrupt(event.seq, e.to_string()))? {
+        states.insert(new.contract_id.clone(), new);
+    }
+    Ok(())
+}
+
+/// Why the views could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The persisted views do not decode: rebuild them (they are derived data).
+    Views(String),
+    /// Reading or folding the chain failed: that is the store's problem, not the views'.
+    Chain(ReadError),
+}
+
+impl LoadError {
+    pub fn into_read(self) -> ReadError {
+        match self {
+            LoadError::Views(reason) => corrupt(0, reason),
+            LoadError::Chain(e) => e,
+        }
     }
 }
 
+impl From<ReadError> for LoadError {
+    fn from(e: ReadError) -> LoadError {
+        LoadError::Chain(e)
+    }
+}
+
+impl From<sled::Error> for LoadError {
+    fn from(e: sled::Error) -> LoadError {
+        LoadError::Chain(e.into())
+    }
+}
+
+/// The persisted states, the ledger facts and the cursor; nothing (cursor 0) when there
+/// are no views, they have another layout, or their cursor is past the chain.
+fn load_persisted(views: &sled::Tree, head: u64) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts, u64), LoadError> {
+    let format = views.get(KEY_FORMAT)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
+    let cursor = views.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v));
+    let (Some(VIEWS_FORMAT), Some(cursor)) = (format, cursor) else {
+        return Ok((BTreeMap::new(), LedgerFacts::default(), 0));
+    };
+    if cursor > head {
+        return Ok((BTreeMap::new(), LedgerFacts::default(), 0));
+    }
+    let mut states = BTreeMap::new();
+    for item in views.scan_prefix([CONTRACT_PREFIX]) {
+        let (key, value) = item?;
+        let state: ContractState = postcard::from_bytes(&value)
+            .map_err(|e| LoadError::Views(format!("view {:?} does not decode: {e}", String::from_utf8_lossy(&key[1..]))))?;
+        if contract_key(&state.contract_id) != key.as_ref() {
+            return Err(LoadError::Views(format!("view {:?} holds contract {}", String::from_utf8_lossy(&key[1..]), state.contract_id)));
+        }
+        states.insert(state.contract_id.clone(), state);
+    }
+    let ledger = match views.get(KEY_LEDGER)? {
+        Some(v) => postcard::from_bytes(&v).map_err(|e| LoadError::Views(format!("ledger view does not decode: {e}")))?,
+        None => LedgerFacts::default(),
+    };
+    Ok((states, ledger, cursor))
+}
+
 /// Loads the persisted views and folds in every event after their cursor up to `head`.
-/// Returns the states, the ledger facts, and whether the views had to be rebuilt.
+/// Returns the states, the ledger facts, and the cursor the persisted views had.
 pub fn load(
     events: &sled::Tree,
     views: &sled::Tree,
     head: u64,
-) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts, u64), ReadError> {
-    let format = views.get(KEY_FORMAT)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
-    let cursor = views.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v));
-    let (mut states, mut ledger, cursor) = match (format, cursor) {
-        (Some(VIEWS_FORMAT), Some(c)) if c <= head => {
-            let mut states = BTreeMap::new();
-            for item in views.scan_prefix([CONTRACT_PREFIX]) {
-                let (key, value) = item?;
-                let state: ContractState = postcard::from_bytes(&value)
-                    .map_err(|e| corrupt(0, format!("view {:?} does not decode: {e}", String::from_utf8_lossy(&key[1..]))))?;
-                states.insert(state.contract_id.clone(), state);
-            }
-            let ledger = match views.get(KEY_LEDGER)? {
-                Some(v) => postcard::from_bytes(&v).map_err(|e| corrupt(0, format!("ledger view does not decode: {e}")))?,
-                None => LedgerFacts::default(),
-            };
-            (states, ledger, c)
-        }
-        // No views, another layout, or a cursor past the chain: start from nothing.
-        _ => (BTreeMap::new(), LedgerFacts::default(), 0),
-    };
+) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts, u64), LoadError> {
+    let (mut states, mut ledger, cursor) = load_persisted(views, head)?;
     let start = cursor + 1;
     if start <= head {
         for item in events.range(keys::event(start)..=keys::event(head)) {
             let (key, value) = item?;
             let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key".into()))?;
             let recorded = decode_record(seq, &value)?;
-            fold(&mut states, &mut ledger, &recorded.event)?;
+            match fold(&mut states, &mut ledger, &recorded.event) {
+                Ok(()) => {}
+                // An event that does not fold onto the loaded states, when the chain itself
+                // is sound, means the states are wrong: they are rebuilt.
+                Err(e) if cursor > 0 => return Err(LoadError::Views(format!("event {seq} does not fold onto the persisted views: {e}"))),
+                Err(e) => return Err(LoadError::Chain(e)),
+            }
         }
     }
     Ok((states, ledger, cursor))

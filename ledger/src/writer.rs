@@ -1,19 +1,34 @@
 //! The writer thread: group commit, and the one place where events are decided and written.
+//!
+//! Failure handling (ARCHITECTURE.md, "When the writer fails"):
+//! - A request the rules refuse, or whose decision needed a read that failed, is answered
+//!   with that refusal and leaves nothing staged; the writer goes on.
+//! - A commit that fails (batch, flush or fsync) stops the writer for good: after a failed
+//!   fsync the file's state is unknown, and retrying could acknowledge lost data.
+//! - A panic anywhere in deciding or committing a group is caught here; it stops the writer
+//!   for good too, since the staged state may be half-changed.
+//! A stop is recorded (reason, time) in [`crate::WriterFailure`], logged, exported as the
+//! `ledger_writer_failed` gauge, and shown by `/readyz`; every request of the group and every
+//! later one is answered `Stopped`. Reads go on: they never see past the durable head.
+//!
+//! One rule decides what is acknowledged: a receipt is sent only when its seq is at or below
+//! the durable head after the group's commit (asserted before every reply). A replay of a
+//! request staged earlier in the same failed group therefore fails with it.
 
 use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
+use crate::io::Op;
 use crate::verify::join_record;
 use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
-    keys, read_event, AppendError, AppendRequest, Appended, ChainHead, Job, Mode, Options, ReadError,
-    Receipt, Replicated, Shared, VerifyFailure, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
-};
-use events::{
-    Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX,
+    keys, lock, read_event, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
+    Receipt, Replicated, Shared, VerifyFailure, WriterFailure, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::merkle::Frontier;
-use projections::{admit, ContractState, LedgerFacts};
+use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
+use projections::{fold, seal, ContractState, LedgerFacts, Sealing};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -35,17 +50,37 @@ struct Group {
     event_count: usize,
 }
 
-/// What a request changed, to undo it when an atomic request is refused part way.
+/// What a request changed, to undo it when it is refused part way.
 struct Undo {
-    /// Whether contract states must be kept to undo (atomic requests of several events).
+    /// Whether contract states are kept to undo: only an atomic request of several events
+    /// can be refused after one of its events was folded (a single event is refused before
+    /// its fold changes anything, or not at all), and a state can be large.
     snapshots: bool,
     head: ChainHead,
     frontier: Frontier,
     ledger: LedgerFacts,
+    /// Each contract the request changed, as it was before (`None`: created by it).
     contracts: Vec<(ContractId, Option<ContractState>)>,
     writes_len: usize,
     keys: Vec<String>,
     seqs: Vec<u64>,
+}
+
+/// Why one request was not appended (internal to the writer; mapped to [`AppendError`]).
+enum Refused {
+    /// A rule of the domain refused the event.
+    Rule(Rejection),
+    /// A read the decision needed failed; nothing of the request is staged.
+    Read(ReadError),
+    /// The rules admitted an event its state then refused to fold: a bug, never the
+    /// client's fault. Nothing of the request is staged.
+    Internal(String),
+}
+
+impl From<ReadError> for Refused {
+    fn from(e: ReadError) -> Refused {
+        Refused::Read(e)
+    }
 }
 
 pub(crate) struct Writer {
@@ -64,8 +99,7 @@ pub(crate) struct Writer {
     jobs: Receiver<Job>,
 }
 
-/// Why a commit could not be made durable. The writer stops for good: after a failed
-/// fsync the state of the file is unknown, and retrying could acknowledge lost data.
+/// Why a commit could not be made durable.
 #[derive(Debug, thiserror::Error)]
 enum CommitError {
     #[error("sled: {0}")]
@@ -116,49 +150,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut group = Group::default();
-            let outcomes: Vec<Outcome> = jobs
-                .iter()
-                .map(|job| match job {
-                    Job::Append { request, .. } => Outcome::Append(self.decide(request, &mut group)),
-                    Job::Replicate { events, .. } => Outcome::Replicate(self.replicate(events, &mut group)),
-                })
-                .collect();
-            let mut failure = None;
-            if !group.writes.is_empty()
-                && let Err(e) = self.commit(&mut group) {
-                    failure = Some(format!("a commit failed and the ledger stopped taking writes: {e}"));
+            // Deciding and committing may panic (a bug): catch it, so the writer's end is
+            // recorded and every caller answered, never a silent death.
+            let processed = catch_unwind(AssertUnwindSafe(|| self.process(&jobs)));
+            let (outcomes, stop) = match processed {
+                Ok(result) => result,
+                Err(payload) => {
+                    let failure = WriterFailure::new(FailureKind::Panic, panic_message(payload.as_ref()));
+                    let outcomes = jobs
+                        .iter()
+                        .map(|job| match job {
+                            Job::Append { .. } => Outcome::Append(Err(AppendError::Stopped(Some(failure.clone())))),
+                            Job::Replicate { .. } => Outcome::Replicate(Err(AppendError::Stopped(Some(failure.clone())))),
+                        })
+                        .collect();
+                    (outcomes, Some(failure))
                 }
-            let counters = &self.shared.counters;
-            counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                // The caller may have gone away; its events are durable all the same.
-                match (job, outcome) {
-                    (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
-                        let outcome = match (&failure, outcome) {
-                            (Some(f), Ok(appended)) if appended.receipts.iter().any(|r| !r.replayed) => {
-                                Err(AppendError::Unavailable(f.clone()))
-                            }
-                            (_, outcome) => outcome,
-                        };
-                        if outcome.is_err() {
-                            counters.requests_refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let _ = reply.send(outcome);
-                    }
-                    (Job::Replicate { reply, .. }, Outcome::Replicate(outcome)) => {
-                        let outcome = match (&failure, outcome) {
-                            (Some(f), Ok(r)) if r.stored > 0 => Err(AppendError::Unavailable(f.clone())),
-                            (_, outcome) => outcome,
-                        };
-                        let _ = reply.send(outcome);
-                    }
-                    _ => unreachable!("outcomes are made in job order, one per job"),
-                }
-            }
-            if let Some(f) = failure {
-                tracing::error!("{f}");
-                *self.shared.failure.lock().expect("failure lock") = Some(f);
+            };
+            self.reply(jobs, outcomes, stop.as_ref());
+            if let Some(failure) = stop {
+                self.shared.record_failure(failure);
                 return;
             }
             if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= PERSIST_EVERY_MS {
@@ -173,6 +184,70 @@ impl Writer {
         }
     }
 
+    /// Decides on every job of a group and commits what they staged. Returns one outcome
+    /// per job, and why the writer must stop, if it must.
+    fn process(&mut self, jobs: &[Job]) -> (Vec<Outcome>, Option<WriterFailure>) {
+        let mut group = Group::default();
+        let outcomes = jobs
+            .iter()
+            .map(|job| match job {
+                Job::Append { request, .. } => Outcome::Append(self.decide(request, &mut group)),
+                Job::Replicate { events, .. } => Outcome::Replicate(Ok(self.replicate(events, &mut group))),
+            })
+            .collect();
+        let stop = if group.writes.is_empty() {
+            None
+        } else {
+            self.commit(&mut group).err().map(|e| {
+                WriterFailure::new(FailureKind::Commit, format!("a commit failed and the ledger stopped taking writes: {e}"))
+            })
+        };
+        (outcomes, stop)
+    }
+
+    /// Answers every job. A receipt beyond the durable head is never sent: such an outcome
+    /// becomes `Stopped` (its group did not commit).
+    fn reply(&self, jobs: Vec<Job>, outcomes: Vec<Outcome>, stop: Option<&WriterFailure>) {
+        let durable = self.shared.durable.borrow().seq;
+        let stopped = || AppendError::Stopped(stop.cloned());
+        let counters = &self.shared.counters;
+        counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        debug_assert_eq!(jobs.len(), outcomes.len(), "one outcome per job");
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            // The caller may have gone away; its events are durable all the same.
+            match (job, outcome) {
+                (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
+                    let outcome = match outcome {
+                        Ok(appended) if appended.receipts.iter().any(|r| r.seq > durable) => Err(stopped()),
+                        other => other,
+                    };
+                    assert!(
+                        outcome.as_ref().map_or(true, |a| a.receipts.iter().all(|r| r.seq <= durable)),
+                        "only durable events are acknowledged"
+                    );
+                    if outcome.is_err() {
+                        counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(outcome);
+                }
+                (Job::Replicate { reply, .. }, Outcome::Replicate(outcome)) => {
+                    let outcome = match outcome {
+                        Ok(r) if r.head.seq > durable => Err(stopped()),
+                        other => other,
+                    };
+                    assert!(outcome.as_ref().map_or(true, |r| r.head.seq <= durable), "only durable events are acknowledged");
+                    let _ = reply.send(outcome);
+                }
+                (Job::Append { reply, .. }, Outcome::Replicate(_)) => {
+                    let _ = reply.send(Err(AppendError::Internal("outcome of another job".into())));
+                }
+                (Job::Replicate { reply, .. }, Outcome::Append(_)) => {
+                    let _ = reply.send(Err(AppendError::Internal("outcome of another job".into())));
+                }
+            }
+        }
+    }
+
     /// Persists the states changed since the last time, with the cursor at the head. Runs
     /// between groups, so every state holds exactly the events up to the head.
     fn persist_views(&mut self) {
@@ -183,13 +258,17 @@ impl Writer {
         let states: Vec<ContractState> = std::mem::take(&mut self.dirty)
             .iter()
             .filter_map(|id| self.shared.views.get(id))
-            .map(|s| s.lock().expect("contract lock").clone())
+            .map(|s| lock(&s).clone())
             .collect();
-        match views::persist(&self.shared.views_tree, &states, &self.ledger, self.head.seq) {
+        let io = &self.shared.io;
+        match io.run(Op::PersistViews, || views::persist(&self.shared.views_tree, &states, &self.ledger, self.head.seq)) {
             Ok(()) => self.events_since_persist = 0,
             // The views are derived: failing to save them loses nothing, the next open folds
             // the events after the old cursor.
-            Err(e) => tracing::warn!("persisting views failed: {e}"),
+            Err(e) => {
+                metrics::counter!("ledger_views_persist_failures_total").increment(1);
+                tracing::warn!("persisting views failed (the next open folds the events after the old cursor): {e}");
+            }
         }
     }
 
@@ -202,10 +281,11 @@ impl Writer {
         for (key, value) in group.writes.drain(..) {
             batch.insert(key, value);
         }
-        self.shared.tree.apply_batch(batch)?;
+        let io = &self.shared.io;
+        io.run(Op::CommitBatch, || self.shared.tree.apply_batch(batch))?;
         let started = Instant::now();
-        self.db.flush()?;
-        self.disk.sync()?;
+        io.run(Op::Flush, || self.db.flush())?;
+        io.run(Op::SyncLog, || self.disk.sync())?;
         let elapsed = started.elapsed();
         let micros = elapsed.as_micros() as u64;
         // No-ops unless the program installed a metrics recorder (the HTTP server does).
@@ -218,7 +298,7 @@ impl Writer {
         counters.events_appended.fetch_add(group.event_count as u64, Ordering::Relaxed);
         counters.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
         counters.sync_micros_max.fetch_max(micros, Ordering::Relaxed);
-        *self.shared.ledger_facts.lock().expect("ledger facts lock") = self.ledger.clone();
+        *lock(&self.shared.ledger_facts) = self.ledger.clone();
         self.events_since_persist += group.event_count as u64;
         self.shared.durable.send_replace(self.head);
         Ok(())
@@ -226,9 +306,6 @@ impl Writer {
 
     /// Decides on one request, staging its writes into `group`.
     fn decide(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
-        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
-            return Err(AppendError::Unavailable(failure));
-        }
         if request.events.is_empty() {
             return whole(Rejection::new(Code::EmptyBatch, None, "a request needs at least one event"));
         }
@@ -245,7 +322,6 @@ impl Writer {
     }
 
     fn decide_atomic(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
-        let refuse = |index, rejection| Err(AppendError::Rejected { index, rejection });
         // A single event may carry its key in the body or the header; they must agree.
         let key = match (&request.idempotency_key, request.events.as_slice()) {
             (Some(header), [only]) if only.idempotency_key.as_ref().is_some_and(|k| k != header) => {
@@ -257,38 +333,26 @@ impl Writer {
         };
         if let Some(k) = &key
             && let Err(rejection) = events::check_idempotency_key("idempotency_key", k) {
-                return refuse(0, rejection);
+                return Err(AppendError::Rejected { index: 0, rejection });
             }
         let print = fingerprint(&request.actor, &request.events);
         if let Some(k) = &key {
             match self.replay(k, print, group) {
                 Ok(Some(receipts)) => return Ok(Appended { receipts, refused: None }),
                 Ok(None) => {}
-                Err(rejection) => return whole(rejection),
+                Err(Refused::Rule(rejection)) => return whole(rejection),
+                Err(other) => return Err(refused_whole(other)),
             }
         }
         let mut undo = self.undo_point(group, request.events.len() > 1);
         let mut receipts = Vec::with_capacity(request.events.len());
         for (index, proposal) in request.events.iter().enumerate() {
-            // In a batch, an event's own key must be new: a batch is replayed only as a whole.
-            let own_key = proposal.idempotency_key.as_ref().filter(|k| Some(*k) != key.as_ref());
-            if let Some(k) = own_key
-                && (self.key_record(k, group).map_err(storage)?.is_some() || undo.keys.contains(k)) {
+            let outcome = self.append_keyed(request, proposal, key.as_deref(), group, &mut undo);
+            match outcome {
+                Ok(receipt) => receipts.push(receipt),
+                Err(refused) => {
                     self.rollback(undo, group);
-                    return refuse(index, Rejection::new(Code::IdempotencyKeyReused, Some("idempotency_key".into()), format!("key `{k}` is already used; in a batch every event key must be new")));
-                }
-            let envelope_key = if request.events.len() == 1 { key.clone() } else { proposal.idempotency_key.clone() };
-            match self.append_one(proposal, envelope_key, &request.actor, group, &mut undo) {
-                Ok(receipt) => {
-                    if let Some(k) = own_key {
-                        let record = KeyRecord { fingerprint: fingerprint(&request.actor, std::slice::from_ref(proposal)), first_seq: receipt.seq, count: 1 };
-                        self.record_key(k, record, group, &mut undo);
-                    }
-                    receipts.push(receipt);
-                }
-                Err(rejection) => {
-                    self.rollback(undo, group);
-                    return refuse(index, rejection);
+                    return Err(refused_at(index, refused));
                 }
             }
         }
@@ -299,29 +363,65 @@ impl Writer {
         Ok(Appended { receipts, refused: None })
     }
 
+    /// One event of an atomic request, with its own key (if it has one besides the request's).
+    fn append_keyed(
+        &mut self,
+        request: &AppendRequest,
+        proposal: &Proposal,
+        request_key: Option<&str>,
+        group: &mut Group,
+        undo: &mut Undo,
+    ) -> Result<Receipt, Refused> {
+        // In a batch, an event's own key must be new: a batch is replayed only as a whole.
+        let own_key = proposal.idempotency_key.as_deref().filter(|k| Some(*k) != request_key);
+        if let Some(k) = own_key
+            && (self.key_record(k, group)?.is_some() || undo.keys.iter().any(|used| used == k)) {
+                return Err(Refused::Rule(Rejection::new(Code::IdempotencyKeyReused, Some("idempotency_key".into()), format!("key `{k}` is already used; in a batch every event key must be new"))));
+            }
+        let envelope_key = if request.events.len() == 1 { request_key } else { proposal.idempotency_key.as_deref() };
+        let receipt = self.append_one(proposal, envelope_key, &request.actor, group, undo)?;
+        if let Some(k) = own_key {
+            let record = KeyRecord { fingerprint: fingerprint(&request.actor, std::slice::from_ref(proposal)), first_seq: receipt.seq, count: 1 };
+            self.record_key(k, record, group, undo);
+        }
+        Ok(receipt)
+    }
+
     fn decide_prefix(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
         let mut receipts = Vec::with_capacity(request.events.len());
         for (index, proposal) in request.events.iter().enumerate() {
             let print = fingerprint(&request.actor, std::slice::from_ref(proposal));
-            if let Some(k) = &proposal.idempotency_key {
-                match self.replay(k, print, group) {
+            let mut undo = self.undo_point(group, false);
+            let outcome = match &proposal.idempotency_key {
+                Some(k) => match self.replay(k, print, group) {
                     Ok(Some(mut replayed)) => {
                         receipts.append(&mut replayed);
                         continue;
                     }
-                    Ok(None) => {}
-                    Err(rejection) => return Ok(Appended { receipts, refused: Some((index, rejection)) }),
-                }
-            }
-            let mut undo = self.undo_point(group, false);
-            match self.append_one(proposal, proposal.idempotency_key.clone(), &request.actor, group, &mut undo) {
-                Ok(receipt) => {
-                    if let Some(k) = &proposal.idempotency_key {
+                    Ok(None) => self.append_one(proposal, Some(k), &request.actor, group, &mut undo).map(|receipt| {
                         self.record_key(k, KeyRecord { fingerprint: print, first_seq: receipt.seq, count: 1 }, group, &mut undo);
-                    }
-                    receipts.push(receipt);
+                        receipt
+                    }),
+                    Err(refused) => Err(refused),
+                },
+                None => self.append_one(proposal, None, &request.actor, group, &mut undo),
+            };
+            match outcome {
+                Ok(receipt) => receipts.push(receipt),
+                Err(Refused::Rule(rejection)) => {
+                    self.rollback(undo, group);
+                    return Ok(Appended { receipts, refused: Some((index, rejection)) });
                 }
-                Err(rejection) => return Ok(Appended { receipts, refused: Some((index, rejection)) }),
+                // Not the event's fault: the events before it stand, and the caller is told
+                // the ledger could not decide (it retries the rest, keyed, later).
+                Err(other) => {
+                    self.rollback(undo, group);
+                    if receipts.is_empty() {
+                        return Err(refused_whole(other));
+                    }
+                    let rejection = Rejection::new(Code::InvalidValue, None, format!("not decided: {}", refused_whole(other)));
+                    return Ok(Appended { receipts, refused: Some((index, rejection)) });
+                }
             }
         }
         Ok(Appended { receipts, refused: None })
@@ -329,22 +429,22 @@ impl Writer {
 
     /// If `key` was used before: the original receipts when `print` matches, a refusal when
     /// it does not; `None` when the key is new.
-    fn replay(&self, key: &str, print: events::Digest, group: &Group) -> Result<Option<Vec<Receipt>>, Rejection> {
-        let Some(record) = self.key_record(key, group).map_err(|e| Rejection::new(Code::InvalidValue, None, e.to_string()))? else {
+    fn replay(&self, key: &str, print: Digest, group: &Group) -> Result<Option<Vec<Receipt>>, Refused> {
+        let Some(record) = self.key_record(key, group)? else {
             return Ok(None);
         };
         if record.fingerprint != print {
-            return Err(Rejection::new(
+            return Err(Refused::Rule(Rejection::new(
                 Code::IdempotencyKeyReused,
                 Some("idempotency_key".into()),
                 format!("key `{key}` was used for a different request (seq {})", record.first_seq),
-            ));
+            )));
         }
         let mut receipts = Vec::with_capacity(record.count as usize);
-        for seq in record.first_seq..record.first_seq + u64::from(record.count) {
+        for seq in record.first_seq..record.first_seq.saturating_add(u64::from(record.count)) {
             let recorded = match group.events.get(&seq) {
                 Some(r) => r.clone(),
-                None => read_event(&self.shared.tree, seq).map_err(|e| Rejection::new(Code::InvalidValue, None, e.to_string()))?,
+                None => read_event(&self.shared.tree, seq)?,
             };
             receipts.push(Receipt::of(&recorded, true));
         }
@@ -359,7 +459,7 @@ impl Writer {
             None => Ok(None),
             Some(bytes) => KeyRecord::from_bytes(&bytes)
                 .map(Some)
-                .ok_or_else(|| ReadError::Corrupt(crate::VerifyFailure { seq: 0, reason: format!("malformed idempotency record for `{key}`") })),
+                .ok_or_else(|| ReadError::Corrupt(VerifyFailure { seq: 0, reason: format!("malformed idempotency record for `{key}`") })),
         }
     }
 
@@ -388,7 +488,7 @@ impl Writer {
         self.ledger = undo.ledger;
         for (id, state) in undo.contracts {
             match (state, self.shared.views.get(&id)) {
-                (Some(before), Some(live)) => *live.lock().expect("contract lock") = before,
+                (Some(before), Some(live)) => *lock(&live) = before,
                 (Some(before), None) => self.shared.views.insert(before),
                 (None, _) => self.shared.views.remove(&id),
             }
@@ -403,87 +503,65 @@ impl Writer {
         }
     }
 
-    /// Decides on one event and, if admitted, stages it: seq, version, prev_hash,
-    /// recorded_at assigned, state folded, writes queued.
+    /// Decides on one event and, if admitted, stages it: sealed ([`seal`]), folded into its
+    /// state ([`fold`]), its writes queued.
     fn append_one(
         &mut self,
         proposal: &Proposal,
-        idempotency_key: Option<String>,
+        idempotency_key: Option<&str>,
         default_actor: &str,
         group: &mut Group,
         undo: &mut Undo,
-    ) -> Result<Receipt, Rejection> {
-        let next_seq = self.head.seq + 1;
+    ) -> Result<Receipt, Refused> {
         let live = proposal.stream.contract_id().and_then(|id| self.shared.views.get(id));
-        let mut contract = live.as_ref().map(|l| l.lock().expect("contract lock"));
-        let body = admit(proposal, contract.as_deref(), &self.ledger, next_seq)?;
-        let version = match (&proposal.stream, contract.as_deref()) {
-            (Stream::Ledger, _) => self.ledger.version + 1,
-            (Stream::Contract(_), Some(state)) => state.version + 1,
-            (Stream::Contract(_), None) => 1,
-        };
-        let now = (self.clock)();
-        let recorded_at = self.head.recorded_at.map_or(now, |last| now.max(last));
-        let recorded = RecordedEvent::seal(Event {
-            prev_hash: self.head.hash,
-            seq: next_seq,
-            stream: proposal.stream.clone(),
-            version,
-            effective_date: proposal.effective_date,
-            recorded_at,
-            actor: proposal.actor.clone().unwrap_or_else(|| default_actor.to_string()),
-            idempotency_key,
-            body,
-        });
-        if recorded.canonical.len() > CANONICAL_LEN_MAX {
-            return Err(Rejection::new(Code::InvalidValue, None, format!("the event is {} bytes; at most {CANONICAL_LEN_MAX}", recorded.canonical.len())));
-        }
+        let mut contract = live.as_ref().map(|l| lock(l));
+        let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
+        let recorded = seal(proposal, contract.as_deref(), &self.ledger, &self.head, &sealing).map_err(Refused::Rule)?;
         let event = &recorded.event;
-        // Fold into the state; the rules admitted it, so folding cannot fail.
-        let fold_failed = |e: projections::FoldError| Rejection::new(Code::InvalidValue, None, format!("internal: admitted event does not fold: {e}"));
-        match &event.stream {
-            Stream::Ledger => self.ledger.apply(event).map_err(fold_failed)?,
-            Stream::Contract(id) => {
-                // Atomic batches of several events may need to undo this one: keep the
-                // contract's state from before the request, once per contract.
-                if undo.snapshots && !undo.contracts.iter().any(|(c, _)| c == id) {
-                    undo.contracts.push((id.clone(), contract.as_deref().cloned()));
-                }
-                match contract.as_deref_mut() {
-                    Some(state) => state.apply(event).map_err(fold_failed)?,
-                    None => {
-                        if !undo.snapshots {
-                            undo.contracts.push((id.clone(), None));
-                        }
-                        self.shared.views.insert(ContractState::from_grant(event).map_err(fold_failed)?);
-                        group.writes.push((keys::contract(id), next_seq.to_be_bytes().to_vec()));
-                    }
-                }
-                self.dirty.insert(id.clone());
+        // Keep the contract's state from before the request, once per contract, to undo; a
+        // contract the request creates is always noted (undoing it removes it).
+        if let Stream::Contract(id) = &event.stream
+            && (undo.snapshots || contract.is_none())
+            && !undo.contracts.iter().any(|(c, _)| c == id) {
+                undo.contracts.push((id.clone(), contract.as_deref().cloned()));
             }
-        }
+        self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| {
+            metrics::counter!("ledger_invariant_violations_total").increment(1);
+            tracing::error!("seq {}: an admitted event does not fold (a bug; the request is refused): {e}", event.seq);
+            Refused::Internal(format!("an admitted event does not fold: {e}"))
+        })?;
         let receipt = Receipt::of(&recorded, false);
         self.stage(recorded, group);
-        undo.seqs.push(next_seq);
+        undo.seqs.push(receipt.seq);
         Ok(receipt)
+    }
+
+    /// Folds `event` ([`fold`]) into its contract's live state (`contract`, locked by the
+    /// caller) or the ledger's facts; a grant's new state goes live with its index entry.
+    fn fold_staged(&mut self, event: &Event, contract: Option<&mut ContractState>, group: &mut Group) -> Result<(), projections::FoldError> {
+        if let Some(new) = fold(event, contract, &mut self.ledger)? {
+            group.writes.push((keys::contract(&new.contract_id), event.seq.to_be_bytes().to_vec()));
+            self.shared.views.insert(new);
+        }
+        if let Stream::Contract(id) = &event.stream {
+            self.dirty.insert(id.clone());
+        }
+        Ok(())
     }
 }
 
 impl Writer {
     /// Stores events recorded elsewhere, in order, while each continues the chain and folds.
-    fn replicate(&mut self, events: &[RecordedEvent], group: &mut Group) -> Result<Replicated, AppendError> {
-        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
-            return Err(AppendError::Unavailable(failure));
-        }
+    fn replicate(&mut self, events: &[RecordedEvent], group: &mut Group) -> Replicated {
         let mut stored = 0;
         for recorded in events {
             if let Err(reason) = self.replicate_one(recorded, group) {
                 let refused = VerifyFailure { seq: recorded.event.seq, reason };
-                return Ok(Replicated { stored, refused: Some(refused), head: self.head });
+                return Replicated { stored, refused: Some(refused), head: self.head };
             }
             stored += 1;
         }
-        Ok(Replicated { stored, refused: None, head: self.head })
+        Replicated { stored, refused: None, head: self.head }
     }
 
     fn replicate_one(&mut self, recorded: &RecordedEvent, group: &mut Group) -> Result<(), String> {
@@ -504,19 +582,10 @@ impl Writer {
         if self.head.recorded_at.is_some_and(|t| event.recorded_at < t) {
             return Err("recorded_at goes back in time".into());
         }
-        match &event.stream {
-            Stream::Ledger => self.ledger.apply(event).map_err(|e| e.to_string())?,
-            Stream::Contract(id) => match self.shared.views.get(id) {
-                Some(live) => live.lock().expect("contract lock").apply(event).map_err(|e| e.to_string())?,
-                None => {
-                    self.shared.views.insert(ContractState::from_grant(event).map_err(|e| e.to_string())?);
-                    group.writes.push((keys::contract(id), event.seq.to_be_bytes().to_vec()));
-                }
-            },
-        }
-        if let Stream::Contract(id) = &event.stream {
-            self.dirty.insert(id.clone());
-        }
+        let live = event.stream.contract_id().and_then(|id| self.shared.views.get(id));
+        let mut contract = live.as_ref().map(|l| lock(l));
+        self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| e.to_string())?;
+        drop(contract);
         self.stage(recorded.clone(), group);
         Ok(())
     }
@@ -527,7 +596,7 @@ impl Writer {
     /// stream index entry, the Merkle nodes it completes; and moves the head.
     fn stage(&mut self, recorded: RecordedEvent, group: &mut Group) {
         let event = &recorded.event;
-        debug_assert_eq!(event.seq, self.head.seq + 1);
+        assert_eq!(event.seq, self.head.seq + 1, "events are staged in seq order");
         group.writes.push((keys::event(event.seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
         group.writes.push((keys::stream_version(&event.stream, event.version), event.seq.to_be_bytes().to_vec()));
         // Leaves (level 0) are not stored: the event record holds the hash they derive from.
@@ -535,7 +604,7 @@ impl Writer {
             group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
         }
         self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };
-        assert_eq!(self.frontier.size(), self.head.seq);
+        assert_eq!(self.frontier.size(), self.head.seq, "the Merkle tree covers exactly the chain");
         group.events.insert(event.seq, recorded);
         group.event_count += 1;
     }
@@ -546,6 +615,29 @@ fn whole(rejection: Rejection) -> Result<Appended, AppendError> {
     Err(AppendError::RequestRefused(rejection))
 }
 
-fn storage(e: ReadError) -> AppendError {
-    AppendError::Unavailable(format!("cannot read the store: {e}"))
+/// The error of a request refused at event `index`.
+fn refused_at(index: usize, refused: Refused) -> AppendError {
+    match refused {
+        Refused::Rule(rejection) => AppendError::Rejected { index, rejection },
+        other => refused_whole(other),
+    }
+}
+
+fn refused_whole(refused: Refused) -> AppendError {
+    match refused {
+        Refused::Rule(rejection) => AppendError::RequestRefused(rejection),
+        Refused::Read(ReadError::Storage(e)) => AppendError::Storage(e.to_string()),
+        Refused::Read(ReadError::Corrupt(f)) => AppendError::Corrupt(f),
+        Refused::Internal(message) => AppendError::Internal(message),
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    format!("the writer panicked and stopped taking writes: {text}")
 }

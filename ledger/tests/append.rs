@@ -171,6 +171,6 @@ fn a_closed_ledger_refuses_writes_and_keeps_reading() {
     let (_dir, ledger) = fresh();
     append(&ledger, &small_grant("c")).unwrap();
     ledger.close();
-    assert!(matches!(ledger.append(AppendRequest::one(proposal(&small_grant("d")), "a")), Err(AppendError::Unavailable(_))));
+    assert!(matches!(ledger.append(AppendRequest::one(proposal(&small_grant("d")), "a")), Err(AppendError::Stopped(None))));
     assert_eq!(ledger.events_after(0, 10).unwrap().len(), 1);
 }

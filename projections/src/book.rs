@@ -2,9 +2,9 @@
 //! in memory. Pure. Used to compute views from an export offline, by followers, and by
 //! tests that need a whole ledger without storage.
 
-use crate::rules::admit;
+use crate::chain::{fold, seal, Sealing, Tip};
 use crate::state::{ContractState, FoldError, LedgerFacts};
-use events::{ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
+use events::{ContractId, Digest, Proposal, RecordedEvent, Rejection, Timestamp};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,17 +21,17 @@ impl Book {
         Book::default()
     }
 
+    /// The end of the chain folded so far.
+    pub fn tip(&self) -> Tip {
+        Tip { seq: self.head_seq, hash: self.head_hash, recorded_at: self.head_recorded_at }
+    }
+
     /// Folds a recorded event (the next one of the chain) into the book.
     pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), FoldError> {
         let event = &recorded.event;
-        match &event.stream {
-            Stream::Ledger => self.ledger.apply(event)?,
-            Stream::Contract(id) => match self.contracts.get_mut(id) {
-                Some(state) => state.apply(event)?,
-                None => {
-                    self.contracts.insert(id.clone(), ContractState::from_grant(event)?);
-                }
-            },
+        let contract = event.stream.contract_id().and_then(|id| self.contracts.get_mut(id));
+        if let Some(new) = fold(event, contract, &mut self.ledger)? {
+            self.contracts.insert(new.contract_id.clone(), new);
         }
         self.head_seq = event.seq;
         self.head_hash = recorded.hash;
@@ -39,28 +39,12 @@ impl Book {
         Ok(())
     }
 
-    /// Decides on a proposal as the ledger would and, if admitted, records it as the next
-    /// event (recorded at `now`, or the previous event's time if that is later).
+    /// Decides on a proposal as the ledger would ([`seal`]) and, if admitted, records it as
+    /// the next event, recorded at `now` (or the previous event's time if that is later).
     pub fn propose(&mut self, proposal: &Proposal, default_actor: &str, now: Timestamp) -> Result<RecordedEvent, Rejection> {
-        let next_seq = self.head_seq + 1;
         let contract = proposal.stream.contract_id().and_then(|id| self.contracts.get(id));
-        let body = admit(proposal, contract, &self.ledger, next_seq)?;
-        let version = match (&proposal.stream, contract) {
-            (Stream::Ledger, _) => self.ledger.version + 1,
-            (Stream::Contract(_), Some(state)) => state.version + 1,
-            (Stream::Contract(_), None) => 1,
-        };
-        let recorded = RecordedEvent::seal(Event {
-            prev_hash: self.head_hash,
-            seq: next_seq,
-            stream: proposal.stream.clone(),
-            version,
-            effective_date: proposal.effective_date,
-            recorded_at: self.head_recorded_at.map_or(now, |last| now.max(last)),
-            actor: proposal.actor.clone().unwrap_or_else(|| default_actor.to_string()),
-            idempotency_key: proposal.idempotency_key.clone(),
-            body,
-        });
+        let sealing = Sealing { now, default_actor, idempotency_key: proposal.idempotency_key.as_deref() };
+        let recorded = seal(proposal, contract, &self.ledger, &self.tip(), &sealing)?;
         self.apply(&recorded).map_err(Rejection::from)?;
         Ok(recorded)
     }

@@ -8,6 +8,7 @@
 //!   any date and known at any position.
 
 mod book;
+mod chain;
 mod figures;
 mod rules;
 pub mod report;
@@ -15,6 +16,7 @@ mod state;
 mod view;
 
 pub use book::Book;
+pub use chain::{fold, seal, Sealing, Tip};
 pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 pub use rules::admit;
 pub use state::*;

@@ -10,12 +10,15 @@ fn reject(code: Code, field: &str, message: String) -> Rejection {
 }
 
 /// Decides on `proposal`: the stored body if it may be appended as event `next_seq`,
-/// or why not. `contract` is the state of the proposal's contract, if it exists.
+/// or why not. `contract` is the state of the proposal's contract, if it exists. `today` is
+/// the server's current UTC date (`None` if its clock is outside the calendar), which a
+/// period close must come after.
 pub fn admit(
     proposal: &Proposal,
     contract: Option<&ContractState>,
     ledger: &LedgerFacts,
     next_seq: u64,
+    today: Option<Date>,
 ) -> Result<EventBody, Rejection> {
     let kind = proposal.kind();
     let current_version = match (&proposal.stream, contract) {
@@ -48,13 +51,26 @@ pub fn admit(
         }
     let body = proposal.resolve(contract.map(ContractState::currency))?;
     match contract {
-        None => check_ledger_event(&body, ledger)?,
+        None => check_ledger_event(&body, ledger, today)?,
         Some(state) => check_contract_event(&body, proposal.effective_date, state, next_seq)?,
     }
     Ok(body)
 }
 
-fn check_ledger_event(body: &EventBody, ledger: &LedgerFacts) -> Result<(), Rejection> {
+fn check_ledger_event(body: &EventBody, ledger: &LedgerFacts, today: Option<Date>) -> Result<(), Rejection> {
+    // A period is closed once it is over: its end must be before the server's date, so no
+    // close can freeze days that have not happened yet (nothing can undo a close).
+    if let EventBody::PeriodClosed(p) = body
+        && today.is_none_or(|today| p.period_end >= today) {
+            return Err(reject(
+                Code::PeriodNotEnded,
+                "data.period_end",
+                match today {
+                    Some(today) => format!("the period ending {} has not ended: today is {today} (UTC)", p.period_end),
+                    None => "the server's clock is outside the calendar; no period can be closed".into(),
+                },
+            ));
+        }
     if let (EventBody::PeriodClosed(p), Some(previous)) = (body, ledger.period_end)
         && p.period_end <= previous {
             return Err(reject(
@@ -96,11 +112,20 @@ fn check_contract_event(body: &EventBody, date: Date, state: &ContractState, nex
                 return Err(reject(Code::CapacityOutsideTerm, "effective_date", format!("{date} is not before the term's end ({})", state.grant.term.end)));
             }
             let everything = AsOf::everything();
-            if state.gpus_at(&everything) + i128::from(c.gpus_delta) < 0 {
+            let gpus = state.gpus_at(&everything);
+            let after = gpus + i128::from(c.gpus_delta);
+            if after < 0 {
                 return Err(reject(
                     Code::GpuCountNegative,
                     "data.gpus_delta",
-                    format!("the cluster has {} GPUs; it cannot lose {}", state.gpus_at(&everything), -c.gpus_delta),
+                    format!("the cluster has {gpus} GPUs; it cannot lose {}", c.gpus_delta.unsigned_abs()),
+                ));
+            }
+            if after > i128::from(events::GPUS_MAX) {
+                return Err(reject(
+                    Code::GpuCountTooLarge,
+                    "data.gpus_delta",
+                    format!("the cluster has {gpus} GPUs; with {} more it would exceed {}", c.gpus_delta, events::GPUS_MAX),
                 ));
             }
             let delta = c.amount_delta.minor_units();

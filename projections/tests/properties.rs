@@ -13,6 +13,10 @@
 //! - the figures at (D, known_at = K) are those of a book built from the first K events only;
 //! - folding the recorded events again gives the same book; portfolio totals are the sums.
 
+/// Events are recorded on 2040-01-01 and after: later than every date the tests use, so
+/// every period they close has ended (`period_not_ended` is tested in ledger/tests/rules.rs).
+const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
+
 use events::{Date, Proposal, RecordedEvent, Timestamp};
 use projections::{AsOf, Book, ContractState, Figures, Granularity, Portfolio, report};
 use proptest::prelude::*;
@@ -316,7 +320,7 @@ struct Replayed {
 }
 
 fn now(seq: u64) -> Timestamp {
-    Timestamp(1_780_000_000_000_000 + 1_000 * seq as i64)
+    Timestamp(RECORDED_FROM_MICROS + 1_000 * seq as i64)
 }
 
 fn all_dates(state: &ContractState, extra: &[Date]) -> Vec<Date> {

@@ -130,7 +130,7 @@ fn deal() -> (Book, u64) {
             .propose(
                 &proposal,
                 "finance@provider.example",
-                Timestamp(1_780_000_000_000_000 + i as i64),
+                Timestamp(2_208_988_800_000_000 + i as i64),
             )
             .unwrap_or_else(|r| panic!("refused: {json}: {r}"));
         if json.contains("milestone_reached") {

@@ -25,6 +25,10 @@
 //! `rpo = transaction_price - recognized`, `receivable = billed - collected`, and that the
 //! month and the quarter periods add up to `recognized`.
 
+/// Events are recorded on 2040-01-01 and after: later than every date the tests use, so
+/// every period they close has ended (`period_not_ended` is tested in ledger/tests/rules.rs).
+const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
+
 use events::{ContractId, Currency, Date, Proposal, Timestamp, format_minor_units};
 use projections::{AsOf, Book, ContractState, Figures, Granularity, Portfolio, report};
 use std::path::{Path, PathBuf};
@@ -158,7 +162,7 @@ impl Runner {
 
     fn accept(&mut self, seq: &str, json: &str) -> LineResult {
         let proposal = Proposal::parse_json(json.as_bytes()).map_err(|r| format!("does not parse: {r}"))?;
-        let now = Timestamp(1_780_000_000_000_000 + self.book.head_seq as i64);
+        let now = Timestamp(RECORDED_FROM_MICROS + self.book.head_seq as i64);
         match self.book.propose(&proposal, "worked-examples", now) {
             Ok(recorded) => {
                 self.checks += 1;
@@ -185,7 +189,7 @@ impl Runner {
         let before = self.book.clone();
         let outcome = Proposal::parse_json(json.as_bytes()).and_then(|p| {
             self.book
-                .propose(&p, "worked-examples", Timestamp(1_790_000_000_000_000))
+                .propose(&p, "worked-examples", Timestamp(RECORDED_FROM_MICROS + 1_000_000_000))
         });
         match outcome {
             Ok(recorded) => {

@@ -61,8 +61,69 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    pub fn unavailable_code(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+    }
+
+    /// A failure of the server itself (500), with its own code: never the client's fault.
+    pub fn internal(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+    }
+
+    /// A blocking task that did not finish (it panicked, or the runtime is shutting down).
+    pub fn task(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal("internal", format!("the request's task failed: {e}"))
+    }
+}
+
+/// Storage that cannot be read is unavailable (503, retry later); stored data that fails
+/// its checks is the server's damage (500), never the client's.
+impl From<ledger::ReadError> for ApiError {
+    fn from(e: ledger::ReadError) -> ApiError {
+        match e {
+            ledger::ReadError::Storage(e) => ApiError::unavailable_code("storage_unavailable", format!("the store could not be read: {e}")),
+            ledger::ReadError::Corrupt(f) => ApiError::internal("store_corrupt", format!("stored data is damaged: {f}")),
+        }
+    }
+}
+
+impl From<ledger::ProofError> for ApiError {
+    fn from(e: ledger::ProofError) -> ApiError {
+        match e {
+            ledger::ProofError::OutOfRange(m) => ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", m),
+            ledger::ProofError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<ledger::checkpoints::CheckpointError> for ApiError {
+    fn from(e: ledger::checkpoints::CheckpointError) -> ApiError {
+        use ledger::checkpoints::CheckpointError;
+        match e {
+            CheckpointError::Proof(e) => e.into(),
+            CheckpointError::Storage(e) => e.into(),
+            CheckpointError::Contended(_) => ApiError::unavailable_code("checkpoint_contended", e.to_string()),
+            CheckpointError::Sync(_) => ApiError::unavailable_code("storage_unavailable", e.to_string()),
+        }
+    }
+}
+
+/// The ledger's refusals and failures: the caller's (4xx, from the rules) or the server's.
+impl From<ledger::AppendError> for ApiError {
+    fn from(e: ledger::AppendError) -> ApiError {
+        use ledger::AppendError;
+        match e {
+            AppendError::Rejected { rejection, .. } | AppendError::RequestRefused(rejection) => rejection.into(),
+            AppendError::Stopped(None) => ApiError::unavailable_code("ledger_closed", "the ledger is closed"),
+            AppendError::Stopped(Some(failure)) => ApiError::unavailable_code("writer_stopped", failure.reason),
+            AppendError::Storage(m) => ApiError::unavailable_code("storage_unavailable", m),
+            AppendError::Corrupt(f) => ApiError::internal("store_corrupt", format!("stored data is damaged: {f}")),
+            AppendError::Internal(m) => ApiError::internal("internal", m),
+        }
     }
 }
 

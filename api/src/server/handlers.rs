@@ -85,10 +85,12 @@ async fn append(app: &Shared, request: AppendRequest) -> Result<Appended, Append
             let ledger = app.ledger.clone();
             tokio::task::spawn_blocking(move || ledger.submit(request))
                 .await
-                .map_err(|e| AppendError::Unavailable(e.to_string()))??
+                .map_err(|e| AppendError::Internal(format!("the submitting task failed: {e}")))??
         }
     };
-    let outcome = answer.await.unwrap_or_else(|_| Err(AppendError::Unavailable("the ledger writer stopped".into())));
+    // The writer answers every request it took, even when it stops; a dropped answer means it
+    // ended without one, and `failure()` says why.
+    let outcome = answer.await.unwrap_or_else(|_| Err(AppendError::Stopped(app.ledger.failure())));
     metrics::histogram!("http_append_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("http_append_request_events").record(events as f64);
     if outcome.is_ok() {
@@ -110,8 +112,7 @@ fn append_error(e: AppendError, batch: bool) -> ApiError {
             let error = ApiError::from(r);
             if batch { error.with("index", json!(index)) } else { error }
         }
-        AppendError::RequestRefused(rejection) => ApiError::from(rejection),
-        AppendError::Unavailable(m) => ApiError::unavailable(m),
+        other => ApiError::from(other),
     }
 }
 
@@ -210,8 +211,7 @@ pub async fn list_events(State(app): State<Shared>, headers: HeaderMap, RawQuery
     let ledger = app.ledger.clone();
     let events = tokio::task::spawn_blocking(move || ledger.events_after(after, limit))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::task)??;
     let last = events.last().map(|e| e.seq());
     let more = last.is_some_and(|l| l < app.ledger.head().seq);
     Ok(page(events.iter().map(event_json).collect(), last, more))
@@ -224,7 +224,7 @@ pub async fn list_events(State(app): State<Shared>, headers: HeaderMap, RawQuery
 pub async fn get_event(State(app): State<Shared>, headers: HeaderMap, Path(seq): Path<String>) -> Result<Json<Value>, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
     let seq: u64 = seq.parse().map_err(|_| ApiError::bad_parameter("seq", format!("`{seq}` is not a sequence number")))?;
-    let event = app.ledger.event(seq).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let event = app.ledger.event(seq)?;
     let event = event.ok_or_else(|| ApiError::not_found("unknown_event", format!("no event {seq} (the head is {})", app.ledger.head().seq)))?;
     Ok(Json(event_json(&event)))
 }
@@ -258,7 +258,7 @@ pub async fn list_contracts(State(app): State<Shared>, headers: HeaderMap, RawQu
     let after = params.str("after").map(|a| contract_id(a).map_err(|e| e.field("after"))).transpose()?;
     let limit = params.limit()?;
     // One more than asked tells whether there is a next page.
-    let mut ids = app.ledger.contracts(after.as_ref(), limit + 1).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let mut ids = app.ledger.contracts(after.as_ref(), limit + 1)?;
     let more = ids.len() > limit;
     ids.truncate(limit);
     let at = app.ledger.as_of(today(), None).map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -312,8 +312,7 @@ pub async fn contract_events(State(app): State<Shared>, headers: HeaderMap, Path
     let stream = Stream::Contract(id);
     let events = tokio::task::spawn_blocking(move || ledger.stream_events(&stream, after, limit))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::task)??;
     let last = events.last().map(|e| e.event.version);
     let more = last.is_some_and(|l| l < version);
     Ok(page(events.iter().map(event_json).collect(), last, more))
@@ -360,7 +359,7 @@ pub async fn portfolio(State(app): State<Shared>, headers: HeaderMap, RawQuery(q
         failure.map_or(Ok(portfolio), Err)
     })
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(ApiError::task)?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
     Ok(Json(portfolio_json(&portfolio, &at)))
 }
@@ -392,13 +391,6 @@ fn checkpoint_json(issued: &ledger::checkpoints::Issued, signer: &events::checkp
     })
 }
 
-fn proof_error(e: ledger::ProofError) -> ApiError {
-    match e {
-        ledger::ProofError::OutOfRange(m) => ApiError::new(StatusCode::BAD_REQUEST, "out_of_range", m),
-        ledger::ProofError::Storage(s) => ApiError::unavailable(s.to_string()),
-    }
-}
-
 /// The latest signed checkpoint (C2SP signed note), issuing one if none exists yet.
 #[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "audit",
     responses((status = 200, description = "`{\"checkpoint\": note text, \"origin\", \"tree_size\", \"root\", \"verifier_key\"}`", body = Object), (status = 404, body = ErrorBody)))]
@@ -410,11 +402,10 @@ pub async fn latest_checkpoint(State(app): State<Shared>, headers: HeaderMap) ->
     let issued = tokio::task::spawn_blocking(move || match ledger.latest_checkpoint() {
         Ok(Some(issued)) => Ok(issued),
         Ok(None) => ledger.issue_checkpoint(&s),
-        Err(e) => Err(ledger::ProofError::Storage(e)),
+        Err(e) => Err(e.into()),
     })
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))?
-    .map_err(proof_error)?;
+    .map_err(ApiError::task)??;
     Ok(Json(checkpoint_json(&issued, &signer)))
 }
 
@@ -426,10 +417,7 @@ pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> 
     let signer = app.signer.clone().ok_or_else(no_signer)?;
     let ledger = app.ledger.clone();
     let s = signer.clone();
-    let issued = tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&s))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .map_err(proof_error)?;
+    let issued = tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&s)).await.map_err(ApiError::task)??;
     metrics::counter!("checkpoints_issued_total").increment(1);
     if let Some(n) = &app.nats {
         let _ = n.client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.clone().into()).await;
@@ -454,8 +442,7 @@ pub async fn inclusion(State(app): State<Shared>, headers: HeaderMap, RawQuery(q
         Ok(super::inclusion_json(seq, size, &hash, &proof, &root))
     })
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))?
-    .map_err(proof_error)?;
+    .map_err(ApiError::task)??;
     Ok(Json(value))
 }
 
@@ -474,8 +461,7 @@ pub async fn consistency(State(app): State<Shared>, headers: HeaderMap, RawQuery
         Ok(super::consistency_json(from, to, &proof, &ledger.merkle_root(from)?, &ledger.merkle_root(to)?))
     })
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))?
-    .map_err(proof_error)?;
+    .map_err(ApiError::task)??;
     Ok(Json(value))
 }
 
@@ -491,10 +477,7 @@ pub async fn export(State(app): State<Shared>, headers: HeaderMap, RawQuery(quer
     let ledger = app.ledger.clone();
     let plan = {
         let ledger = ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.plan_export(&signer, from, to))
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?
-            .map_err(proof_error)?
+        tokio::task::spawn_blocking(move || ledger.plan_export(&signer, from, to)).await.map_err(ApiError::task)??
     };
     // A bounded channel: the reader's pace sets the producer's, memory stays flat. A failure
     // part way ends the body with an error, so the client sees a broken transfer rather
@@ -547,10 +530,17 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
             "failure": n.status.failure(),
         })
     });
-    let failure = app.ledger.failure().or_else(|| app.nats.as_ref().and_then(|n| n.status.failure()));
+    let writer = app.ledger.failure().map(|f| {
+        json!({"kind": f.kind.as_str(), "reason": f.reason, "at": f.at.to_rfc3339()})
+    });
+    let failure = app.ledger.failure().map(|f| format!("the ledger writer stopped: {}", f.reason)).or_else(|| app.nats.as_ref().and_then(|n| n.status.failure()));
     match failure {
         None => Json(json!({"ready": true, "head": head, "nats": nats})).into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason, "head": head, "nats": nats}))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason, "writer_failure": writer, "head": head, "nats": nats})),
+        )
+            .into_response(),
     }
 }
 

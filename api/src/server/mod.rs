@@ -11,6 +11,7 @@ mod stream;
 
 use auth::Auth;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use ledger::Ledger;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,6 +184,11 @@ pub fn router(app: Shared) -> axum::Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A handler's panic (a bug) answers 500 `internal` in the one error shape, instead
+        // of a connection closed without a reply; the panic hook has logged and counted it.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("internal", format!("the server failed on this request: {}", panic_text(payload.as_ref()))).into_response()
+        }))
         .with_state(app)
 }
 
@@ -194,6 +200,31 @@ fn init_logging(json: bool) {
     } else {
         builder.init();
     }
+    log_panics();
+}
+
+/// Every panic, in any thread, is logged (with where it happened) and counted, whatever
+/// then catches it: a handler's panic ends only its request, the writer's stops the writer
+/// (`ledger_writer_failed`, `/readyz`). The release build unwinds (`panic = "unwind"` in
+/// Cargo.toml; ARCHITECTURE.md says why).
+fn log_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), location, "panic: {}", panic_text(info.payload()));
+        metrics::counter!("panics_total").increment(1);
+        // Still print the default report (with a backtrace when RUST_BACKTRACE is set).
+        previous(info);
+    }));
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
@@ -206,6 +237,17 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, St
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_events".into()), &sizes))
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}
+
+/// The ledger's options; `CLEDGER_FAULT=N:ACTION` injects a storage fault (tests only).
+fn ledger_options() -> Result<ledger::Options, String> {
+    let mut options = ledger::Options::default();
+    if let Ok(plan) = std::env::var("CLEDGER_FAULT") {
+        let plan: ledger::io::FaultPlan = plan.parse().map_err(|e| format!("CLEDGER_FAULT: {e}"))?;
+        tracing::warn!("FAULT INJECTION ENABLED (CLEDGER_FAULT): durable-path operation {} will {:?}; never set this in production", plan.nth, plan.action);
+        options.faults = Some(plan);
+    }
+    Ok(options)
 }
 
 /// Runs the server until SIGTERM or SIGINT; then stops taking requests, finishes the ones in
@@ -223,12 +265,12 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         ));
     }
     let metrics = install_metrics()?;
-    let ledger = Arc::new(Ledger::open(&config.data, ledger::Options::default()).map_err(|e| e.to_string())?);
+    let ledger = Arc::new(Ledger::open(&config.data, ledger_options()?).map_err(|e| e.to_string())?);
     let follow = config.nats.as_ref().is_some_and(|n| n.follow);
     let signer = if follow {
         None
     } else {
-        let signer = ledger::checkpoints::load_or_create_signer(&config.data, config.signing_key.as_deref(), config.origin.as_deref())?;
+        let signer = ledger::checkpoints::load_or_create_signer(&config.data, config.signing_key.as_deref(), config.origin.as_deref()).map_err(|e| e.to_string())?;
         tracing::info!(verifier_key = %signer.verifier(), "checkpoints are signed by this key");
         Some(Arc::new(signer))
     };

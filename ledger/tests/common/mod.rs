@@ -16,7 +16,7 @@ pub fn ticking_clock() -> Arc<dyn Fn() -> Timestamp + Send + Sync> {
 }
 
 pub fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::open(dir, Options { clock: ticking_clock() }).expect("open ledger")
+    Ledger::open(dir, Options { clock: ticking_clock(), ..Options::default() }).expect("open ledger")
 }
 
 pub fn fresh() -> (TempDir, Ledger) {
