@@ -109,6 +109,32 @@ fn stored_size(bytes: &[u8]) -> Result<u64, ReadError> {
     stored_checkpoint(bytes).map(|(c, _)| c.size)
 }
 
+/// Attempts to store a checkpoint before giving up: each lost attempt means another issuer
+/// stored one in between, and there are few issuers; the bound turns a livelock into an
+/// error instead of an unstored "success".
+const CHECKPOINT_ATTEMPTS_MAX: usize = 64;
+
+/// How one attempt to store a checkpoint as the latest ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    Stored,
+    /// A checkpoint at least as large is already the latest: nothing to store.
+    Superseded,
+    /// Another issuer replaced the latest between the read and the swap.
+    Lost,
+}
+
+/// Runs `attempt` until it stores or is superseded, at most `attempts_max` times.
+fn store_forward(attempts_max: usize, mut attempt: impl FnMut() -> Result<Attempt, CheckpointError>) -> Result<(), CheckpointError> {
+    for _ in 0..attempts_max {
+        match attempt()? {
+            Attempt::Stored | Attempt::Superseded => return Ok(()),
+            Attempt::Lost => {}
+        }
+    }
+    Err(CheckpointError::Contended(attempts_max))
+}
+
 /// A checkpoint the ledger signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issued {
@@ -140,30 +166,24 @@ impl Ledger {
         let note = signer.sign(&checkpoint);
         let storage = |e: sled::Error| CheckpointError::Storage(e.into());
         // Only ever move the latest forward: compare-and-swap, so two issuers racing keep
-        // the larger. Each retry means another issuer wrote in between; there are few, and
-        // the bound turns a livelock into an error instead of an unstored "success".
-        const ATTEMPTS_MAX: usize = 64;
-        for _ in 0..ATTEMPTS_MAX {
+        // the larger.
+        store_forward(CHECKPOINT_ATTEMPTS_MAX, || {
             let current = self.shared.tree.get(keys::META_CHECKPOINT).map_err(storage)?;
-            let current_size = match &current {
-                None => None,
-                Some(bytes) => Some(stored_size(bytes)?),
-            };
-            let swapped = current_size.is_some_and(|s| s >= size)
-                || self
-                    .shared
-                    .io
-                    .run(Op::StoreCheckpoint, || self.shared.tree.compare_and_swap(keys::META_CHECKPOINT, current, Some(note.as_bytes())))
-                    .map_err(storage)?
-                    .is_ok();
-            if swapped {
-                // A checkpoint is answered and published only once it (or a larger one)
-                // would survive a crash.
-                self.shared.io.run(Op::SyncCheckpoint, || self.sync_to_disk()).map_err(CheckpointError::Sync)?;
-                return Ok(Issued { checkpoint, note });
-            }
-        }
-        Err(CheckpointError::Contended(ATTEMPTS_MAX))
+            if let Some(bytes) = &current
+                && stored_size(bytes)? >= size {
+                    return Ok(Attempt::Superseded);
+                }
+            let swapped = self
+                .shared
+                .io
+                .run(Op::StoreCheckpoint, || self.shared.tree.compare_and_swap(keys::META_CHECKPOINT, current, Some(note.as_bytes())))
+                .map_err(storage)?;
+            Ok(if swapped.is_ok() { Attempt::Stored } else { Attempt::Lost })
+        })?;
+        // A checkpoint is answered and published only once it (or a larger one) would
+        // survive a crash.
+        self.shared.io.run(Op::SyncCheckpoint, || self.sync_to_disk()).map_err(CheckpointError::Sync)?;
+        Ok(Issued { checkpoint, note })
     }
 
     /// The latest checkpoint issued, if any (as the ledger stored it; not re-verified).
@@ -243,5 +263,34 @@ impl Ledger {
         writeln!(out, "{}", plan.last_line)?;
         out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_races_end_in_an_error_not_an_unstored_success() {
+        let mut attempts = 0;
+        let result = store_forward(CHECKPOINT_ATTEMPTS_MAX, || {
+            attempts += 1;
+            Ok(Attempt::Lost)
+        });
+        assert!(matches!(result, Err(CheckpointError::Contended(CHECKPOINT_ATTEMPTS_MAX))), "{result:?}");
+        assert_eq!(attempts, CHECKPOINT_ATTEMPTS_MAX);
+    }
+
+    #[test]
+    fn a_won_or_superseded_attempt_ends_the_loop() {
+        for outcome in [Attempt::Stored, Attempt::Superseded] {
+            let mut attempts = 0;
+            let result = store_forward(CHECKPOINT_ATTEMPTS_MAX, || {
+                attempts += 1;
+                Ok(if attempts < 3 { Attempt::Lost } else { outcome })
+            });
+            assert!(result.is_ok());
+            assert_eq!(attempts, 3);
+        }
     }
 }

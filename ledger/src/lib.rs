@@ -752,13 +752,26 @@ fn open_error(dir: &Path, e: ReadError) -> OpenError {
 
 /// Opens sled in `dir`. Background flushing is off: the writer flushes (and fsyncs) at
 /// each commit, and nothing else needs to reach the disk on a timer.
+///
+/// sled releases its file lock only when its last internal handle goes, which its I/O
+/// threads may hold for a moment after the `Db` is dropped; a reopen right after a close in
+/// the same process waits for that (a bounded retry) instead of failing as "in use".
 fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
-    sled::Config::new().path(dir).flush_every_ms(None).open().map_err(|source| match &source {
-        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
-            OpenError::Locked(dir.into())
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(OpenError::Locked(dir.into()));
+                }
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(source) => return Err(OpenError::Storage { dir: dir.into(), source }),
         }
-        _ => OpenError::Storage { dir: dir.into(), source },
-    })
+    }
 }
 
 pub(crate) fn corrupt(seq: u64, reason: &str) -> ReadError {

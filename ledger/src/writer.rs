@@ -167,9 +167,13 @@ impl Writer {
                     (outcomes, Some(failure))
                 }
             };
+            // The failure is recorded before anyone is answered, so a caller that sees its
+            // request fail also sees why in `failure()` and `/readyz`.
+            if let Some(failure) = &stop {
+                self.shared.record_failure(failure.clone());
+            }
             self.reply(jobs, outcomes, stop.as_ref());
-            if let Some(failure) = stop {
-                self.shared.record_failure(failure);
+            if stop.is_some() {
                 return;
             }
             if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= PERSIST_EVERY_MS {

@@ -52,7 +52,7 @@ fn a_store_without_tree_nodes_gets_them_on_open() {
     let root = ledger.merkle_root(37).unwrap();
     drop(ledger);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let tree = db.open_tree("ledger").unwrap();
         let keys: Vec<_> = tree.scan_prefix(b"T").keys().map(|k| k.unwrap()).collect();
         // 18 + 9 + 4 + 2 + 1 perfect inner nodes; the 37 leaves come from the events.

@@ -59,7 +59,7 @@ fn removed_reordered_and_truncated_records_are_found() {
 
 /// Changes one byte of the record of `seq` directly in sled, with the ledger closed.
 fn tamper_on_disk(dir: &std::path::Path, seq: u64, at: usize) {
-    let db = sled::open(dir).unwrap();
+    let db = raw_sled(dir);
     let tree = db.open_tree("ledger").unwrap();
     let mut key = vec![b'E'];
     key.extend_from_slice(&seq.to_be_bytes());

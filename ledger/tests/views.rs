@@ -68,7 +68,7 @@ fn a_stale_cursor_catches_up_on_open_without_skipping() {
 
     // Put the old views (cursor 2) back, as if the process had died before persisting.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let views = db.open_tree("views").unwrap();
         views.clear().unwrap();
         for (k, v) in &old {
@@ -99,4 +99,49 @@ fn queries_see_only_durable_events_and_refuse_a_future_position() {
     ledger.for_each_contract(&at, |s| seen.push(s.contract_id.to_string()));
     assert_eq!(seen, ["colossus-1"]);
     assert_eq!(ledger.ledger_facts().period_end, Some(Date::parse("2026-06-30").unwrap()));
+}
+
+#[test]
+fn views_that_do_not_decode_are_rebuilt_on_open() {
+    let (dir, ledger) = fresh();
+    history(&ledger);
+    ledger.close();
+    let good = ledger.persisted_views().unwrap();
+    drop(ledger);
+    for damage in [&b"\xff\xff\xff not a state"[..], &[]] {
+        {
+            let db = raw_sled(dir.path());
+            let views = db.open_tree("views").unwrap();
+            views.insert(b"Ccolossus-1", damage).unwrap();
+            db.flush().unwrap();
+        }
+        // Before the fix: Err(Corrupt(... view "colossus-1" does not decode ...)), no start.
+        let ledger = open(dir.path());
+        ledger.close();
+        assert_eq!(ledger.persisted_views().unwrap(), good, "rebuilt views equal the incremental ones");
+        drop(ledger);
+    }
+}
+
+/// The persisted views' bytes are pinned: a change to `ContractState`'s layout that does not
+/// bump `VIEWS_FORMAT` fails here (old stores would then decode into the wrong fields, or
+/// not at all). After a deliberate change: bump `ledger::views::VIEWS_FORMAT`, then
+/// `UPDATE_EXPECT=1 cargo test -p ledger --test views`.
+#[test]
+fn the_views_encoding_is_pinned() {
+    let (_dir, ledger) = fresh();
+    append(&ledger, &small_grant("pin")).unwrap();
+    append(&ledger, &event("pin", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"10.00","due_date":"2026-03-01"}"#)).unwrap();
+    append(&ledger, &event("pin", "payment_received", "2026-02-10", r#"{"payment_id":"P1","amount":"4.00","invoice_id":"I1"}"#)).unwrap();
+    append(&ledger, &event("pin", "event_reversed", "2026-02-11", r#"{"target_seq":3,"reason":"bounced"}"#)).unwrap();
+    ledger.close();
+    let mut text = format!("VIEWS_FORMAT {}\n", ledger::views::VIEWS_FORMAT);
+    for (key, value) in ledger.persisted_views().unwrap() {
+        text.push_str(&format!("{} = {}\n", String::from_utf8_lossy(&key), hex(&value)));
+    }
+    expect_test::expect_file!["../../testdata/vectors/views.txt"].assert_eq(&text);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

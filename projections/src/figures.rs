@@ -8,7 +8,7 @@ use crate::state::{AsOf, ContractState, TrancheFact};
 use events::{Condition, Date, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("arithmetic overflow while computing figures")]
+#[error("the figures cannot be computed: an amount overflows, or a tranche's window is empty")]
 pub struct Overflow;
 
 fn add(a: i128, b: i128) -> Result<i128, Overflow> {
@@ -76,13 +76,18 @@ pub fn earned_days(window: &Window, date: Date, termination: Option<Date>) -> i6
     if let Some(t) = termination {
         elapsed = elapsed.min(window.start.days_until(t));
     }
-    elapsed.clamp(0, window.days())
+    // `max` before `min`: an empty window (which no admitted event has) earns nothing
+    // instead of panicking in `clamp`.
+    elapsed.min(window.days()).max(0)
 }
 
-/// Ratable revenue: `floor(amount * E / N)` for E earned days of N.
+/// Ratable revenue: `floor(amount * E / N)` for E earned days of N. An empty window or E
+/// outside `0..=N` (which no admitted event can give) is an error, not a panic: the chain
+/// of a follower is whatever its stream held.
 pub fn ratable(amount: i128, earned_days: i64, window_days: i64) -> Result<i128, Overflow> {
-    assert!(window_days > 0, "tranche windows are never empty");
-    assert!((0..=window_days).contains(&earned_days), "0 <= E <= N");
+    if window_days <= 0 || !(0..=window_days).contains(&earned_days) {
+        return Err(Overflow);
+    }
     let product = amount.checked_mul(i128::from(earned_days)).ok_or(Overflow)?;
     // div_euclid by a positive divisor is floor division, also for negative amounts.
     Ok(product.div_euclid(i128::from(window_days)))

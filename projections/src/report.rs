@@ -13,6 +13,18 @@ fn money(minor_units: i128, currency: Currency) -> Value {
     Value::String(format_minor_units(minor_units, currency))
 }
 
+/// A count (GPUs) as a JSON number. The rules bound counts far inside the range every JSON
+/// reader handles exactly; a chain written before they did may hold larger ones, which are
+/// given as a decimal string rather than a number that would be wrong, or no answer at all
+/// (`json!` panics on an i128 outside 64 bits).
+fn count(n: i128) -> Value {
+    match (i64::try_from(n), u64::try_from(n)) {
+        (Ok(n), _) => Value::from(n),
+        (_, Ok(n)) => Value::from(n),
+        _ => Value::String(n.to_string()),
+    }
+}
+
 /// The figures of SPEC section 4, in the SPEC's key order.
 pub fn figures_fields(f: &Figures, currency: Currency) -> Map<String, Value> {
     let mut m = Map::new();
@@ -70,8 +82,8 @@ pub fn contract_json(v: &ContractView) -> Value {
         "customer": v.customer,
         "currency": c.code(),
         "term": {"start": v.term.start.to_string(), "end": v.term.end.to_string()},
-        "cluster": {"site": v.site, "gpu_model": v.gpu_model, "gpus": v.gpus},
-        "gpus_over_time": v.gpus_over_time.iter().map(|(d, g)| json!({"from": d.to_string(), "gpus": g})).collect::<Vec<_>>(),
+        "cluster": {"site": v.site, "gpu_model": v.gpu_model, "gpus": count(v.gpus)},
+        "gpus_over_time": v.gpus_over_time.iter().map(|(d, g)| json!({"from": d.to_string(), "gpus": count(*g)})).collect::<Vec<_>>(),
         "tranches": v.tranches.iter().map(|t| json!({
             "id": t.id,
             "amount": money(t.amount, c),

@@ -62,3 +62,18 @@ pub fn small_grant(contract: &str) -> String {
 pub fn event(contract: &str, kind: &str, date: &str, data: &str) -> String {
     format!(r#"{{"contract_id":"{contract}","type":"{kind}","effective_date":"{date}","data":{data}}}"#)
 }
+
+/// Opens the store's sled directly (to damage or rewind it), waiting for the lock a just
+/// closed ledger's sled threads may still hold for a moment.
+pub fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(2) && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("open sled in {}: {e}", dir.display()),
+        }
+    }
+}
