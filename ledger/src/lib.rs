@@ -356,9 +356,9 @@ impl Ledger {
             }
             Err(views::LoadError::Chain(e)) => return Err(open_error(dir, e)),
         };
-        if cursor < head.seq {
+        if cursor < head.seq || views_tree.is_empty() {
             // Events were folded in to catch up: save the result, so the next open does not
-            // fold them again.
+            // fold them again. (A new store saves its empty views too, as a rebuild would.)
             let all: Vec<ContractState> = states.values().cloned().collect();
             io.run(io::Op::OpenBatch, || views::persist(&views_tree, &all, &ledger_facts, head.seq)).map_err(storage)?;
         }

@@ -347,6 +347,13 @@ impl Writer {
                 Err(Refused::Rule(rejection)) => return whole(rejection),
                 Err(other) => return Err(refused_whole(other)),
             }
+        } else {
+            match self.replay_each(request, group) {
+                Ok(Some(receipts)) => return Ok(Appended { receipts, refused: None }),
+                Ok(None) => {}
+                Err(Refused::Rule(rejection)) => return whole(rejection),
+                Err(other) => return Err(refused_whole(other)),
+            }
         }
         let mut undo = self.undo_point(group, request.events.len() > 1);
         let mut receipts = Vec::with_capacity(request.events.len());
@@ -451,6 +458,26 @@ impl Writer {
                 None => read_event(&self.shared.tree, seq)?,
             };
             receipts.push(Receipt::of(&recorded, true));
+        }
+        Ok(Some(receipts))
+    }
+
+    /// A batch without a request key whose events all carry their own keys is a retry when
+    /// every key is known for the same event: the original receipts, in order. `None` when
+    /// none is known (a new batch); when only some are, the batch goes on to be refused
+    /// event by event (a batch is replayed whole or not at all).
+    fn replay_each(&self, request: &AppendRequest, group: &Group) -> Result<Option<Vec<Receipt>>, Refused> {
+        if request.events.len() < 2 || request.events.iter().any(|p| p.idempotency_key.is_none()) {
+            return Ok(None);
+        }
+        let mut receipts = Vec::with_capacity(request.events.len());
+        for proposal in &request.events {
+            let Some(k) = proposal.idempotency_key.as_deref() else { return Ok(None) };
+            let print = fingerprint(&request.actor, std::slice::from_ref(proposal));
+            match self.replay(k, print, group)? {
+                Some(mut replayed) => receipts.append(&mut replayed),
+                None => return Ok(None),
+            }
         }
         Ok(Some(receipts))
     }

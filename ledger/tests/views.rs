@@ -145,3 +145,4 @@ fn the_views_encoding_is_pinned() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod nats;
 pub mod server;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
