@@ -148,7 +148,7 @@ fn append_suite(dir: Option<&Path>, events: usize) -> Result<(), String> {
 
     let canonical: Vec<Vec<u8>> = ledger
         .records_after(0)
-        .map(|r| r.map(|(_, record)| record[32..].to_vec()).map_err(|e| e.to_string()))
+        .map(|r| r.map(|record| record.canonical).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let bytes: usize = canonical.iter().map(Vec::len).sum();
     let started = Instant::now();

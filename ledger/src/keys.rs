@@ -3,13 +3,10 @@
 //! Everything lives in one tree so that one `apply_batch` writes an event, its index entries,
 //! its idempotency record and the new head atomically.
 
-use events::{ContractId, Stream};
+use events::ContractId;
 
-/// `E` + seq (u64 big-endian) → event hash (32 bytes) ++ canonical bytes.
-pub const EVENT: u8 = b'E';
-/// `S` + stream + version (u64 BE) → seq (u64 BE). Stream = length (1 byte) ++ contract id;
-/// the ledger-wide stream has length 0.
-pub const STREAM: u8 = b'S';
+/// `B` + seq (u64 big-endian) of its first event → an event block ([`crate::block`]).
+pub const BLOCK: u8 = b'B';
 /// `C` + contract id → seq of its grant (u64 BE). One entry per contract, in id order.
 pub const CONTRACT: u8 = b'C';
 /// `I` + idempotency key → [`crate::idempotency::KeyRecord`].
@@ -25,51 +22,40 @@ pub const META_PUBLISHED: &[u8] = b"Mpublished";
 /// `Mformat` → [`STORE_FORMAT`] (u32 BE).
 pub const META_FORMAT: &[u8] = b"Mformat";
 
-/// Version of this key layout. Opening a store of another layout is refused.
-pub const STORE_FORMAT: u32 = 1;
+/// Version of this key layout. Opening a store of another layout is refused; `cledger
+/// migrate` converts a store of format 1 (one key per event, a stream index).
+pub const STORE_FORMAT: u32 = 2;
+
+/// Merkle nodes are stored from this level up (one key per 256 events); a node below it is
+/// recomputed from at most 128 leaf hashes, which sit together at the head of a block.
+pub const TREE_STORED_LEVEL_MIN: u32 = 8;
 
 /// `T` + level (u8) + index (u64 BE) → hash (32) of the perfect Merkle subtree covering
-/// leaves `[index << level, (index + 1) << level)`, for levels 1 and up; leaves (level 0)
-/// are derived from the event records' stored hashes.
+/// leaves `[index << level, (index + 1) << level)`, for levels [`TREE_STORED_LEVEL_MIN`] and
+/// up; lower ones are recomputed from the leaves (the blocks' stored event hashes).
 pub const TREE: u8 = b'T';
 
 pub fn tree_node(level: u32, index: u64) -> [u8; 10] {
     let mut key = [0u8; 10];
     key[0] = TREE;
-    key[1] = u8::try_from(level).expect("levels are below 64");
+    // Levels are below 64 (a tree of at most 2^64 leaves).
+    key[1] = level as u8;
     key[2..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
-pub fn event(seq: u64) -> [u8; 9] {
+pub fn block(first_seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
-    key[0] = EVENT;
-    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key[0] = BLOCK;
+    key[1..].copy_from_slice(&first_seq.to_be_bytes());
     key
 }
 
-pub fn seq_of_event_key(key: &[u8]) -> Option<u64> {
+pub fn seq_of_block_key(key: &[u8]) -> Option<u64> {
     match key {
-        [EVENT, rest @ ..] if rest.len() == 8 => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        [BLOCK, rest @ ..] if rest.len() == 8 => Some(u64::from_be_bytes(rest.try_into().ok()?)),
         _ => None,
     }
-}
-
-/// `S` + stream: the prefix of all index entries of one stream.
-pub fn stream_prefix(stream: &Stream) -> Vec<u8> {
-    let id = stream.contract_id().map_or(&b""[..], |c| c.as_str().as_bytes());
-    // Contract ids are at most 64 bytes, so the length fits one byte.
-    let mut key = Vec::with_capacity(2 + id.len() + 8);
-    key.push(STREAM);
-    key.push(u8::try_from(id.len()).expect("contract ids are at most 64 bytes"));
-    key.extend_from_slice(id);
-    key
-}
-
-pub fn stream_version(stream: &Stream, version: u64) -> Vec<u8> {
-    let mut key = stream_prefix(stream);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
 }
 
 pub fn contract(id: &ContractId) -> Vec<u8> {

@@ -9,22 +9,26 @@
 //! Readers read sled directly but never past the durable head: nothing is visible before it
 //! is acknowledged.
 
+pub mod block;
 pub mod checkpoints;
 mod durable;
 mod idempotency;
 pub mod io;
-mod keys;
+pub mod keys;
 pub mod nats;
+pub mod store;
 mod verify;
 pub mod views;
 mod writer;
 
 pub use idempotency::{fingerprint, KeyRecord};
-pub use verify::{join_record, split_record, ChainVerifier, VerifyFailure};
+pub use store::Record;
+pub use verify::{check_record, ChainVerifier, VerifyFailure};
 
 use events::merkle;
 use events::{ContractId, Digest, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
 use projections::{ContractState, LedgerFacts};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -184,7 +188,7 @@ pub enum OpenError {
     Storage { dir: PathBuf, source: sled::Error },
     #[error("cannot sync {dir} to disk: {source}")]
     Io { dir: PathBuf, source: std::io::Error },
-    #[error("the store in {dir} has layout {found}; this build reads layout {expected}")]
+    #[error("the store in {dir} has layout {found}; this build reads layout {expected}{}", if *.found == "1" { " (convert it with `cledger migrate --data DIR`)" } else { "" })]
     Format { dir: PathBuf, found: String, expected: u32 },
     #[error("the store is damaged at its head: {0}")]
     Corrupt(VerifyFailure),
@@ -332,11 +336,11 @@ impl Ledger {
             }
             Some(v) if v.as_ref() == keys::STORE_FORMAT.to_be_bytes() => {}
             other => {
-                return Err(OpenError::Format {
-                    dir: dir.into(),
-                    found: other.map_or("none (but not empty)".into(), |v| format!("{:?}", v.as_ref())),
-                    expected: keys::STORE_FORMAT,
-                })
+                let found = match other.as_deref().and_then(|v| <[u8; 4]>::try_from(v).ok()) {
+                    Some(v) => u32::from_be_bytes(v).to_string(),
+                    None => "none (but the store is not empty)".into(),
+                };
+                return Err(OpenError::Format { dir: dir.into(), found, expected: keys::STORE_FORMAT });
             }
         }
         let disk = durable::DiskSync::open(dir).map_err(|source| OpenError::Io { dir: dir.into(), source })?;
@@ -495,56 +499,39 @@ impl Ledger {
         if seq == 0 || seq > self.head().seq {
             return Ok(None);
         }
-        read_event(&self.shared.tree, seq).map(Some)
+        store::event(&self.shared.tree, seq).map(Some)
     }
 
     /// Up to `limit` durable events after `after`, in seq order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         let head = self.head().seq;
-        let mut out = Vec::with_capacity(limit.min(1024));
         let start = after.saturating_add(1);
-        if start > head {
-            return Ok(out);
+        if start > head || limit == 0 {
+            return Ok(vec![]);
         }
-        for item in self.shared.tree.range(keys::event(start)..=keys::event(head)).take(limit) {
-            let (key, value) = item?;
-            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(start, "malformed event key"))?;
-            out.push(decode_record(seq, &value)?);
-        }
-        Ok(out)
+        let to = head.min(start.saturating_add(limit as u64 - 1));
+        store::records(&self.shared.tree, start, to).map(|r| r.and_then(Record::decode)).collect()
     }
 
-    /// Stored records (hash ++ canonical bytes) of durable events after `after`, for
+    /// Stored records (seq, hash, canonical bytes) of durable events after `after`, for
     /// verification and export without decoding.
-    pub fn records_after(&self, after: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), ReadError>> + '_ {
-        let head = self.head().seq;
-        let start = after.saturating_add(1);
-        let range = if start > head { None } else { Some(self.shared.tree.range(keys::event(start)..=keys::event(head))) };
-        range.into_iter().flatten().map(|item| {
-            let (key, value) = item?;
-            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
-            Ok((seq, value))
-        })
+    pub fn records_after(&self, after: u64) -> impl Iterator<Item = Result<Record, ReadError>> + '_ {
+        store::records(&self.shared.tree, after.saturating_add(1), self.head().seq)
     }
 
-    /// Up to `limit` durable events of `stream` with a version above `after_version`.
+    /// Up to `limit` durable events of `stream` with a version above `after_version`. The
+    /// seqs come from the live state (which knows each event's version); the events from
+    /// the chain.
     pub fn stream_events(&self, stream: &Stream, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         let head = self.head().seq;
-        let start = keys::stream_version(stream, after_version.saturating_add(1));
-        let end = keys::stream_version(stream, u64::MAX);
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.shared.tree.range(start..=end) {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, value) = item?;
-            let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
-            if seq > head {
-                break;
-            }
-            out.push(read_event(&self.shared.tree, seq)?);
-        }
-        Ok(out)
+        let seqs = match stream {
+            Stream::Ledger => lock(&self.shared.ledger_facts).seqs_after(after_version, head, limit),
+            Stream::Contract(id) => match self.shared.views.get(id) {
+                Some(state) => lock(&state).seqs_after(after_version, head, limit),
+                None => vec![],
+            },
+        };
+        seqs.into_iter().map(|seq| store::event(&self.shared.tree, seq)).collect()
     }
 
     /// Contract ids in id order, after `after`, with the seq of each grant.
@@ -574,7 +561,8 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The state of a contract, folded from its durable events.
+    /// The state of a contract, folded anew from its durable events in the chain (a check
+    /// of the live state: it reads the whole chain).
     pub fn contract_state(&self, id: &ContractId) -> Result<Option<ContractState>, ReadError> {
         let head = self.head().seq;
         fold_contract(&self.shared.tree, id, head)
@@ -658,19 +646,31 @@ impl Ledger {
             }
         };
         note_root(0, &frontier);
+        let mut grants: BTreeMap<ContractId, u64> = BTreeMap::new();
         for item in self.records_after(0) {
-            let (seq, record) = item.map_err(|e| match e {
+            let record = item.map_err(|e| match e {
                 ReadError::Storage(s) => VerifyError::Storage(s),
                 ReadError::Corrupt(f) => VerifyError::Failed(f),
             })?;
-            let recorded = verifier.check(seq, &record).map_err(VerifyError::Failed)?;
-            let index = self.shared.tree.get(keys::stream_version(&recorded.event.stream, recorded.event.version))?;
-            if index.as_deref().and_then(keys::u64_value) != Some(seq) {
-                return Err(VerifyError::Failed(VerifyFailure { seq, reason: "the stream index does not point at this event".into() }));
+            let seq = record.seq;
+            let recorded = verifier.check(seq, &record.hash, &record.canonical).map_err(VerifyError::Failed)?;
+            if let (Stream::Contract(id), 1) = (&recorded.event.stream, recorded.event.version) {
+                grants.insert(id.clone(), seq);
             }
             frontier.push(&recorded.hash);
             note_root(seq, &frontier);
             progress(seq);
+        }
+        // The contract index names exactly the contracts granted, each at its grant.
+        let indexed: BTreeMap<ContractId, u64> = self.contracts(None, usize::MAX).map_err(|e| match e {
+            ReadError::Storage(s) => VerifyError::Storage(s),
+            ReadError::Corrupt(f) => VerifyError::Failed(f),
+        })?.into_iter().collect();
+        if indexed != grants {
+            let wrong = grants.iter().find(|(id, seq)| indexed.get(*id) != Some(seq)).map(|(_, seq)| *seq)
+                .or_else(|| indexed.iter().find(|(id, _)| !grants.contains_key(*id)).map(|(_, seq)| *seq))
+                .unwrap_or(0);
+            return Err(VerifyError::Failed(VerifyFailure { seq: wrong, reason: "the contract index does not match the grants in the chain".into() }));
         }
         let (seq, hash) = verifier.head();
         if seq != head.seq || hash != head.hash {
@@ -778,37 +778,18 @@ pub(crate) fn corrupt(seq: u64, reason: &str) -> ReadError {
     ReadError::Corrupt(VerifyFailure { seq, reason: reason.to_string() })
 }
 
-fn decode_record(seq: u64, record: &[u8]) -> Result<RecordedEvent, ReadError> {
-    let (hash, canonical) = split_record(record).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
-    let recorded = RecordedEvent::from_canonical(canonical.to_vec())
-        .map_err(|e| ReadError::Corrupt(VerifyFailure { seq, reason: e.to_string() }))?;
-    if recorded.hash != hash {
-        return Err(corrupt(seq, "stored hash does not match the stored bytes"));
-    }
-    if recorded.event.seq != seq {
-        return Err(corrupt(seq, "event stored under another seq"));
-    }
-    Ok(recorded)
-}
-
-fn read_event(tree: &sled::Tree, seq: u64) -> Result<RecordedEvent, ReadError> {
-    let record = tree.get(keys::event(seq))?.ok_or_else(|| corrupt(seq, "event missing"))?;
-    decode_record(seq, &record)
-}
-
-/// Folds a contract from its stream index, up to seq `head`.
+/// Folds a contract from the chain, up to seq `head`: every event is read (there is no
+/// per-contract index in the chain; the live state holds one).
 fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option<ContractState>, ReadError> {
-    let stream = Stream::Contract(id.clone());
     let mut state: Option<ContractState> = None;
     // Contract events never touch the ledger-wide facts; this only satisfies `fold`.
     let mut ledger = LedgerFacts::default();
-    for item in tree.scan_prefix(keys::stream_prefix(&stream)) {
-        let (_, value) = item?;
-        let seq = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed stream index entry"))?;
-        if seq > head {
-            break;
+    for record in store::records(tree, 1, head) {
+        let recorded = record?.decode()?;
+        if recorded.event.stream.contract_id() != Some(id) {
+            continue;
         }
-        let recorded = read_event(tree, seq)?;
+        let seq = recorded.event.seq;
         if let Some(new) = projections::fold(&recorded.event, state.as_mut(), &mut ledger).map_err(|e| corrupt(seq, &e.to_string()))? {
             state = Some(new);
         }
@@ -816,21 +797,37 @@ fn fold_contract(tree: &sled::Tree, id: &ContractId, head: u64) -> Result<Option
     Ok(state)
 }
 
-/// The Merkle tree's nodes as stored in sled.
+/// The Merkle tree's nodes as stored: levels from [`keys::TREE_STORED_LEVEL_MIN`] up read
+/// from sled, lower ones recomputed from the leaves (the blocks' stored event hashes).
 struct StoredNodes<'a>(&'a sled::Tree);
 
 impl merkle::Nodes for StoredNodes<'_> {
     type Error = ReadError;
     fn node(&self, level: u32, index: u64) -> Result<Digest, ReadError> {
-        if level == 0 {
-            // Leaves are not stored: each is derived from its event's stored hash.
-            let seq = index + 1;
-            let record = self.0.get(keys::event(seq))?.ok_or_else(|| corrupt(seq, "event missing"))?;
-            let (hash, _) = split_record(&record).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
-            return Ok(merkle::leaf_hash(&hash));
+        if level >= keys::TREE_STORED_LEVEL_MIN {
+            let value = self.0.get(keys::tree_node(level, index))?.ok_or_else(|| corrupt(0, &format!("Merkle node ({level}, {index}) missing")))?;
+            return Ok(Digest(value.as_ref().try_into().map_err(|_| corrupt(0, "malformed Merkle node"))?));
         }
-        let value = self.0.get(keys::tree_node(level, index))?.ok_or_else(|| corrupt(0, &format!("Merkle node ({level}, {index}) missing")))?;
-        Ok(Digest(value.as_ref().try_into().map_err(|_| corrupt(0, "malformed Merkle node"))?))
+        let first = (index << level) + 1;
+        let last = (index + 1) << level;
+        let mut hashes = Vec::with_capacity(1 << level);
+        for block in store::blocks(self.0, first, last) {
+            let block = block?;
+            let parsed = block.parse()?;
+            for i in 0..parsed.len() {
+                let seq = block.first + i as u64;
+                if (first..=last).contains(&seq) {
+                    hashes.push(merkle::leaf_hash(&parsed.hash(i)));
+                }
+            }
+        }
+        if hashes.len() as u64 != last - first + 1 {
+            return Err(corrupt(first, "event missing"));
+        }
+        while hashes.len() > 1 {
+            hashes = hashes.chunks(2).map(|pair| merkle::node_hash(&pair[0], &pair[1])).collect();
+        }
+        Ok(hashes[0])
     }
 }
 
@@ -842,11 +839,9 @@ fn load_tree(tree: &sled::Tree, io: &io::Io, head: u64) -> Result<merkle::Fronti
     let mut frontier = merkle::Frontier::load(&StoredNodes(tree), size)?;
     if size < head {
         let mut batch = sled::Batch::default();
-        for item in tree.range(keys::event(size + 1)..=keys::event(head)) {
-            let (key, value) = item?;
-            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
-            let (hash, _) = split_record(&value).ok_or_else(|| corrupt(seq, "record shorter than a hash"))?;
-            for (level, index, node) in frontier.push(&hash).into_iter().filter(|(level, _, _)| *level > 0) {
+        for record in store::records(tree, size + 1, head) {
+            let record = record?;
+            for (level, index, node) in frontier.push(&record.hash).into_iter().filter(|(level, _, _)| *level >= keys::TREE_STORED_LEVEL_MIN) {
                 batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
             }
         }
@@ -859,7 +854,6 @@ fn load_tree(tree: &sled::Tree, io: &io::Io, head: u64) -> Result<merkle::Fronti
 /// Checks the head record against the last stored event and its link to the one before.
 fn check_head(tree: &sled::Tree) -> Result<ChainHead, ReadError> {
     let recorded_head = tree.get(keys::META_HEAD)?;
-    let last = tree.scan_prefix([keys::EVENT]).next_back().transpose()?;
     let (record_seq, record_hash) = match &recorded_head {
         None => (0, Digest::ZERO),
         Some(v) if v.len() == 40 => {
@@ -868,26 +862,19 @@ fn check_head(tree: &sled::Tree) -> Result<ChainHead, ReadError> {
         }
         Some(_) => return Err(corrupt(0, "malformed head record")),
     };
-    let Some((key, value)) = last else {
-        if record_seq != 0 {
-            return Err(corrupt(1, &format!("the head record says seq {record_seq} but no event is stored")));
-        }
-        return Ok(ChainHead::default());
-    };
-    let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key"))?;
+    let (seq, hash) = store::last(tree)?;
     if seq != record_seq {
         return Err(corrupt(seq.min(record_seq) + 1, &format!("the last stored event is seq {seq}, the head record says {record_seq}")));
     }
-    let last = decode_record(seq, &value)?;
-    if last.hash != record_hash {
+    if seq == 0 {
+        return Ok(ChainHead::default());
+    }
+    let last = store::event(tree, seq)?;
+    if last.hash != record_hash || hash != record_hash {
         return Err(corrupt(seq, "the head record's hash differs from the last event's"));
     }
-    if seq > 1 {
-        let previous = tree.get(keys::event(seq - 1))?.ok_or_else(|| corrupt(seq - 1, "event missing"))?;
-        let (previous_hash, _) = split_record(&previous).ok_or_else(|| corrupt(seq - 1, "record shorter than a hash"))?;
-        if last.event.prev_hash != previous_hash {
-            return Err(corrupt(seq, "prev_hash does not link to the previous event"));
-        }
+    if seq > 1 && last.event.prev_hash != store::hash_of(tree, seq - 1)? {
+        return Err(corrupt(seq, "prev_hash does not link to the previous event"));
     }
     Ok(ChainHead { seq, hash: last.hash, recorded_at: Some(last.event.recorded_at) })
 }

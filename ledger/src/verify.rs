@@ -12,22 +12,6 @@ pub struct VerifyFailure {
     pub reason: String,
 }
 
-/// A stored record: the event hash (32 bytes) followed by the canonical bytes.
-pub fn split_record(record: &[u8]) -> Option<(Digest, &[u8])> {
-    if record.len() < 32 {
-        return None;
-    }
-    let (hash, canonical) = record.split_at(32);
-    Some((Digest(hash.try_into().ok()?), canonical))
-}
-
-pub fn join_record(hash: &Digest, canonical: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(32 + canonical.len());
-    record.extend_from_slice(&hash.0);
-    record.extend_from_slice(canonical);
-    record
-}
-
 /// Checks each record against the ones before it: hash recomputed from the canonical bytes,
 /// strict decoding, seq continuity, the link to the previous hash, per-stream version
 /// continuity and non-decreasing `recorded_at`.
@@ -44,23 +28,24 @@ impl ChainVerifier {
         ChainVerifier::default()
     }
 
-    /// Verifies the record stored under key `seq`.
-    pub fn check(&mut self, seq: u64, record: &[u8]) -> Result<RecordedEvent, VerifyFailure> {
+    /// Verifies the event stored as `seq` with hash `stored_hash`.
+    pub fn check(&mut self, seq: u64, stored_hash: &Digest, canonical: &[u8]) -> Result<RecordedEvent, VerifyFailure> {
+        let recorded = check_record(seq, stored_hash, canonical)?;
+        self.link(&recorded)?;
+        Ok(recorded)
+    }
+
+    /// The checks of one event against the ones before it (its own bytes checked by
+    /// [`check_record`], possibly on another thread).
+    pub fn link(&mut self, recorded: &RecordedEvent) -> Result<(), VerifyFailure> {
+        let seq = recorded.event.seq;
         let fail = |reason: String| VerifyFailure { seq, reason };
         let expected_seq = self.last_seq + 1;
         if seq != expected_seq {
             return Err(VerifyFailure { seq: expected_seq, reason: format!("missing: the next stored event is seq {seq}") });
         }
-        let (stored_hash, canonical) = split_record(record).ok_or_else(|| fail("record shorter than a hash".into()))?;
-        let hash = Digest::of_event(canonical);
-        if hash != stored_hash {
-            return Err(fail(format!("hash of the stored bytes is {hash}, the record says {stored_hash}")));
-        }
-        let recorded = RecordedEvent::from_canonical(canonical.to_vec()).map_err(|e| fail(e.to_string()))?;
+        let hash = recorded.hash;
         let event = &recorded.event;
-        if event.seq != seq {
-            return Err(fail(format!("the event inside says seq {}", event.seq)));
-        }
         if event.prev_hash != self.last_hash {
             return Err(fail(format!("prev_hash {} does not link to seq {}'s hash {}", event.prev_hash, self.last_seq, self.last_hash)));
         }
@@ -75,11 +60,27 @@ impl ChainVerifier {
         self.last_seq = seq;
         self.last_hash = hash;
         self.last_recorded_at = Some(event.recorded_at);
-        Ok(recorded)
+        Ok(())
     }
 
     /// Seq and hash of the last verified event (0 and zeros before any).
     pub fn head(&self) -> (u64, Digest) {
         (self.last_seq, self.last_hash)
     }
+}
+
+/// The checks of one stored event on its own: its bytes hash to the stored hash, decode
+/// strictly, and carry its seq. Independent of every other event, so verification runs
+/// them in parallel and links the results in order ([`ChainVerifier::link`]).
+pub fn check_record(seq: u64, stored_hash: &Digest, canonical: &[u8]) -> Result<RecordedEvent, VerifyFailure> {
+    let fail = |reason: String| VerifyFailure { seq, reason };
+    let hash = Digest::of_event(canonical);
+    if hash != *stored_hash {
+        return Err(fail(format!("hash of the stored bytes is {hash}, the record says {stored_hash}")));
+    }
+    let event = events::Event::decode(canonical).map_err(|e| fail(e.to_string()))?;
+    if event.seq != seq {
+        return Err(fail(format!("the event inside says seq {}", event.seq)));
+    }
+    Ok(RecordedEvent { event, canonical: canonical.to_vec(), hash })
 }

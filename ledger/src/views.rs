@@ -14,14 +14,14 @@
 //! synced before them, so after a crash the cursor is at worst behind and catches up.
 
 use crate::verify::ChainVerifier;
-use crate::{decode_record, keys, ReadError, VerifyFailure};
+use crate::{keys, store, ReadError, VerifyFailure};
 use events::ContractId;
 use projections::{ContractState, LedgerFacts};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Layout version of the persisted views; another version is rebuilt on open.
-pub const VIEWS_FORMAT: u32 = 1;
+pub const VIEWS_FORMAT: u32 = 2;
 pub const PERSIST_EVERY_EVENTS: u64 = 10_000;
 pub const PERSIST_EVERY_MS: u128 = 2_000;
 
@@ -179,10 +179,9 @@ pub fn load(
     let (mut states, mut ledger, cursor) = load_persisted(views, head)?;
     let start = cursor + 1;
     if start <= head {
-        for item in events.range(keys::event(start)..=keys::event(head)) {
-            let (key, value) = item?;
-            let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key".into()))?;
-            let recorded = decode_record(seq, &value)?;
+        for record in store::records(events, start, head) {
+            let recorded = record?.decode()?;
+            let seq = recorded.event.seq;
             match fold(&mut states, &mut ledger, &recorded.event) {
                 Ok(()) => {}
                 // An event that does not fold onto the loaded states, when the chain itself
@@ -206,15 +205,15 @@ pub struct RebuildReport {
 /// hash and link on the way. `progress` gets each folded seq and the last seq.
 pub fn rebuild(events: &sled::Tree, views: &sled::Tree, mut progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
     views.clear()?;
-    let head = events.scan_prefix([keys::EVENT]).next_back().transpose()?.and_then(|(k, _)| keys::seq_of_event_key(&k)).unwrap_or(0);
+    let (head, _) = store::last(events)?;
     let mut verifier = ChainVerifier::new();
     let mut states = BTreeMap::new();
     let mut ledger = LedgerFacts::default();
     let mut count = 0u64;
-    for item in events.scan_prefix([keys::EVENT]) {
-        let (key, value) = item?;
-        let seq = keys::seq_of_event_key(&key).ok_or_else(|| corrupt(0, "malformed event key".into()))?;
-        let recorded = verifier.check(seq, &value).map_err(ReadError::Corrupt)?;
+    for record in store::records(events, 1, head) {
+        let record = record?;
+        let seq = record.seq;
+        let recorded = verifier.check(seq, &record.hash, &record.canonical).map_err(ReadError::Corrupt)?;
         fold(&mut states, &mut ledger, &recorded.event)?;
         count += 1;
         progress(seq, head);

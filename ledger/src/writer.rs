@@ -18,16 +18,16 @@
 use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
 use crate::io::Op;
-use crate::verify::join_record;
+use crate::block::BlockBuilder;
 use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
-    keys, lock, read_event, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
+    keys, lock, store, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
     Receipt, Replicated, Shared, VerifyFailure, WriterFailure, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::merkle::Frontier;
 use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
 use projections::{fold, seal, ContractState, LedgerFacts, Sealing};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -45,8 +45,9 @@ struct Group {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Idempotency keys recorded by earlier requests of this group (not yet in sled).
     keys: HashMap<String, KeyRecord>,
-    /// Events appended by earlier requests of this group, by seq.
-    events: HashMap<u64, RecordedEvent>,
+    /// Events appended by earlier requests of this group, by seq: written as blocks at the
+    /// commit, and answered from here when a later request of the group replays one.
+    events: BTreeMap<u64, RecordedEvent>,
     event_count: usize,
 }
 
@@ -199,7 +200,7 @@ impl Writer {
                 Job::Replicate { events, .. } => Outcome::Replicate(Ok(self.replicate(events, &mut group))),
             })
             .collect();
-        let stop = if group.writes.is_empty() {
+        let stop = if group.writes.is_empty() && group.events.is_empty() {
             None
         } else {
             self.commit(&mut group).err().map(|e| {
@@ -277,6 +278,18 @@ impl Writer {
     }
 
     fn commit(&mut self, group: &mut Group) -> Result<(), CommitError> {
+        // The group's events, cut into blocks in seq order.
+        let mut block: Option<(u64, BlockBuilder)> = None;
+        for (seq, recorded) in &group.events {
+            if block.as_ref().is_some_and(|(_, b)| b.is_full()) {
+                let (first, full) = block.take().expect("checked above");
+                group.writes.push((keys::block(first).to_vec(), full.finish()));
+            }
+            block.get_or_insert_with(|| (*seq, BlockBuilder::new())).1.push(&recorded.hash, &recorded.canonical);
+        }
+        if let Some((first, last)) = block {
+            group.writes.push((keys::block(first).to_vec(), last.finish()));
+        }
         let mut head_value = self.head.seq.to_be_bytes().to_vec();
         head_value.extend_from_slice(&self.head.hash.0);
         group.writes.push((keys::META_HEAD.to_vec(), head_value));
@@ -455,7 +468,7 @@ impl Writer {
         for seq in record.first_seq..record.first_seq.saturating_add(u64::from(record.count)) {
             let recorded = match group.events.get(&seq) {
                 Some(r) => r.clone(),
-                None => read_event(&self.shared.tree, seq)?,
+                None => store::event(&self.shared.tree, seq)?,
             };
             receipts.push(Receipt::of(&recorded, true));
         }
@@ -628,10 +641,8 @@ impl Writer {
     fn stage(&mut self, recorded: RecordedEvent, group: &mut Group) {
         let event = &recorded.event;
         assert_eq!(event.seq, self.head.seq + 1, "events are staged in seq order");
-        group.writes.push((keys::event(event.seq).to_vec(), join_record(&recorded.hash, &recorded.canonical)));
-        group.writes.push((keys::stream_version(&event.stream, event.version), event.seq.to_be_bytes().to_vec()));
-        // Leaves (level 0) are not stored: the event record holds the hash they derive from.
-        for (level, index, hash) in self.frontier.push(&recorded.hash).into_iter().filter(|(level, _, _)| *level > 0) {
+        // Low levels are not stored: they are recomputed from the blocks' event hashes.
+        for (level, index, hash) in self.frontier.push(&recorded.hash).into_iter().filter(|(level, _, _)| *level >= keys::TREE_STORED_LEVEL_MIN) {
             group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
         }
         self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };

@@ -56,11 +56,12 @@ fn keyed(json: &str, key: &str) -> AppendRequest {
 fn a_retry_staged_in_the_same_failed_group_is_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let gate = Gate::new();
-    // Group 1 (the first grant) runs commit batch, flush, sync: operations 1-3. Group 2
-    // holds the keyed request and its retry; its commit batch, operation 4, fails.
+    // Opening a new store saves its (empty) views: operation 1. Group 1 (the first grant)
+    // runs commit batch, flush, sync: operations 2-4. Group 2 holds the keyed request and
+    // its retry; its commit batch, operation 5, fails.
     let options = Options {
         clock: gate.clock(),
-        faults: Some(FaultPlan { nth: 4, action: FaultAction::Error }),
+        faults: Some(FaultPlan { nth: 5, action: FaultAction::Error }),
         record_io: true,
     };
     let ledger = Ledger::open(dir.path(), options).unwrap();
@@ -76,7 +77,7 @@ fn a_retry_staged_in_the_same_failed_group_is_not_acknowledged() {
     assert!(matches!(&original, Err(AppendError::Stopped(Some(f))) if f.kind == FailureKind::Commit), "{original:?}");
     // Before the fix this was Ok(receipt of seq 2, replayed): acknowledged, never durable.
     assert!(matches!(&retry, Err(AppendError::Stopped(Some(f))) if f.kind == FailureKind::Commit), "{retry:?}");
-    assert_eq!(ledger.io_trace(), [Op::CommitBatch, Op::Flush, Op::SyncLog, Op::CommitBatch]);
+    assert_eq!(ledger.io_trace(), [Op::OpenBatch, Op::CommitBatch, Op::Flush, Op::SyncLog, Op::CommitBatch]);
     assert_eq!(ledger.head().seq, 1, "the failed group is not durable");
     let failure = ledger.failure().expect("the failure is recorded");
     assert!(failure.reason.contains("injected fault"), "{}", failure.reason);

@@ -394,6 +394,18 @@ impl ContractState {
         self.payment_index.get(payment_id).map(|&i| &self.payments[i])
     }
 
+    /// Seqs of up to `limit` of the contract's events with a version above `after_version`,
+    /// known at `known_at`, in version order.
+    pub fn seqs_after(&self, after_version: u64, known_at: u64, limit: usize) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|(_, e)| e.version > after_version)
+            .take_while(|(seq, _)| **seq <= known_at)
+            .take(limit)
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
     pub fn is_reversed(&self, seq: u64) -> bool {
         self.events.get(&seq).is_some_and(|e| e.reversed_by.is_some())
     }
@@ -423,6 +435,8 @@ impl ContractState {
 pub struct LedgerFacts {
     pub version: u64,
     pub period_end: Option<Date>,
+    /// Seq of each ledger-wide event, in version order (version = index + 1).
+    pub seqs: Vec<u64>,
 }
 
 impl LedgerFacts {
@@ -434,6 +448,14 @@ impl LedgerFacts {
             self.period_end = Some(self.period_end.map_or(p.period_end, |old| old.max(p.period_end)));
         }
         self.version = event.version;
+        self.seqs.push(event.seq);
         Ok(())
+    }
+
+    /// Seqs of up to `limit` ledger-wide events with a version above `after_version`, known
+    /// at `known_at`.
+    pub fn seqs_after(&self, after_version: u64, known_at: u64, limit: usize) -> Vec<u64> {
+        let skip = usize::try_from(after_version).unwrap_or(usize::MAX);
+        self.seqs.iter().skip(skip).take_while(|s| **s <= known_at).take(limit).copied().collect()
     }
 }

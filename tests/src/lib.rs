@@ -65,14 +65,14 @@ pub fn sample_file() -> PathBuf {
     workspace().join("examples/colossus.ndjson")
 }
 
-/// Changes one byte of the stored record of `seq` directly in sled (the ledger closed).
+/// Changes byte `at` of the stored record (hash ++ canonical bytes) of `seq` directly in
+/// sled (the ledger closed).
 pub fn tamper_record(data: &Path, seq: u64, at: usize, xor: u8) {
     let db = sled::open(data).expect("open sled");
     let tree = db.open_tree("ledger").expect("ledger tree");
-    let mut key = vec![b'E'];
-    key.extend_from_slice(&seq.to_be_bytes());
-    let mut record = tree.get(&key).expect("read").expect("record present").to_vec();
-    record[at] ^= xor;
-    tree.insert(key, record).expect("write");
+    let (key, offset) = ledger::store::locate(&tree, seq, at).expect("the event is stored");
+    let mut block = tree.get(&key).expect("read").expect("block present").to_vec();
+    block[offset] ^= xor;
+    tree.insert(key, block).expect("write");
     db.flush().expect("flush");
 }

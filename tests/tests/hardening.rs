@@ -17,8 +17,8 @@ fn grant(contract: &str) -> Value {
 }
 
 /// A server whose `N`th durable-path operation fails as planned. Checkpoints only on
-/// demand, so the operations are the commits' alone: 1-3 the first commit's batch, flush and
-/// fsync; 4-6 the second's.
+/// demand, so the operations are: 1 saving a new store's views, 2-4 the first commit's
+/// batch, flush and fsync, 5-7 the second's.
 fn with_fault(plan: &str) -> Server {
     Server::with(Options {
         env: vec![("CLEDGER_FAULT".into(), plan.into())],
@@ -52,7 +52,7 @@ fn assert_stopped_loudly(server: &Server, code: &str, kind: &str) {
 #[test]
 fn a_failed_commit_stops_the_writer_loudly_and_reads_go_on() {
     // The second commit's fsync fails.
-    let server = with_fault("6:error");
+    let server = with_fault("7:error");
     server.append_ok(&grant("before"));
     let failed = server.append(&grant("lost"));
     // The fsync failed: 503 `writer_stopped` (before: "stored data is damaged"), never 201.
@@ -63,7 +63,7 @@ fn a_failed_commit_stops_the_writer_loudly_and_reads_go_on() {
 #[test]
 fn a_panicking_writer_stops_loudly_and_reads_go_on() {
     // Before the fix the thread died silently: 503 "closed", /readyz 200, failure() empty.
-    let server = with_fault("4:panic");
+    let server = with_fault("5:panic");
     server.append_ok(&grant("before"));
     server.append(&grant("lost")).expect_error(503, "writer_stopped", None);
     assert_stopped_loudly(&server, "writer_stopped", "panic");

@@ -1,0 +1,159 @@
+//! Reading the chain out of its blocks: one event, a range of records, the last event.
+//!
+//! Every read goes through here, so the block layout ([`crate::block`]) is known in one
+//! place. Reads check structure (a damaged block is `Corrupt` at the seqs it holds) and,
+//! where they decode, that each event's bytes hash to the stored hash and carry its seq.
+
+use crate::block::Block;
+use crate::{corrupt, keys, ReadError, VerifyFailure};
+use events::{Digest, RecordedEvent};
+
+/// One stored event, not decoded: its seq, stored hash and canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub hash: Digest,
+    pub canonical: Vec<u8>,
+}
+
+impl Record {
+    /// Decodes the bytes, checking they hash to the stored hash and carry the seq.
+    pub fn decode(self) -> Result<RecordedEvent, ReadError> {
+        let seq = self.seq;
+        let recorded = RecordedEvent::from_canonical(self.canonical).map_err(|e| ReadError::Corrupt(VerifyFailure { seq, reason: e.to_string() }))?;
+        if recorded.hash != self.hash {
+            return Err(corrupt(seq, "stored hash does not match the stored bytes"));
+        }
+        if recorded.event.seq != seq {
+            return Err(corrupt(seq, "event stored under another seq"));
+        }
+        Ok(recorded)
+    }
+}
+
+/// A stored block and the seq of its first event.
+pub struct StoredBlock {
+    pub first: u64,
+    pub bytes: sled::IVec,
+}
+
+impl StoredBlock {
+    pub fn parse(&self) -> Result<Block<'_>, ReadError> {
+        Block::parse(&self.bytes).map_err(|e| corrupt(self.first, &format!("block: {e}")))
+    }
+
+    /// Seq of the last event of the block.
+    pub fn last(&self) -> Result<u64, ReadError> {
+        Ok(self.first + self.parse()?.len() as u64 - 1)
+    }
+
+    /// The records of the block, from `from` (a seq inside it or before it) on.
+    pub fn records(&self, from: u64) -> Result<Vec<Record>, ReadError> {
+        let block = self.parse()?;
+        let skip = from.saturating_sub(self.first) as usize;
+        Ok((skip..block.len())
+            .map(|i| Record { seq: self.first + i as u64, hash: block.hash(i), canonical: block.canonical(i).to_vec() })
+            .collect())
+    }
+}
+
+fn stored(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<StoredBlock, ReadError> {
+    let (key, bytes) = item?;
+    let first = keys::seq_of_block_key(&key).ok_or_else(|| corrupt(0, "malformed block key"))?;
+    Ok(StoredBlock { first, bytes })
+}
+
+/// The block holding `seq`, if one is stored.
+pub fn block_of(tree: &sled::Tree, seq: u64) -> Result<Option<StoredBlock>, ReadError> {
+    let Some(item) = tree.range(keys::block(0)..=keys::block(seq)).next_back() else { return Ok(None) };
+    let block = stored(item)?;
+    if block.last()? < seq {
+        return Ok(None);
+    }
+    Ok(Some(block))
+}
+
+/// The stored record of `seq`.
+pub fn record(tree: &sled::Tree, seq: u64) -> Result<Record, ReadError> {
+    let block = block_of(tree, seq)?.ok_or_else(|| corrupt(seq, "event missing"))?;
+    let parsed = block.parse()?;
+    let i = (seq - block.first) as usize;
+    Ok(Record { seq, hash: parsed.hash(i), canonical: parsed.canonical(i).to_vec() })
+}
+
+/// The stored hash of `seq` (without copying its bytes).
+pub fn hash_of(tree: &sled::Tree, seq: u64) -> Result<Digest, ReadError> {
+    let block = block_of(tree, seq)?.ok_or_else(|| corrupt(seq, "event missing"))?;
+    Ok(block.parse()?.hash((seq - block.first) as usize))
+}
+
+/// The event at `seq`, decoded and checked.
+pub fn event(tree: &sled::Tree, seq: u64) -> Result<RecordedEvent, ReadError> {
+    record(tree, seq)?.decode()
+}
+
+/// Blocks in seq order, from the one holding `from` on, up to the one holding `to`; each
+/// checked to follow the previous without a gap.
+pub fn blocks(tree: &sled::Tree, from: u64, to: u64) -> impl Iterator<Item = Result<StoredBlock, ReadError>> + '_ {
+    let start = match block_of(tree, from) {
+        Ok(Some(b)) => b.first,
+        _ => from,
+    };
+    let mut expected = start;
+    let mut done = from > to;
+    tree.range(keys::block(start)..=keys::block(to)).map_while(move |item| {
+        if done {
+            return None;
+        }
+        let result = stored(item).and_then(|block| {
+            if block.first != expected {
+                return Err(corrupt(expected, &format!("missing: the next stored block starts at seq {}", block.first)));
+            }
+            expected = block.last()? + 1;
+            Ok(block)
+        });
+        done = result.is_err();
+        Some(result)
+    })
+}
+
+/// Records `from..=to` in seq order. A gap is an error, never a shorter answer.
+pub fn records(tree: &sled::Tree, from: u64, to: u64) -> impl Iterator<Item = Result<Record, ReadError>> + '_ {
+    let mut next = from;
+    blocks(tree, from, to)
+        .flat_map(move |block| match block.and_then(|b| b.records(from)) {
+            Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+        .take_while(move |r| r.as_ref().map_or(true, |r| r.seq <= to))
+        .map(move |r| {
+            let r = r?;
+            if r.seq != next {
+                return Err(corrupt(next, "event missing"));
+            }
+            next += 1;
+            Ok(r)
+        })
+}
+
+/// Seq and hash of the last stored event (0 and zeros if none).
+pub fn last(tree: &sled::Tree) -> Result<(u64, Digest), ReadError> {
+    let Some(item) = tree.scan_prefix([keys::BLOCK]).next_back() else { return Ok((0, Digest::ZERO)) };
+    let block = stored(item)?;
+    let parsed = block.parse()?;
+    Ok((block.first + parsed.len() as u64 - 1, parsed.hash(parsed.len() - 1)))
+}
+
+/// Where byte `at` of event `seq`'s record (its stored hash, bytes 0..32, then its canonical
+/// bytes) lives: its block's key and the offset in the block's value. For tools and tests
+/// that examine or damage the store byte by byte.
+pub fn locate(tree: &sled::Tree, seq: u64, at: usize) -> Result<(Vec<u8>, usize), ReadError> {
+    let block = block_of(tree, seq)?.ok_or_else(|| corrupt(seq, "event missing"))?;
+    let i = (seq - block.first) as usize;
+    let offset = if at < 32 {
+        crate::block::hash_offset(i) + at
+    } else {
+        crate::block::canonical_offset(&block.bytes, i).map_err(|e| corrupt(seq, &e.to_string()))? + at - 32
+    };
+    Ok((keys::block(block.first).to_vec(), offset))
+}
