@@ -203,6 +203,12 @@ enum Command {
         #[arg(long, env = "CLEDGER_DATA")]
         data: PathBuf,
     },
+    /// Convert a store of the previous format (1) to this build's (2), verifying every
+    /// event on the way; the old store is kept beside it as DIR.format-1.
+    Migrate {
+        #[arg(long, env = "CLEDGER_DATA")]
+        data: PathBuf,
+    },
     /// Measure durable appends, verification and raw hashing on this machine.
     Bench {
         /// Directory for the benchmark's scratch ledgers (default: a temporary directory
@@ -313,6 +319,7 @@ fn main() -> ExitCode {
             format,
         }),
         Command::Rebuild { data } => report::rebuild(&data),
+        Command::Migrate { data } => report::migrate(&data),
         Command::Bench { dir, events, contracts, suite, nats } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref()),
     };
     match result {

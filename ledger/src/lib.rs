@@ -15,6 +15,7 @@ mod durable;
 mod idempotency;
 pub mod io;
 pub mod keys;
+pub mod migrate;
 pub mod nats;
 pub mod store;
 mod verify;
