@@ -77,6 +77,19 @@ pub struct Event {
     pub body: EventBody,
 }
 
+/// Format 1's fields after the common prefix, in canonical order, borrowed for encoding
+/// (postcard writes a `&T` exactly as a `T`, so the bytes are [`FormatV1`]'s).
+#[derive(Serialize)]
+struct FormatV1Ref<'a> {
+    contract_id: Option<&'a ContractId>,
+    version: u64,
+    effective_date: Date,
+    recorded_at: Timestamp,
+    actor: &'a str,
+    idempotency_key: Option<&'a str>,
+    body: &'a EventBody,
+}
+
 /// Format 1's fields after the common prefix, in canonical order.
 #[derive(Serialize, Deserialize)]
 struct FormatV1 {
@@ -109,19 +122,18 @@ impl Event {
     /// The canonical bytes of this event.
     pub fn encode(&self) -> Vec<u8> {
         let prefix = (self.prev_hash.0, self.seq, FORMAT_VERSION);
-        let fields = FormatV1 {
-            contract_id: self.stream.contract_id().cloned(),
+        let fields = FormatV1Ref {
+            contract_id: self.stream.contract_id(),
             version: self.version,
             effective_date: self.effective_date,
             recorded_at: self.recorded_at,
-            actor: self.actor.clone(),
-            idempotency_key: self.idempotency_key.clone(),
-            body: self.body.clone(),
+            actor: &self.actor,
+            idempotency_key: self.idempotency_key.as_deref(),
+            body: &self.body,
         };
         // Serializing plain data into a Vec cannot fail.
-        let mut bytes = postcard::to_stdvec(&prefix).expect("prefix encodes");
-        bytes.extend(postcard::to_stdvec(&fields).expect("event encodes"));
-        bytes
+        let bytes = postcard::to_extend(&prefix, Vec::with_capacity(128)).expect("prefix encodes");
+        postcard::to_extend(&fields, bytes).expect("event encodes")
     }
 
     /// Decodes canonical bytes, refusing anything that is not the one canonical encoding.

@@ -26,7 +26,7 @@ use crate::{
 };
 use events::merkle::Frontier;
 use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
-use projections::{fold, seal, ContractState, LedgerFacts, Sealing};
+use projections::{fold, seal, ContractState, LedgerFacts, Mark, Sealing};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -53,15 +53,12 @@ struct Group {
 
 /// What a request changed, to undo it when it is refused part way.
 struct Undo {
-    /// Whether contract states are kept to undo: only an atomic request of several events
-    /// can be refused after one of its events was folded (a single event is refused before
-    /// its fold changes anything, or not at all), and a state can be large.
-    snapshots: bool,
     head: ChainHead,
     frontier: Frontier,
     ledger: LedgerFacts,
-    /// Each contract the request changed, as it was before (`None`: created by it).
-    contracts: Vec<(ContractId, Option<ContractState>)>,
+    /// Each contract the request changed and where to roll it back to (`None`: created by
+    /// it). A mark costs nothing to take; rolling back costs what the request folded.
+    contracts: Vec<(ContractId, Option<Mark>)>,
     writes_len: usize,
     keys: Vec<String>,
     seqs: Vec<u64>,
@@ -352,8 +349,9 @@ impl Writer {
             && let Err(rejection) = events::check_idempotency_key("idempotency_key", k) {
                 return Err(AppendError::Rejected { index: 0, rejection });
             }
-        let print = fingerprint(&request.actor, &request.events);
-        if let Some(k) = &key {
+        // A fingerprint hashes every event's JSON: only keyed requests need one.
+        let print = key.as_ref().map(|_| fingerprint(&request.actor, &request.events));
+        if let (Some(k), Some(print)) = (&key, print) {
             match self.replay(k, print, group) {
                 Ok(Some(receipts)) => return Ok(Appended { receipts, refused: None }),
                 Ok(None) => {}
@@ -368,7 +366,7 @@ impl Writer {
                 Err(other) => return Err(refused_whole(other)),
             }
         }
-        let mut undo = self.undo_point(group, request.events.len() > 1);
+        let mut undo = self.undo_point(group);
         let mut receipts = Vec::with_capacity(request.events.len());
         for (index, proposal) in request.events.iter().enumerate() {
             let outcome = self.append_keyed(request, proposal, key.as_deref(), group, &mut undo);
@@ -380,7 +378,7 @@ impl Writer {
                 }
             }
         }
-        if let Some(k) = key {
+        if let (Some(k), Some(print)) = (key, print) {
             let record = KeyRecord { fingerprint: print, first_seq: receipts[0].seq, count: receipts.len() as u32 };
             self.record_key(&k, record, group, &mut undo);
         }
@@ -414,15 +412,15 @@ impl Writer {
     fn decide_prefix(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
         let mut receipts = Vec::with_capacity(request.events.len());
         for (index, proposal) in request.events.iter().enumerate() {
-            let print = fingerprint(&request.actor, std::slice::from_ref(proposal));
-            let mut undo = self.undo_point(group, false);
+            let mut undo = self.undo_point(group);
             let outcome = match &proposal.idempotency_key {
-                Some(k) => match self.replay(k, print, group) {
+                Some(k) => match self.replay(k, fingerprint(&request.actor, std::slice::from_ref(proposal)), group) {
                     Ok(Some(mut replayed)) => {
                         receipts.append(&mut replayed);
                         continue;
                     }
                     Ok(None) => self.append_one(proposal, Some(k), &request.actor, group, &mut undo).map(|receipt| {
+                        let print = fingerprint(&request.actor, std::slice::from_ref(proposal));
                         self.record_key(k, KeyRecord { fingerprint: print, first_seq: receipt.seq, count: 1 }, group, &mut undo);
                         receipt
                     }),
@@ -513,9 +511,8 @@ impl Writer {
         undo.keys.push(key.to_string());
     }
 
-    fn undo_point(&self, group: &Group, snapshots: bool) -> Undo {
+    fn undo_point(&self, group: &Group) -> Undo {
         Undo {
-            snapshots,
             head: self.head,
             frontier: self.frontier.clone(),
             ledger: self.ledger.clone(),
@@ -530,11 +527,12 @@ impl Writer {
         self.head = undo.head;
         self.frontier = undo.frontier;
         self.ledger = undo.ledger;
-        for (id, state) in undo.contracts {
-            match (state, self.shared.views.get(&id)) {
-                (Some(before), Some(live)) => *lock(&live) = before,
-                (Some(before), None) => self.shared.views.insert(before),
+        for (id, mark) in undo.contracts {
+            match (mark, self.shared.views.get(&id)) {
+                (Some(mark), Some(live)) => lock(&live).rollback(&mark),
                 (None, _) => self.shared.views.remove(&id),
+                // A contract the request did not create stays live: nothing to undo.
+                (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
             }
         }
         group.writes.truncate(undo.writes_len);
@@ -562,12 +560,10 @@ impl Writer {
         let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
         let recorded = seal(proposal, contract.as_deref(), &self.ledger, &self.head, &sealing).map_err(Refused::Rule)?;
         let event = &recorded.event;
-        // Keep the contract's state from before the request, once per contract, to undo; a
-        // contract the request creates is always noted (undoing it removes it).
+        // Where to roll the contract back to, once per contract per request.
         if let Stream::Contract(id) = &event.stream
-            && (undo.snapshots || contract.is_none())
             && !undo.contracts.iter().any(|(c, _)| c == id) {
-                undo.contracts.push((id.clone(), contract.as_deref().cloned()));
+                undo.contracts.push((id.clone(), contract.as_deref().map(ContractState::mark)));
             }
         self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| {
             metrics::counter!("ledger_invariant_violations_total").increment(1);

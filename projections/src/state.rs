@@ -144,7 +144,8 @@ pub struct ContractState {
     /// Indexes, so that deciding on the next event does not scan the contract's history.
     pub invoice_index: BTreeMap<String, usize>,
     pub payment_index: BTreeMap<String, usize>,
-    /// Per invoice id: the sum of its payments that are not reversed.
+    /// Per invoice id: the sum of its payments that are not reversed; no entry when that
+    /// sum is zero (so a state has one form, whatever was added and taken away).
     pub paid_by_invoice: BTreeMap<String, i128>,
     /// Latest effective date among events other than invoices and payments.
     pub latest_non_billing_date: Date,
@@ -152,6 +153,27 @@ pub struct ContractState {
     /// below `MAX_ABS_MINOR_UNITS` by the rules, which bounds every figure and every
     /// intermediate product of the revenue arithmetic.
     pub magnitude_total: i128,
+}
+
+/// Adds `amount` to an invoice's paid sum, keeping no zero entries.
+fn add_paid(paid: &mut BTreeMap<String, i128>, invoice: String, amount: i128) {
+    // Amounts are bounded by the contract's magnitude total (10^30): no overflow.
+    let total = paid.get(&invoice).copied().unwrap_or(0) + amount;
+    if total == 0 {
+        paid.remove(&invoice);
+    } else {
+        paid.insert(invoice, total);
+    }
+}
+
+/// A point a state can be rolled back to ([`ContractState::rollback`]): what it had folded,
+/// and the aggregates that are not the sum of their facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub last_seq: u64,
+    version: u64,
+    latest_non_billing_date: Date,
+    magnitude_total: i128,
 }
 
 /// Why an event cannot be folded into a state. Events that passed the rules always fold;
@@ -290,7 +312,7 @@ impl ContractState {
                 self.add_magnitude(seq, p.amount.minor_units())?;
                 self.payment_index.entry(p.payment_id.clone()).or_insert(self.payments.len());
                 if let Some(invoice) = &p.invoice_id {
-                    *self.paid_by_invoice.entry(invoice.clone()).or_default() += p.amount.minor_units();
+                    add_paid(&mut self.paid_by_invoice, invoice.clone(), p.amount.minor_units());
                 }
                 self.payments.push(PaymentFact {
                     payment_id: p.payment_id.clone(),
@@ -315,8 +337,8 @@ impl ContractState {
                 target.reversed_by = Some(origin);
                 if target.kind == EventKind::PaymentReceived
                     && let Some(p) = self.payments.iter().rev().find(|p| p.origin.seq == r.target_seq)
-                        && let Some(invoice) = &p.invoice_id {
-                            *self.paid_by_invoice.entry(invoice.clone()).or_default() -= p.amount;
+                        && let Some(invoice) = p.invoice_id.clone() {
+                            add_paid(&mut self.paid_by_invoice, invoice, -p.amount);
                         }
                 self.reversals.push(ReversalFact { target_seq: r.target_seq, reason: r.reason.clone(), origin });
             }
@@ -328,6 +350,77 @@ impl ContractState {
         self.version = event.version;
         self.last_seq = seq;
         Ok(())
+    }
+
+    /// Where the state is now, to roll back to.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            last_seq: self.last_seq,
+            version: self.version,
+            latest_non_billing_date: self.latest_non_billing_date,
+            magnitude_total: self.magnitude_total,
+        }
+    }
+
+    /// Undoes every event folded after `mark`, newest first, each exactly as `apply` did it:
+    /// the state equals the one `mark` was taken of. Costs what the undone events added, not
+    /// the state's size (an atomic batch refused part way is undone this way).
+    pub fn rollback(&mut self, mark: &Mark) {
+        let undone: Vec<(u64, EventKind)> = self.events.range(mark.last_seq + 1..).rev().map(|(seq, e)| (*seq, e.kind)).collect();
+        for (seq, kind) in undone {
+            match kind {
+                EventKind::CapacityChanged => {
+                    self.capacity_changes.pop();
+                    if self.tranches.last().is_some_and(|t| t.origin.seq == seq) {
+                        self.tranches.pop();
+                    }
+                }
+                EventKind::MilestoneReached => {
+                    self.resolutions.pop();
+                }
+                EventKind::InvoiceIssued => {
+                    if let Some(i) = self.invoices.pop()
+                        && self.invoice_index.get(&i.invoice_id) == Some(&self.invoices.len()) {
+                            self.invoice_index.remove(&i.invoice_id);
+                        }
+                }
+                EventKind::PaymentReceived => {
+                    if let Some(p) = self.payments.pop() {
+                        if self.payment_index.get(&p.payment_id) == Some(&self.payments.len()) {
+                            self.payment_index.remove(&p.payment_id);
+                        }
+                        if let Some(invoice) = p.invoice_id {
+                            add_paid(&mut self.paid_by_invoice, invoice, -p.amount);
+                        }
+                    }
+                }
+                EventKind::SlaCreditIssued => {
+                    self.credits.pop();
+                }
+                EventKind::ContractTerminated => {
+                    self.terminations.pop();
+                }
+                EventKind::EventReversed => {
+                    if let Some(r) = self.reversals.pop()
+                        && let Some(target) = self.events.get_mut(&r.target_seq) {
+                            target.reversed_by = None;
+                            if target.kind == EventKind::PaymentReceived
+                                && let Some(p) = self.payments.iter().rev().find(|p| p.origin.seq == r.target_seq)
+                                && let Some(invoice) = p.invoice_id.clone() {
+                                    add_paid(&mut self.paid_by_invoice, invoice, p.amount);
+                                }
+                        }
+                }
+                // The grant is never undone this way (a state is dropped instead), and a
+                // ledger-wide event is not in a contract's state.
+                EventKind::LeaseGranted | EventKind::PeriodClosed => {}
+            }
+            self.events.remove(&seq);
+        }
+        self.last_seq = mark.last_seq;
+        self.version = mark.version;
+        self.latest_non_billing_date = mark.latest_non_billing_date;
+        self.magnitude_total = mark.magnitude_total;
     }
 
     /// The window of the firm tranche a capacity change adds: from its effective date (or the

@@ -602,6 +602,26 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
     }
     prop_assert_eq!(&folded, &book);
 
+    // Rolling a state back to a mark undoes exactly what was folded after it: for every
+    // contract and cut point, the state equals a fold of the events up to the cut.
+    for id in book.contracts.keys() {
+        let own: Vec<&RecordedEvent> = accepted.iter().map(|(_, r)| r).filter(|r| r.event.stream.contract_id() == Some(id)).collect();
+        for cut in 1..=own.len() {
+            let mut ledger = projections::LedgerFacts::default();
+            let mut state = projections::fold(&own[0].event, None, &mut ledger).unwrap().unwrap();
+            for r in &own[1..cut] {
+                projections::fold(&r.event, Some(&mut state), &mut ledger).unwrap();
+            }
+            let before = state.clone();
+            let mark = state.mark();
+            for r in &own[cut..] {
+                projections::fold(&r.event, Some(&mut state), &mut ledger).unwrap();
+            }
+            state.rollback(&mark);
+            prop_assert_eq!(&state, &before, "{} rolled back to {} of {} events", id, cut, own.len());
+        }
+    }
+
     // Portfolio totals are the per-currency sums.
     let at = AsOf::date(Date::parse("2026-03-31").unwrap());
     let mut portfolio = Portfolio::default();
