@@ -648,20 +648,27 @@ impl Ledger {
         };
         note_root(0, &frontier);
         let mut grants: BTreeMap<ContractId, u64> = BTreeMap::new();
-        for item in self.records_after(0) {
-            let record = item.map_err(|e| match e {
-                ReadError::Storage(s) => VerifyError::Storage(s),
-                ReadError::Corrupt(f) => VerifyError::Failed(f),
-            })?;
-            let seq = record.seq;
-            let recorded = verifier.check(seq, &record.hash, &record.canonical).map_err(VerifyError::Failed)?;
+        // Each event's own checks run on every core; links, versions and the tree in order.
+        let mut linked = Ok(());
+        let decoded = store::decode_in_order(&self.shared.tree, 1, head.seq, |recorded| {
+            if let Err(f) = verifier.link(&recorded) {
+                linked = Err(f);
+                return Err(corrupt(recorded.event.seq, "stop"));
+            }
+            let seq = recorded.event.seq;
             if let (Stream::Contract(id), 1) = (&recorded.event.stream, recorded.event.version) {
                 grants.insert(id.clone(), seq);
             }
             frontier.push(&recorded.hash);
             note_root(seq, &frontier);
             progress(seq);
-        }
+            Ok(())
+        });
+        linked.map_err(VerifyError::Failed)?;
+        decoded.map_err(|e| match e {
+            ReadError::Storage(s) => VerifyError::Storage(s),
+            ReadError::Corrupt(f) => VerifyError::Failed(f),
+        })?;
         // The contract index names exactly the contracts granted, each at its grant.
         let indexed: BTreeMap<ContractId, u64> = self.contracts(None, usize::MAX).map_err(|e| match e {
             ReadError::Storage(s) => VerifyError::Storage(s),

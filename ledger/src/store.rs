@@ -157,3 +157,77 @@ pub fn locate(tree: &sled::Tree, seq: u64, at: usize) -> Result<(Vec<u8>, usize)
     };
     Ok((keys::block(block.first).to_vec(), offset))
 }
+
+/// Events decoded per batch handed across threads by [`decode_in_order`].
+const DECODE_CHUNK_EVENTS: usize = 8_192;
+/// Decoded batches waiting for the consumer: a bound on memory (about 3 × 8,192 events).
+const DECODE_QUEUE_CHUNKS: usize = 2;
+
+/// Reads `from..=to`, checks every event on its own (its bytes hash to the stored hash,
+/// decode strictly, carry its seq: [`crate::check_record`]) on every core, and hands the
+/// decoded events to `each` in seq order on the calling thread, which does what must be in
+/// order (links, versions, folds). Reading and checking run ahead of `each` by at most a few
+/// batches. Stops at the first failure, of either.
+pub fn decode_in_order(
+    tree: &sled::Tree,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(RecordedEvent) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    use rayon::prelude::*;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, ReadError>>(DECODE_QUEUE_CHUNKS);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut pending: Vec<StoredBlock> = vec![];
+            let mut pending_events = 0;
+            let decode = |blocks: &[StoredBlock]| -> Result<Vec<RecordedEvent>, ReadError> {
+                let parsed: Vec<(u64, Block<'_>)> = blocks.iter().map(|b| b.parse().map(|p| (b.first, p))).collect::<Result<_, _>>()?;
+                let jobs: Vec<(u64, Digest, &[u8])> = parsed
+                    .iter()
+                    .flat_map(|(first, block)| (0..block.len()).map(move |i| (first + i as u64, block.hash(i), block.canonical(i))))
+                    .filter(|(seq, _, _)| (from..=to).contains(seq))
+                    .collect();
+                jobs.par_iter()
+                    .map(|(seq, hash, canonical)| crate::check_record(*seq, hash, canonical).map_err(ReadError::Corrupt))
+                    .collect()
+            };
+            for block in blocks(tree, from, to) {
+                let block = match block {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                pending_events += block.parse().map_or(0, |b| b.len());
+                pending.push(block);
+                if pending_events >= DECODE_CHUNK_EVENTS {
+                    let chunk = decode(&pending);
+                    pending.clear();
+                    pending_events = 0;
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.send(decode(&pending));
+            }
+        });
+        let mut next = from;
+        for chunk in rx {
+            for recorded in chunk? {
+                if recorded.event.seq != next {
+                    return Err(corrupt(next, "event missing"));
+                }
+                next += 1;
+                each(recorded)?;
+            }
+        }
+        if next <= to {
+            return Err(corrupt(next, "event missing"));
+        }
+        Ok(())
+    })
+}

@@ -49,7 +49,10 @@ impl ChainVerifier {
         if event.prev_hash != self.last_hash {
             return Err(fail(format!("prev_hash {} does not link to seq {}'s hash {}", event.prev_hash, self.last_seq, self.last_hash)));
         }
-        let version = self.versions.entry(event.stream.clone()).or_default();
+        let version = match self.versions.get_mut(&event.stream) {
+            Some(v) => v,
+            None => self.versions.entry(event.stream.clone()).or_default(),
+        };
         if event.version != *version + 1 {
             return Err(fail(format!("{} version {} does not follow {}", event.stream, event.version, version)));
         }
