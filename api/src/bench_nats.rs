@@ -5,7 +5,7 @@
 //! the benchmark creates and then deletes a stream of its own name.
 
 use events::Proposal;
-use ledger::nats::{run_follower, run_publisher, NatsStatus, StreamSettings};
+use bus::{run_follower, run_publisher, NatsStatus, StreamSettings};
 use ledger::{AppendRequest, Ledger, Mode, Options};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -16,7 +16,6 @@ mod idempotency;
 pub mod io;
 pub mod keys;
 pub mod migrate;
-pub mod nats;
 pub mod store;
 mod verify;
 pub mod views;
@@ -172,6 +171,44 @@ pub enum AppendError {
     /// A bug: the rules admitted an event its state refused to fold.
     #[error("internal error: {0}")]
     Internal(String),
+    /// This node does not take writes now (replicated mode: another node leads, or none
+    /// does yet). Nothing was written; send the request to the leader.
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// The group could not be replicated (replicated mode): nothing was written or
+    /// acknowledged anywhere; the request may be retried (with its idempotency key).
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
+}
+
+/// A group of events about to be committed, handed to the [`Replicator`] first.
+pub struct ReplicationGroup<'a> {
+    /// The durable head the group follows: the stream must end there.
+    pub after: u64,
+    /// The group's events, in seq order (`after + 1` on).
+    pub events: Vec<&'a RecordedEvent>,
+    /// The idempotency records the group writes, each with its key.
+    pub keys: Vec<(&'a str, KeyRecord)>,
+}
+
+/// Why a group was not replicated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    /// The replicated log does not end at the writer's head: another writer appended. This
+    /// node must stop writing and follow.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The replicated log did not acknowledge in time (or refused for another reason);
+    /// nothing is known to be stored. The writer rolls the group back and goes on.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Makes a group durable elsewhere before the writer commits it locally (replicated mode):
+/// called on the writer thread with each group; `Ok` only once every event is stored by a
+/// quorum. A group it refuses is rolled back and never acknowledged.
+pub trait Replicator: Send + Sync {
+    fn replicate(&self, group: &ReplicationGroup<'_>) -> Result<(), ReplicationError>;
 }
 
 #[derive(Debug)]
@@ -253,6 +290,9 @@ pub struct Options {
     pub faults: Option<io::FaultPlan>,
     /// Record every durable-path operation (tests sweep faults over them; see [`Ledger::io_trace`]).
     pub record_io: bool,
+    /// Replicated mode: every group goes through it before the local commit, and the
+    /// ledger starts not taking writes until [`Ledger::set_leading`] says it leads.
+    pub replicator: Option<Arc<dyn Replicator>>,
 }
 
 /// The system clock, in microseconds since the Unix epoch.
@@ -263,7 +303,7 @@ pub fn system_clock() -> Timestamp {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(system_clock), faults: None, record_io: false }
+        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None }
     }
 }
 
@@ -277,6 +317,9 @@ struct Shared {
     failure: Mutex<Option<WriterFailure>>,
     counters: Counters,
     io: io::Io,
+    /// Whether appends are taken (always, unless replicated mode says this node does not
+    /// lead). The writer clears it itself when it is fenced.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -291,8 +334,9 @@ impl Shared {
 
 enum Job {
     Append { request: AppendRequest, reply: oneshot::Sender<Result<Appended, AppendError>> },
-    /// Events recorded elsewhere (a follower copying its leader's stream).
-    Replicate { events: Vec<RecordedEvent>, reply: oneshot::Sender<Result<Replicated, AppendError>> },
+    /// Events recorded elsewhere (a follower copying its leader's stream), with the
+    /// idempotency records the leader wrote with them.
+    Replicate { events: Vec<RecordedEvent>, keys: Vec<(String, KeyRecord)>, reply: oneshot::Sender<Result<Replicated, AppendError>> },
 }
 
 impl Job {
@@ -381,6 +425,7 @@ impl Ledger {
             failure: Mutex::new(None),
             counters: Counters::default(),
             io,
+            leading: std::sync::atomic::AtomicBool::new(options.replicator.is_none()),
         });
         let frontier = load_tree(&shared.tree, &shared.io, head.seq).map_err(|e| open_error(dir, e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_REQUESTS_MAX);
@@ -431,9 +476,16 @@ impl Ledger {
     /// recorded_at) and folds into its contract. Stops at the first that does not; the ones
     /// before it are stored. Returns when they are durable.
     pub async fn replicate(&self, events: Vec<RecordedEvent>) -> Result<Replicated, AppendError> {
+        self.replicate_with_keys(events, vec![]).await
+    }
+
+    /// [`Ledger::replicate`], storing with the events the idempotency records their leader
+    /// wrote (each with its key; a record's events must be among those stored before it or
+    /// with it), so a retry sent to this node after a failover is answered as a replay.
+    pub async fn replicate_with_keys(&self, events: Vec<RecordedEvent>, keys: Vec<(String, KeyRecord)>) -> Result<Replicated, AppendError> {
         let (reply, answer) = oneshot::channel();
         let sender = lock(&self.jobs).clone().ok_or_else(|| self.unavailable())?;
-        let job = Job::Replicate { events, reply };
+        let job = Job::Replicate { events, keys, reply };
         // The queue is bounded: wait for room off the async executor.
         let sent = match sender.try_send(job) {
             Ok(()) => Ok(()),
@@ -461,6 +513,16 @@ impl Ledger {
 
     fn unavailable(&self) -> AppendError {
         AppendError::Stopped(self.failure())
+    }
+
+    /// Replicated mode: whether this node takes appends (it leads). Appends taken while
+    /// leading are still fenced by the replicated log's position, whatever this says.
+    pub fn set_leading(&self, leading: bool) {
+        self.shared.leading.store(leading, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.shared.leading.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why the writer stopped taking writes, if it failed.

@@ -22,7 +22,8 @@ use crate::block::BlockBuilder;
 use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
     keys, lock, store, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
-    Receipt, Replicated, Shared, VerifyFailure, WriterFailure, GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
+    Receipt, Replicated, ReplicationError, ReplicationGroup, Replicator, Shared, VerifyFailure, WriterFailure,
+    GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::merkle::Frontier;
 use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
@@ -49,6 +50,19 @@ struct Group {
     /// commit, and answered from here when a later request of the group replays one.
     events: BTreeMap<u64, RecordedEvent>,
     event_count: usize,
+    /// Each contract the group changed and where to roll it back to (`None`: created by
+    /// it), for a group the replicated log refuses.
+    marks: Vec<(ContractId, Option<Mark>)>,
+}
+
+/// How a group ended.
+enum GroupEnd {
+    /// Committed (or nothing to commit).
+    Committed,
+    /// The writer stopped for good.
+    Stopped(WriterFailure),
+    /// The replicated log refused the group; it was rolled back.
+    NotReplicated(ReplicationError),
 }
 
 /// What a request changed, to undo it when it is refused part way.
@@ -94,6 +108,7 @@ pub(crate) struct Writer {
     events_since_persist: u64,
     last_persist: Instant,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    replicator: Option<Arc<dyn Replicator>>,
     jobs: Receiver<Job>,
 }
 
@@ -130,6 +145,7 @@ impl Writer {
             events_since_persist: 0,
             last_persist: Instant::now(),
             clock: options.clock,
+            replicator: options.replicator,
             jobs,
         }
     }
@@ -151,7 +167,7 @@ impl Writer {
             // Deciding and committing may panic (a bug): catch it, so the writer's end is
             // recorded and every caller answered, never a silent death.
             let processed = catch_unwind(AssertUnwindSafe(|| self.process(&jobs)));
-            let (outcomes, stop) = match processed {
+            let (outcomes, end) = match processed {
                 Ok(result) => result,
                 Err(payload) => {
                     let failure = WriterFailure::new(FailureKind::Panic, panic_message(payload.as_ref()));
@@ -162,16 +178,16 @@ impl Writer {
                             Job::Replicate { .. } => Outcome::Replicate(Err(AppendError::Stopped(Some(failure.clone())))),
                         })
                         .collect();
-                    (outcomes, Some(failure))
+                    (outcomes, GroupEnd::Stopped(failure))
                 }
             };
             // The failure is recorded before anyone is answered, so a caller that sees its
             // request fail also sees why in `failure()` and `/readyz`.
-            if let Some(failure) = &stop {
+            if let GroupEnd::Stopped(failure) = &end {
                 self.shared.record_failure(failure.clone());
             }
-            self.reply(jobs, outcomes, stop.as_ref());
-            if stop.is_some() {
+            self.reply(jobs, outcomes, &end);
+            if matches!(end, GroupEnd::Stopped(_)) {
                 return;
             }
             if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= PERSIST_EVERY_MS {
@@ -188,30 +204,71 @@ impl Writer {
 
     /// Decides on every job of a group and commits what they staged. Returns one outcome
     /// per job, and why the writer must stop, if it must.
-    fn process(&mut self, jobs: &[Job]) -> (Vec<Outcome>, Option<WriterFailure>) {
+    fn process(&mut self, jobs: &[Job]) -> (Vec<Outcome>, GroupEnd) {
         let mut group = Group::default();
+        let start = (self.head, self.frontier.clone(), self.ledger.clone());
         let outcomes = jobs
             .iter()
             .map(|job| match job {
                 Job::Append { request, .. } => Outcome::Append(self.decide(request, &mut group)),
-                Job::Replicate { events, .. } => Outcome::Replicate(Ok(self.replicate(events, &mut group))),
+                Job::Replicate { events, keys, .. } => Outcome::Replicate(Ok(self.replicate(events, keys, &mut group))),
             })
             .collect();
-        let stop = if group.writes.is_empty() && group.events.is_empty() {
-            None
-        } else {
-            self.commit(&mut group).err().map(|e| {
-                WriterFailure::new(FailureKind::Commit, format!("a commit failed and the ledger stopped taking writes: {e}"))
-            })
-        };
-        (outcomes, stop)
+        if group.writes.is_empty() && group.events.is_empty() {
+            return (outcomes, GroupEnd::Committed);
+        }
+        // Replicated mode: the group is stored by a quorum before it is committed here;
+        // events copied from the replicated log are already there.
+        let appended = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
+        if let (Some(replicator), true, false) = (&self.replicator, appended, group.events.is_empty()) {
+            let durable = start.0.seq;
+            let replication = ReplicationGroup {
+                after: durable,
+                events: group.events.values().collect(),
+                keys: group.keys.iter().map(|(k, r)| (k.as_str(), *r)).collect(),
+            };
+            if let Err(e) = replicator.replicate(&replication) {
+                if let ReplicationError::Fenced(reason) = &e {
+                    tracing::warn!("fenced by the replicated log ({reason}): this node stops writing and follows");
+                    self.shared.leading.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+                metrics::counter!("ledger_groups_not_replicated_total").increment(1);
+                self.rollback_group(group, start);
+                return (outcomes, GroupEnd::NotReplicated(e));
+            }
+        }
+        match self.commit(&mut group) {
+            Ok(()) => (outcomes, GroupEnd::Committed),
+            Err(e) => (
+                outcomes,
+                GroupEnd::Stopped(WriterFailure::new(FailureKind::Commit, format!("a commit failed and the ledger stopped taking writes: {e}"))),
+            ),
+        }
+    }
+
+    /// Undoes a whole group that was never committed: the head, the tree, the ledger's
+    /// facts and every contract it changed go back to where they were before it.
+    fn rollback_group(&mut self, group: Group, start: (ChainHead, Frontier, LedgerFacts)) {
+        (self.head, self.frontier, self.ledger) = start;
+        for (id, mark) in group.marks.into_iter().rev() {
+            match (mark, self.shared.views.get(&id)) {
+                (Some(mark), Some(live)) => lock(&live).rollback(&mark),
+                (None, _) => self.shared.views.remove(&id),
+                (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
+            }
+        }
     }
 
     /// Answers every job. A receipt beyond the durable head is never sent: such an outcome
     /// becomes `Stopped` (its group did not commit).
-    fn reply(&self, jobs: Vec<Job>, outcomes: Vec<Outcome>, stop: Option<&WriterFailure>) {
+    fn reply(&self, jobs: Vec<Job>, outcomes: Vec<Outcome>, end: &GroupEnd) {
         let durable = self.shared.durable.borrow().seq;
-        let stopped = || AppendError::Stopped(stop.cloned());
+        let stopped = || match end {
+            GroupEnd::Stopped(failure) => AppendError::Stopped(Some(failure.clone())),
+            GroupEnd::NotReplicated(ReplicationError::Fenced(_)) => AppendError::NotLeader,
+            GroupEnd::NotReplicated(ReplicationError::Unavailable(reason)) => AppendError::NotReplicated(reason.clone()),
+            GroupEnd::Committed => AppendError::Stopped(None),
+        };
         let counters = &self.shared.counters;
         counters.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         debug_assert_eq!(jobs.len(), outcomes.len(), "one outcome per job");
@@ -320,6 +377,9 @@ impl Writer {
 
     /// Decides on one request, staging its writes into `group`.
     fn decide(&mut self, request: &AppendRequest, group: &mut Group) -> Result<Appended, AppendError> {
+        if !self.shared.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AppendError::NotLeader);
+        }
         if request.events.is_empty() {
             return whole(Rejection::new(Code::EmptyBatch, None, "a request needs at least one event"));
         }
@@ -560,11 +620,16 @@ impl Writer {
         let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
         let recorded = seal(proposal, contract.as_deref(), &self.ledger, &self.head, &sealing).map_err(Refused::Rule)?;
         let event = &recorded.event;
-        // Where to roll the contract back to, once per contract per request.
-        if let Stream::Contract(id) = &event.stream
-            && !undo.contracts.iter().any(|(c, _)| c == id) {
-                undo.contracts.push((id.clone(), contract.as_deref().map(ContractState::mark)));
+        // Where to roll the contract back to, once per contract per request (and per group).
+        if let Stream::Contract(id) = &event.stream {
+            let mark = contract.as_deref().map(ContractState::mark);
+            if !undo.contracts.iter().any(|(c, _)| c == id) {
+                undo.contracts.push((id.clone(), mark));
             }
+            if !group.marks.iter().any(|(c, _)| c == id) {
+                group.marks.push((id.clone(), mark));
+            }
+        }
         self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| {
             metrics::counter!("ledger_invariant_violations_total").increment(1);
             tracing::error!("seq {}: an admitted event does not fold (a bug; the request is refused): {e}", event.seq);
@@ -592,16 +657,25 @@ impl Writer {
 
 impl Writer {
     /// Stores events recorded elsewhere, in order, while each continues the chain and folds.
-    fn replicate(&mut self, events: &[RecordedEvent], group: &mut Group) -> Replicated {
+    fn replicate(&mut self, events: &[RecordedEvent], keys: &[(String, KeyRecord)], group: &mut Group) -> Replicated {
         let mut stored = 0;
+        let mut refused = None;
         for recorded in events {
             if let Err(reason) = self.replicate_one(recorded, group) {
-                let refused = VerifyFailure { seq: recorded.event.seq, reason };
-                return Replicated { stored, refused: Some(refused), head: self.head };
+                refused = Some(VerifyFailure { seq: recorded.event.seq, reason });
+                break;
             }
             stored += 1;
         }
-        Replicated { stored, refused: None, head: self.head }
+        // The leader's idempotency records, for the events now stored.
+        for (key, record) in keys {
+            let last = record.first_seq.saturating_add(u64::from(record.count)).saturating_sub(1);
+            if record.count > 0 && last <= self.head.seq {
+                group.writes.push((keys::idempotency(key), record.to_bytes().to_vec()));
+                group.keys.insert(key.clone(), *record);
+            }
+        }
+        Replicated { stored, refused, head: self.head }
     }
 
     fn replicate_one(&mut self, recorded: &RecordedEvent, group: &mut Group) -> Result<(), String> {
@@ -624,6 +698,10 @@ impl Writer {
         }
         let live = event.stream.contract_id().and_then(|id| self.shared.views.get(id));
         let mut contract = live.as_ref().map(|l| lock(l));
+        if let Some(id) = event.stream.contract_id()
+            && !group.marks.iter().any(|(c, _)| c == id) {
+                group.marks.push((id.clone(), contract.as_deref().map(ContractState::mark)));
+            }
         self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| e.to_string())?;
         drop(contract);
         self.stage(recorded.clone(), group);

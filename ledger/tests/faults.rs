@@ -63,6 +63,7 @@ fn a_retry_staged_in_the_same_failed_group_is_not_acknowledged() {
         clock: gate.clock(),
         faults: Some(FaultPlan { nth: 5, action: FaultAction::Error }),
         record_io: true,
+        replicator: None,
     };
     let ledger = Ledger::open(dir.path(), options).unwrap();
     let first = ledger.submit(AppendRequest::one(proposal(&small_grant("first")), "t")).unwrap();
@@ -99,7 +100,7 @@ fn a_panicking_writer_records_why_answers_everyone_and_refuses_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     append(&open(dir.path()), &small_grant("before")).unwrap();
     // Operation 1 after the reopen is the next commit's batch: the writer panics there.
-    let options = Options { clock: ticking_clock(), faults: Some(FaultPlan { nth: 1, action: FaultAction::Panic }), record_io: false };
+    let options = Options { clock: ticking_clock(), faults: Some(FaultPlan { nth: 1, action: FaultAction::Panic }), ..Options::default() };
     let ledger = Ledger::open(dir.path(), options).unwrap();
     assert!(ledger.failure().is_none());
     let outcome = ledger.append(AppendRequest::one(proposal(&small_grant("during")), "t"));

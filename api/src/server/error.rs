@@ -123,6 +123,9 @@ impl From<ledger::AppendError> for ApiError {
             AppendError::Storage(m) => ApiError::unavailable_code("storage_unavailable", m),
             AppendError::Corrupt(f) => ApiError::internal("store_corrupt", format!("stored data is damaged: {f}")),
             AppendError::Internal(m) => ApiError::internal("internal", m),
+            // The server's handler names the leader when it knows it (replicated mode).
+            AppendError::NotLeader => ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", "this node is not the leader; send writes to the leader"),
+            AppendError::NotReplicated(m) => ApiError::unavailable_code("not_replicated", format!("the events were not replicated and nothing was written; retry: {m}")),
         }
     }
 }

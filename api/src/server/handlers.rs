@@ -420,7 +420,7 @@ pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> 
     let issued = tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&s)).await.map_err(ApiError::task)??;
     metrics::counter!("checkpoints_issued_total").increment(1);
     if let Some(n) = &app.nats {
-        let _ = n.client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.clone().into()).await;
+        let _ = n.client.publish(bus::CHECKPOINT_SUBJECT, issued.note.clone().into()).await;
     }
     Ok((StatusCode::CREATED, Json(checkpoint_json(&issued, &signer))).into_response())
 }

@@ -80,7 +80,7 @@ pub type Shared = Arc<App>;
 
 pub struct NatsHandle {
     pub client: async_nats::Client,
-    pub status: Arc<ledger::nats::NatsStatus>,
+    pub status: Arc<bus::NatsStatus>,
     pub follow: bool,
     pub leader_url: Option<String>,
 }
@@ -114,8 +114,8 @@ async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, String>
 
 /// Checks the stream against the ledger before serving: a contradiction refuses to start;
 /// NATS being unreachable does not (the outbox or follower catches up later).
-async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, settings: &ledger::nats::StreamSettings, follow: bool) -> Result<(), String> {
-    use ledger::nats::NatsError;
+async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, settings: &bus::StreamSettings, follow: bool) -> Result<(), String> {
+    use bus::NatsError;
     let check = async {
         let js = async_nats::jetstream::new(client.clone());
         if follow {
@@ -127,8 +127,8 @@ async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, set
             }
             Ok(())
         } else {
-            let mut stream = ledger::nats::ensure_stream(&js, settings).await?;
-            ledger::nats::resume_point(&mut stream, ledger).await.map(|_| ())
+            let mut stream = bus::ensure_stream(&js, settings).await?;
+            bus::resume_point(&mut stream, ledger).await.map(|_| ())
         }
     };
     match tokio::time::timeout(Duration::from_secs(5), check).await {
@@ -284,13 +284,13 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         let mut nats_task = None;
         if let Some(nc) = &config.nats {
             let client = connect_nats(nc).await?;
-            let settings = ledger::nats::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
+            let settings = bus::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
             check_stream_at_start(&ledger, &client, &settings, nc.follow).await?;
-            let status = Arc::new(ledger::nats::NatsStatus::default());
+            let status = Arc::new(bus::NatsStatus::default());
             nats_task = Some(if nc.follow {
-                tokio::spawn(ledger::nats::run_follower(ledger.clone(), client.clone(), settings.name.clone(), status.clone(), shutdown_rx.clone()))
+                tokio::spawn(bus::run_follower(ledger.clone(), client.clone(), settings.name.clone(), status.clone(), shutdown_rx.clone()))
             } else {
-                tokio::spawn(ledger::nats::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone()))
+                tokio::spawn(bus::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone()))
             });
             nats = Some(NatsHandle { client, status, follow: nc.follow, leader_url: nc.leader_url.clone() });
         }
@@ -365,7 +365,7 @@ async fn issue_checkpoints(
                     last_size = Some(issued.checkpoint.size);
                     metrics::counter!("checkpoints_issued_total").increment(1);
                     if let Some(client) = &nats
-                        && let Err(e) = client.publish(ledger::nats::CHECKPOINT_SUBJECT, issued.note.into()).await {
+                        && let Err(e) = client.publish(bus::CHECKPOINT_SUBJECT, issued.note.into()).await {
                             tracing::warn!("checkpoint not published on NATS: {e}");
                         }
                 }

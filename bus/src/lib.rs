@@ -19,7 +19,7 @@
 //! The follower copies the stream into its own ledger through [`Ledger::replicate`], which
 //! checks every hash and link before storing.
 
-use crate::{Ledger, VerifyFailure};
+use ledger::{Ledger, VerifyFailure};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;

@@ -1,0 +1,118 @@
+//! The ledger's side of replicated mode: every group goes through the `Replicator` before
+//! the local commit; a group it refuses is rolled back and never acknowledged; fenced, the
+//! node stops taking writes; events and idempotency records copied from the replicated log
+//! are stored, so a retry after a failover replays.
+
+mod common;
+use common::*;
+use events::RecordedEvent;
+use ledger::{AppendError, AppendRequest, KeyRecord, Ledger, Mode, Options, ReplicationError, ReplicationGroup, Replicator};
+use std::sync::{Arc, Mutex};
+
+/// A replicated log in memory: takes a group only if it continues the log, as JetStream's
+/// expected-last-sequence check does; can be told to refuse the next group.
+#[derive(Default)]
+struct Log {
+    events: Mutex<Vec<RecordedEvent>>,
+    keys: Mutex<Vec<(String, KeyRecord)>>,
+    refuse_next: Mutex<Option<ReplicationError>>,
+}
+
+impl Replicator for Log {
+    fn replicate(&self, group: &ReplicationGroup<'_>) -> Result<(), ReplicationError> {
+        if let Some(e) = self.refuse_next.lock().unwrap().take() {
+            return Err(e);
+        }
+        let mut events = self.events.lock().unwrap();
+        if events.len() as u64 != group.after {
+            return Err(ReplicationError::Fenced(format!("the log ends at {}, not {}", events.len(), group.after)));
+        }
+        assert_eq!(group.events.first().map(|e| e.event.seq), Some(group.after + 1));
+        events.extend(group.events.iter().map(|e| (*e).clone()));
+        self.keys.lock().unwrap().extend(group.keys.iter().map(|(k, r)| (k.to_string(), *r)));
+        Ok(())
+    }
+}
+
+fn replicated(dir: &std::path::Path, log: &Arc<Log>) -> Ledger {
+    Ledger::open(dir, Options { clock: ticking_clock(), replicator: Some(log.clone()), ..Options::default() }).unwrap()
+}
+
+fn keyed(json: &str, key: &str) -> AppendRequest {
+    AppendRequest { events: vec![proposal(json)], mode: Mode::Atomic, idempotency_key: Some(key.into()), actor: "t@example".into() }
+}
+
+#[test]
+fn a_group_is_replicated_before_it_is_committed_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let ledger = replicated(dir.path(), &log);
+    // A replicated node takes no writes until it is told it leads.
+    assert_eq!(ledger.append(keyed(&small_grant("a"), "k-a")), Err(AppendError::NotLeader));
+    ledger.set_leading(true);
+    let receipt = ledger.append(keyed(&small_grant("a"), "k-a")).unwrap().receipts[0].clone();
+    assert_eq!(log.events.lock().unwrap().iter().map(|e| (e.event.seq, e.hash)).collect::<Vec<_>>(), [(1, receipt.hash)]);
+    assert_eq!(log.keys.lock().unwrap()[0].0, "k-a");
+    assert_eq!(ledger.head().seq, 1);
+}
+
+#[test]
+fn a_refused_group_is_rolled_back_and_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let ledger = replicated(dir.path(), &log);
+    ledger.set_leading(true);
+    append(&ledger, &small_grant("a")).unwrap();
+    *log.refuse_next.lock().unwrap() = Some(ReplicationError::Unavailable("no quorum".into()));
+    let batch = AppendRequest {
+        events: vec![proposal(&small_grant("b")), proposal(&event("a", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"1.00","due_date":"2026-03-01"}"#))],
+        mode: Mode::Atomic,
+        idempotency_key: Some("k-batch".into()),
+        actor: "t@example".into(),
+    };
+    assert!(matches!(ledger.append(batch.clone()), Err(AppendError::NotReplicated(m)) if m.contains("no quorum")));
+    // Nothing of it stayed: not the head, not contract b, not a's invoice, not the key.
+    assert_eq!(ledger.head().seq, 1);
+    let at = ledger.as_of(events::Date::parse("2026-12-31").unwrap(), None).unwrap();
+    assert_eq!(ledger.with_contract(&events::ContractId::parse("a").unwrap(), &at, |s| s.version), Some(1));
+    assert_eq!(ledger.contract_count(), 1);
+    // The same request goes through once the log takes it, at the same seqs.
+    let appended = ledger.append(batch).unwrap();
+    assert_eq!(appended.receipts.iter().map(|r| (r.seq, r.replayed)).collect::<Vec<_>>(), [(2, false), (3, false)]);
+    assert_eq!(ledger.verify(|_| {}).unwrap().seq, 3);
+    ledger.close();
+    let incremental = ledger.persisted_views().unwrap();
+    drop(ledger);
+    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental, "the rolled-back group left nothing in the views");
+}
+
+#[test]
+fn a_fenced_writer_stops_writing_follows_and_replays_a_retry_after_failover() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let a = replicated(dir_a.path(), &log);
+    let b = replicated(dir_b.path(), &log);
+    a.set_leading(true);
+    let grant = a.append(keyed(&small_grant("c"), "k-c")).unwrap().receipts[0].clone();
+    // b takes over (a paused past its lease): it copies the log, then leads.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let copied = runtime.block_on(b.replicate_with_keys(log.events.lock().unwrap().clone(), log.keys.lock().unwrap().clone())).unwrap();
+    assert_eq!((copied.stored, copied.refused), (1, None));
+    b.set_leading(true);
+    append(&b, &event("c", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
+    // a wakes up believing it leads: the log refuses it by position; nothing is acknowledged,
+    // a rolls back and stops writing.
+    let stale = a.append(AppendRequest::one(proposal(&small_grant("zombie")), "t"));
+    assert_eq!(stale, Err(AppendError::NotLeader));
+    assert!(!a.is_leading());
+    assert_eq!(a.head().seq, 1);
+    assert_eq!(a.append(AppendRequest::one(proposal(&small_grant("zombie")), "t")), Err(AppendError::NotLeader));
+    // The client retries its first request, with its key, on the new leader: a replay.
+    let retry = b.append(keyed(&small_grant("c"), "k-c")).unwrap().receipts[0].clone();
+    assert_eq!((retry.seq, retry.hash, retry.replayed), (grant.seq, grant.hash, true));
+    // a follows the log: it copies what b appended.
+    let rest: Vec<RecordedEvent> = log.events.lock().unwrap()[1..].to_vec();
+    assert_eq!(runtime.block_on(a.replicate(rest)).unwrap().stored, 1);
+    assert_eq!(a.head(), b.head());
+}
