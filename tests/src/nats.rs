@@ -41,11 +41,26 @@ pub struct NatsNode {
 impl NatsNode {
     /// A single JetStream node.
     pub fn start() -> NatsNode {
-        let node = NatsNode::configure("n1", free_port(), None);
-        let mut node = node;
+        NatsNode::start_with("")
+    }
+
+    /// A single JetStream node with more configuration (authorization, TLS): `extra` is
+    /// appended to the generated file; `{dir}` in it names the node's directory, which also
+    /// holds a copy of `scripts/nats/permissions.conf` (`include "permissions.conf"`).
+    pub fn start_with(extra: &str) -> NatsNode {
+        let mut node = NatsNode::configure("n1", free_port(), None);
+        std::fs::copy(crate::workspace().join("scripts/nats/permissions.conf"), node._dir.path().join("permissions.conf")).expect("copy permissions.conf");
+        let mut config = std::fs::read_to_string(&node.config).expect("nats.conf");
+        config.push_str(&extra.replace("{dir}", &node._dir.path().display().to_string()));
+        std::fs::write(&node.config, config).expect("write nats.conf");
         node.launch();
         node.wait_ready();
         node
+    }
+
+    /// The node's own directory (for files its configuration names).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     fn configure(name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> NatsNode {

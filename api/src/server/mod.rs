@@ -271,6 +271,23 @@ fn unreachable(e: &async_nats::ConnectError) -> bool {
     }
 }
 
+/// Whether a connection error came from the TLS handshake (rustls reports through I/O).
+fn tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, NatsConnectError> {
     let servers = config.servers()?;
     let url = config.url.clone();
@@ -283,10 +300,7 @@ async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, NatsCon
             config.options(true).await?.connect(servers).await.map_err(|source| NatsConnectError::Connect { url, source })
         }
         Err(e) => {
-            let what = match e.kind() {
-                async_nats::ConnectErrorKind::Tls => "the TLS connection".to_string(),
-                _ => config.credential(),
-            };
+            let what = if e.kind() == async_nats::ConnectErrorKind::Tls || tls_failure(&e) { "the TLS connection".to_string() } else { config.credential() };
             Err(NatsConnectError::Refused { url, what, reason: error_chain(&e) })
         }
     }
