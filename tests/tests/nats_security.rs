@@ -236,3 +236,23 @@ fn an_nkey_user_works_with_its_seed_and_a_wrong_seed_stops_the_start() {
     let garbage = write(dir.path(), "garbage.nk", "not a seed");
     assert_refused(&url, &["--nats-nkey", &garbage], &["--nats-nkey", "not an NKEY seed"]);
 }
+
+#[test]
+fn a_creds_file_works_on_an_operator_mode_server_and_a_foreign_one_stops_the_start() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nats::jwt::Operator::new();
+    let node = NatsNode::start_with(&operator.server_config());
+    let url = node.url();
+    let writer = write(dir.path(), "writer.creds", &operator.creds("ledger-writer", None));
+    let follower = write(dir.path(), "follower.creds", &operator.creds("ledger-follower", None));
+    let leader = leader_publishes(&url, &["--nats-creds", &writer]);
+    drop(follower_follows(&url, &["--nats-creds", &follower]));
+    drop(leader);
+    // A user signed by an account the server does not know.
+    let foreign = write(dir.path(), "foreign.creds", &operator.creds("intruder", Some(&nkeys::KeyPair::new_account())));
+    assert_refused(&url, &["--nats-creds", &foreign], &["refused the credentials in --nats-creds", "foreign.creds"]);
+    assert_refused(&url, &[], &["refused a connection without credentials"]);
+}
