@@ -196,45 +196,18 @@ enum BatchFailure {
     Event(usize, Rejection),
 }
 
-/// Reads `{"events": [...]}` one event at a time: each element is taken as raw JSON text
+/// The outside of a batch body; its `events` is kept as raw JSON text, borrowed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    events: &'a serde_json::value::RawValue,
+}
+
+/// Reads the `events` array one event at a time: each element is taken as raw JSON text
 /// (borrowed from the body, nothing allocated), bounded in size, and parsed into a
 /// `Proposal` before the next is looked at; the 1,001st element stops the parse. So a batch
 /// costs about its body plus its proposals, whatever its shape (8M tiny values included).
-struct BatchSeed<'a> {
-    failure: &'a mut Option<BatchFailure>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for BatchSeed<'_> {
-    type Value = Vec<Proposal>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Proposal>, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for BatchSeed<'_> {
-    type Value = Vec<Proposal>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object {\"events\": [...]}")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Proposal>, A::Error> {
-        use serde::de::Error;
-        let mut events = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key != "events" {
-                return Err(A::Error::custom(format!("unknown field `{key}`, expected `events`")));
-            }
-            if events.is_some() {
-                return Err(A::Error::custom("duplicate field `events`"));
-            }
-            events = Some(map.next_value_seed(EventsSeed { failure: &mut *self.failure })?);
-        }
-        events.ok_or_else(|| A::Error::custom("missing field `events`"))
-    }
-}
-
 struct EventsSeed<'a> {
     failure: &'a mut Option<BatchFailure>,
 }
@@ -283,9 +256,15 @@ impl<'de> serde::de::Visitor<'de> for EventsSeed<'_> {
 
 /// The proposals of a batch body, or the refusal naming what is wrong with it.
 fn parse_batch(bytes: &[u8]) -> Result<Vec<Proposal>, ApiError> {
+    let invalid = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"events\": [...]}}: {e}"));
+    // An object, not serde's positional spelling of the struct.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid("the body is not a JSON object".into()));
+    }
+    let body: BatchBody = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
     let mut failure = None;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde::de::DeserializeSeed::deserialize(BatchSeed { failure: &mut failure }, &mut de).and_then(|p| de.end().map(|()| p));
+    let mut de = serde_json::Deserializer::from_str(body.events.get());
+    let parsed = serde::de::DeserializeSeed::deserialize(EventsSeed { failure: &mut failure }, &mut de);
     match (parsed, failure) {
         (Ok(proposals), _) => Ok(proposals),
         (Err(_), Some(BatchFailure::TooMany)) => Err(ApiError::too_large(format!("at most {BATCH_EVENTS_MAX} events a batch")).field("events")),
@@ -293,7 +272,7 @@ fn parse_batch(bytes: &[u8]) -> Result<Vec<Proposal>, ApiError> {
             .field(format!("events[{i}]"))
             .with("index", json!(i))),
         (Err(_), Some(BatchFailure::Event(i, r))) => Err(ApiError::from(r.under(&format!("events[{i}]"))).with("index", json!(i))),
-        (Err(e), None) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"events\": [...]}}: {e}"))),
+        (Err(e), None) => Err(invalid(format!("events: {e}"))),
     }
 }
 
