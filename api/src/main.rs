@@ -58,7 +58,8 @@ enum Command {
         /// Time a connection has to send a request head, and to wait between requests.
         #[arg(long, default_value_t = server::Limits::DEFAULT.header_read_timeout.as_millis() as u64)]
         header_read_timeout_ms: u64,
-        /// A connection on which no byte moves either way for this long is closed.
+        /// A connection on which no byte moves either way for this long is closed (keep it
+        /// above 15 s, the interval of a quiet stream's keep-alive comments).
         #[arg(long, default_value_t = server::Limits::DEFAULT.idle_timeout.as_millis() as u64)]
         idle_timeout_ms: u64,
         /// Serve HTTPS with this certificate chain (PEM), with --tls-key. Reloaded on SIGHUP
