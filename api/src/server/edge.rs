@@ -324,33 +324,6 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Hands memory freed by closed connections back to the system, at most once a second and
-/// always after the last call.
-///
-/// A client that stopped reading had its response buffered (up to a stream's 1,024 events);
-/// closing its connection frees that to the allocator, but glibc keeps freed small blocks
-/// in its arenas, so the process would stay as large as at its worst moment. `malloc_trim`
-/// returns the free pages, so the resident size shows what is really held.
-fn release_memory_soon() {
-    static PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if PENDING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    tokio::spawn(async {
-        // After the connections closing now (and in the next second) dropped their buffers.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        PENDING.store(false, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(|| {
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only returns free memory to the system.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        })
-        .await;
-    });
-}
-
 /// A socket that fails (and so closes its connection) when no byte has moved either way for
 /// the idle timeout, or when a write has waited for the client for the write-stall timeout.
 struct Watched<T> {
@@ -386,7 +359,6 @@ impl<T> Watched<T> {
         if Instant::now() >= deadline {
             let why = if stall_at.is_some_and(|s| s <= idle_at) {
                 metrics::counter!("http_connections_write_stalled_total").increment(1);
-                release_memory_soon();
                 "the client took nothing of the response for the write-stall timeout"
             } else {
                 metrics::counter!("http_connections_idle_closed_total").increment(1);
