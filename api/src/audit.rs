@@ -5,13 +5,13 @@
 //! checkpoint must extend the kept one (same root at the kept size), a shorter ledger is a
 //! rollback, and after success the file holds the new checkpoint.
 
-use crate::cli::{open_ledger, progress};
+use crate::cli::{open_ledger, progress, BoundedLines};
 use events::bundle::{BundleVerifier, Verified};
 use events::checkpoint::{NoteSigner, VerifierKey};
 use events::Digest;
 use ledger::checkpoints::load_or_create_signer;
 use ledger::VerifyError;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -128,17 +128,20 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Verifies a bundle from any reader: the messages name the first failing seq.
+/// Longest line of an export bundle: one event is at most 64 KiB of canonical bytes, so its
+/// line (base64 of them, its JSON, hashes) stays far below this.
+pub const BUNDLE_LINE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Verifies a bundle from any reader: the messages name the first failing seq (or line).
 pub fn verify_bundle(reader: impl Read, key: Option<VerifierKey>, root_at: Option<u64>) -> Result<Verified, String> {
     let mut verifier = BundleVerifier::new(key, root_at);
-    let mut lines = BufReader::new(reader);
-    let mut buffer = Vec::new();
+    let mut lines = BoundedLines::new(reader, BUNDLE_LINE_BYTES_MAX);
     loop {
-        buffer.clear();
-        let n = lines.read_until(b'\n', &mut buffer).map_err(|e| format!("reading the bundle: {e}"))?;
-        if n == 0 {
-            break;
-        }
+        let buffer = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => return Err(format!("the bundle's {e} (no bundle line is that long)")),
+        };
         let Some(line) = buffer.strip_suffix(b"\n") else {
             return Err("the bundle does not end with a newline (cut off?)".into());
         };

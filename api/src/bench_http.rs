@@ -4,7 +4,7 @@
 //! Server and clients run in this one process on loopback (the server on its own tokio
 //! runtime), so on a 2-core machine they share the CPU: the numbers are a floor.
 
-use crate::server::{auth::Auth, router, App};
+use crate::server::{auth::Auth, App};
 use ledger::{Ledger, Options};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ fn invoice(contract: &str, n: u64) -> String {
 
 async fn post(client: &reqwest::Client, base: &str, body: String) -> Result<Duration, String> {
     let started = Instant::now();
-    let response = client.post(format!("{base}/v1/events")).body(body).send().await.map_err(|e| e.to_string())?;
+    let response = client.post(format!("{base}/v1/events")).header("content-type", "application/json").body(body).send().await.map_err(|e| e.to_string())?;
     if response.status() != reqwest::StatusCode::CREATED {
         return Err(format!("{}: {}", response.status(), response.text().await.unwrap_or_default()));
     }
@@ -77,12 +77,16 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
         nats: None,
         auth: Auth::open(),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
-        shutdown,
+        shutdown: shutdown.clone(),
         sse_stall: Duration::from_secs(30),
+        streams: Arc::new(tokio::sync::Semaphore::new(crate::server::MAX_STREAMS_DEFAULT)),
+        max_streams: crate::server::MAX_STREAMS_DEFAULT,
+        allowed_hosts: None,
     });
     let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    server_runtime.spawn(async move { axum::serve(listener, router(app)).await });
+    // The same connection handling as `cledger serve`, so the numbers include its bounds.
+    server_runtime.spawn(crate::server::serve_app(listener, app, None, crate::server::Limits::DEFAULT, shutdown));
     println!("cledger bench --suite http: server on {base}, {}s per measurement, single-event POSTs", MEASURE_FOR.as_secs());
 
     let client_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ use events::{ContractId, Proposal, RecordedEvent, Stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::{AppendError, AppendRequest, Ledger, Mode, Options};
 use std::io::{BufRead, BufReader, Read, Write};
+
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -16,6 +17,50 @@ use std::process::ExitCode;
 const IMPORT_CHUNK_LINES: usize = 1_000;
 /// Longest line accepted by import (a grant with the maximum number of tranches fits).
 const IMPORT_LINE_BYTES_MAX: usize = 256 * 1024;
+
+/// NDJSON read line by line with a bound on each line, so a file or a server cannot make a
+/// reader hold more than one bounded line (a 1 GB line once cost 1 GB). Every NDJSON reader
+/// of the program reads through this.
+pub struct BoundedLines<R> {
+    reader: BufReader<R>,
+    max_bytes: usize,
+    /// The number of the line last returned (1-based).
+    pub number: usize,
+    buffer: Vec<u8>,
+}
+
+/// A line over the bound, or a read error.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("line {line} is longer than {max_bytes} bytes")]
+    TooLong { line: usize, max_bytes: usize },
+    #[error("reading line {line}: {source}")]
+    Read { line: usize, source: std::io::Error },
+}
+
+impl<R: Read> BoundedLines<R> {
+    pub fn new(reader: R, max_bytes: usize) -> BoundedLines<R> {
+        BoundedLines { reader: BufReader::new(reader), max_bytes, number: 0, buffer: Vec::new() }
+    }
+
+    /// The next line with its newline (the last one may lack it), or `None` at the end.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
+        self.buffer.clear();
+        let line = self.number + 1;
+        let read = (&mut self.reader)
+            .take(self.max_bytes as u64 + 1)
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(|source| LineError::Read { line, source })?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number = line;
+        if self.buffer.len() > self.max_bytes && !(self.buffer.len() == self.max_bytes + 1 && self.buffer.ends_with(b"\n")) {
+            return Err(LineError::TooLong { line, max_bytes: self.max_bytes });
+        }
+        Ok(Some(&self.buffer))
+    }
+}
 
 pub fn open_ledger(data: &Path) -> Result<Ledger, String> {
     Ledger::open(data, Options::default()).map_err(|e| e.to_string())
@@ -42,25 +87,26 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
     let ledger = open_ledger(data)?;
     let bar = progress(len, "importing");
     bar.set_style(ProgressStyle::with_template("importing {wide_bar} {bytes}/{total_bytes} eta {eta}").expect("valid template"));
-    let mut lines = BufReader::new(reader);
+    let mut lines = BoundedLines::new(reader, IMPORT_LINE_BYTES_MAX);
     let mut chunk: Vec<(usize, Proposal)> = Vec::with_capacity(IMPORT_CHUNK_LINES);
     let (mut appended, mut replayed, mut first_seq, mut last_seq) = (0u64, 0u64, None, 0u64);
-    let mut line_number = 0usize;
-    let mut buffer = Vec::new();
     let mut refusal: Option<String> = None;
     loop {
-        buffer.clear();
-        let read = lines.by_ref().take(IMPORT_LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut buffer).map_err(|e| format!("reading {}: {e}", file.display()))?;
-        let at_end = read == 0;
-        if !at_end {
-            line_number += 1;
-            bar.inc(read as u64);
-            if buffer.len() > IMPORT_LINE_BYTES_MAX && !buffer.ends_with(b"\n") {
-                refusal = Some(format!("line {line_number}: the line is longer than {IMPORT_LINE_BYTES_MAX} bytes"));
-            } else if !buffer.iter().all(u8::is_ascii_whitespace) {
-                match Proposal::parse_json(&buffer) {
-                    Ok(p) => chunk.push((line_number, p)),
-                    Err(r) => refusal = Some(format!("line {line_number}: {r}")),
+        let next = match lines.next_line() {
+            Ok(line) => line,
+            Err(LineError::TooLong { line, max_bytes }) => {
+                refusal = Some(format!("line {line}: the line is longer than {max_bytes} bytes"));
+                None
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        let at_end = next.is_none() && refusal.is_none();
+        if let Some(buffer) = next {
+            bar.inc(buffer.len() as u64);
+            if !buffer.iter().all(u8::is_ascii_whitespace) {
+                match Proposal::parse_json(buffer) {
+                    Ok(p) => chunk.push((lines.number, p)),
+                    Err(r) => refusal = Some(format!("line {}: {r}", lines.number)),
                 }
             }
         }

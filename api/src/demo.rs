@@ -34,11 +34,11 @@ fn load(ledger: &Ledger) -> Result<(), String> {
 pub fn run(data: PathBuf, listen: SocketAddr) -> Result<ExitCode, String> {
     println!("compute-ledger demo: data in {}", data.display());
     let base = format!("http://{listen}");
-    let config = ServeConfig { signing_key: None, origin: None, checkpoint_every: std::time::Duration::from_secs(60), nats: None, data, listen, tokens: None, sse_stall: std::time::Duration::from_secs(30), log_json: false };
+    let config = ServeConfig::local(data, listen);
     serve(config, |ledger| {
         load(ledger)?;
         println!(
-            "\nTry:\n  curl -s {base}/v1/contracts\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2026-12-31'\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2027-12-31&granularity=quarter'\n  curl -s '{base}/v1/portfolio?as_of=2027-06-30'\n  curl -s {base}/v1/chain/head\n  curl -sN {base}/v1/stream            # live events (Server-Sent Events)\n  curl -s {base}/openapi.json\n\nAppend an event (durable when answered):\n  curl -s -X POST {base}/v1/events -H 'Idempotency-Key: demo-1' -d '{{\"contract_id\":\"colossus-1\",\"type\":\"milestone_reached\",\"effective_date\":\"2027-07-15\",\"data\":{{\"milestone\":\"phase-2-delivery\",\"outcome\":\"achieved\"}}}}'\n"
+            "\nTry:\n  curl -s {base}/v1/contracts\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2026-12-31'\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2027-12-31&granularity=quarter'\n  curl -s '{base}/v1/portfolio?as_of=2027-06-30'\n  curl -s {base}/v1/chain/head\n  curl -sN {base}/v1/stream            # live events (Server-Sent Events)\n  curl -s {base}/openapi.json\n\nAppend an event (durable when answered):\n  curl -s -X POST {base}/v1/events -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"contract_id\":\"colossus-1\",\"type\":\"milestone_reached\",\"effective_date\":\"2027-07-15\",\"data\":{{\"milestone\":\"phase-2-delivery\",\"outcome\":\"achieved\"}}}}'\n"
         );
         Ok(())
     })

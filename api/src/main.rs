@@ -44,9 +44,41 @@ enum Command {
         /// is open to anyone who can reach it, so it listens on loopback only.
         #[arg(long, env = "CLEDGER_TOKENS")]
         tokens: Option<PathBuf>,
-        /// Drop a stream (SSE) client that reads nothing for this many milliseconds.
-        #[arg(long, default_value_t = 30_000)]
+        /// Drop a stream (SSE) client that reads nothing for this many milliseconds; any
+        /// connection whose response the client takes nothing of for as long is closed.
+        #[arg(long, default_value_t = server::Limits::DEFAULT.write_stall.as_millis() as u64)]
         sse_stall_ms: u64,
+        /// Most Server-Sent Events clients at once; more get 503 `too_many_streams`.
+        #[arg(long, default_value_t = server::MAX_STREAMS_DEFAULT)]
+        max_streams: usize,
+        /// Most connections at once (lowered to fit the open-file limit). At the cap the
+        /// idlest connection is closed for a new one; if none is idle the new one is.
+        #[arg(long, default_value_t = server::Limits::DEFAULT.max_connections)]
+        max_connections: usize,
+        /// Time a connection has to send a request head, and to wait between requests.
+        #[arg(long, default_value_t = server::Limits::DEFAULT.header_read_timeout.as_millis() as u64)]
+        header_read_timeout_ms: u64,
+        /// A connection on which no byte moves either way for this long is closed (keep it
+        /// above 15 s, the interval of a quiet stream's keep-alive comments).
+        #[arg(long, default_value_t = server::Limits::DEFAULT.idle_timeout.as_millis() as u64)]
+        idle_timeout_ms: u64,
+        /// Serve HTTPS with this certificate chain (PEM), with --tls-key. Reloaded on SIGHUP
+        /// and when the files change.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// Allow plain HTTP on a non-loopback address (for a TLS-terminating proxy in front).
+        #[arg(long)]
+        insecure_http: bool,
+        /// A host name requests may carry in `Host` besides the listen address (repeat the
+        /// flag for more). Checked on a server without tokens, and whenever given.
+        #[arg(long = "allowed-host")]
+        allowed_hosts: Vec<String>,
         /// Log JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -57,6 +89,15 @@ enum Command {
         /// NATS credentials file (JWT and NKey seed).
         #[arg(long, requires = "nats")]
         nats_creds: Option<PathBuf>,
+        /// NATS user name, with --nats-password-file.
+        #[arg(long, requires = "nats", requires = "nats_password_file")]
+        nats_user: Option<String>,
+        /// A file holding the NATS user's password.
+        #[arg(long, requires = "nats_user")]
+        nats_password_file: Option<PathBuf>,
+        /// A file holding an NKEY seed (`SU…`) to authenticate to NATS with.
+        #[arg(long, requires = "nats")]
+        nats_nkey: Option<PathBuf>,
         /// CA certificate (PEM) to verify the NATS server; turns TLS on.
         #[arg(long, requires = "nats")]
         nats_tls_ca: Option<PathBuf>,
@@ -100,6 +141,10 @@ enum Command {
         name: String,
         #[arg(long, value_enum)]
         role: server::auth::Role,
+        /// The token is refused after this: `90d`, `12h`, `30m` from now, or an RFC 3339
+        /// instant. Without it the token lasts until its line is removed.
+        #[arg(long)]
+        expires: Option<String>,
     },
     /// Append the events of an NDJSON file (one wire event a line), in order. Stops at the
     /// first refused line: the lines before it are appended, nothing of it is.
@@ -265,9 +310,21 @@ fn main() -> ExitCode {
             listen,
             tokens,
             sse_stall_ms,
+            max_streams,
+            max_connections,
+            header_read_timeout_ms,
+            idle_timeout_ms,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            insecure_http,
+            allowed_hosts,
             log_json,
             nats,
             nats_creds,
+            nats_user,
+            nats_password_file,
+            nats_nkey,
             nats_tls_ca,
             nats_tls_cert,
             nats_tls_key,
@@ -285,6 +342,9 @@ fn main() -> ExitCode {
                 nats: nats.map(|url| server::NatsConfig {
                     url,
                     creds: nats_creds,
+                    user: nats_user,
+                    password_file: nats_password_file,
+                    nkey: nats_nkey,
                     tls_ca: nats_tls_ca,
                     tls_cert: nats_tls_cert,
                     tls_key: nats_tls_key,
@@ -297,15 +357,27 @@ fn main() -> ExitCode {
                 tokens,
                 sse_stall: std::time::Duration::from_millis(sse_stall_ms),
                 log_json,
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| server::TlsFiles { cert, key, client_ca: tls_client_ca }),
+                insecure_http,
+                allowed_hosts,
+                max_connections,
+                header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
+                idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
+                max_streams,
             },
             |_| Ok(()),
         ),
         Command::Demo { data, listen } => demo::run(data, listen),
-        Command::Token { name, role } => server::auth::new_token(&name, role).map(|(secret, entry)| {
-            eprintln!("token for {name} ({}): give it to the client; it is not stored anywhere:\n  {secret}", role.as_str());
-            print!("{entry}");
-            ExitCode::SUCCESS
-        }),
+        Command::Token { name, role, expires } => expires
+            .as_deref()
+            .map(server::auth::expiry)
+            .transpose()
+            .and_then(|expires| server::auth::new_token(&name, role, expires))
+            .map(|(secret, entry)| {
+                eprintln!("token for {name} ({}): give it to the client; it is not stored anywhere:\n  {secret}", role.as_str());
+                print!("{entry}");
+                ExitCode::SUCCESS
+            }),
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
         Command::Verify { file, data, url, key, trusted_checkpoint, token, origin } => {
             audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin })

@@ -258,6 +258,13 @@ impl Event {
 impl Proposal {
     /// Parses one wire event from JSON text.
     pub fn parse_json(bytes: &[u8]) -> Result<Proposal, Rejection> {
+        // An event is a JSON object (see `ObjectsOnly`); its fields other than `data` are
+        // scalars, and `data` is read through `ObjectsOnly`.
+        if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && *first != b'{'
+        {
+            return Err(Rejection::new(Code::InvalidJson, None, "an event is a JSON object with named fields (`{\"contract_id\": ...}`)"));
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let envelope: WireEnvelope = serde_path_to_error::deserialize(&mut de).map_err(|e| rejection_of(e, None))?;
         de.end().map_err(|e| Rejection::new(Code::InvalidJson, None, e.to_string()))?;
@@ -266,7 +273,7 @@ impl Proposal {
 
     /// Parses one wire event from a JSON value (an element of a batch).
     pub fn parse_value(value: serde_json::Value) -> Result<Proposal, Rejection> {
-        let envelope: WireEnvelope = serde_path_to_error::deserialize(value).map_err(|e| rejection_of(e, None))?;
+        let envelope: WireEnvelope = serde_path_to_error::deserialize(ObjectsOnly(value)).map_err(|e| rejection_of(e, None))?;
         Proposal::from_envelope(envelope)
     }
 
@@ -486,7 +493,83 @@ fn resolve_grant(g: &WireLeaseGranted) -> Result<LeaseGranted, Rejection> {
 }
 
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Rejection> {
-    serde_path_to_error::deserialize(value).map_err(|e| rejection_of(e, None))
+    serde_path_to_error::deserialize(ObjectsOnly(value)).map_err(|e| rejection_of(e, None))
+}
+
+/// The one spelling of a record: a JSON object. serde's derive also accepts a struct as a
+/// JSON array of its fields in order (`["P", "C", "USD", ...]`), a second spelling of
+/// every event that no writer means and no reader expects. [`ObjectsOnly`] deserializes a
+/// value as `serde_json::Value` does, except that a struct must be an object, at any depth.
+struct ObjectsOnly(serde_json::Value);
+
+fn not_an_object(value: &serde_json::Value) -> serde_json::Error {
+    let what = match value {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Object(_) => "an object",
+    };
+    serde::de::Error::custom(format!("expected a JSON object, not {what} (records are objects with named fields)"))
+}
+
+impl<'de> serde::Deserializer<'de> for ObjectsOnly {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        use serde::de::value::{MapDeserializer, SeqDeserializer};
+        match self.0 {
+            serde_json::Value::Array(items) => {
+                let mut seq = SeqDeserializer::new(items.into_iter().map(ObjectsOnly));
+                let value = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(value)
+            }
+            serde_json::Value::Object(map) => {
+                let mut entries = MapDeserializer::new(map.into_iter().map(|(k, v)| (k, ObjectsOnly(v))));
+                let value = visitor.visit_map(&mut entries)?;
+                entries.end()?;
+                Ok(value)
+            }
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            serde_json::Value::Null => visitor.visit_none(),
+            other => visitor.visit_some(ObjectsOnly(other)),
+        }
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(self, _name: &'static str, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, Self::Error> {
+        match &self.0 {
+            serde_json::Value::Object(_) => self.deserialize_any(visitor),
+            other => Err(not_an_object(other)),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(self, name: &'static str, variants: &'static [&'static str], visitor: V) -> Result<V::Value, Self::Error> {
+        // The wire's enums are strings (unit variants).
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::IntoDeserializer<'de, serde_json::Error> for ObjectsOnly {
+    type Deserializer = ObjectsOnly;
+
+    fn into_deserializer(self) -> ObjectsOnly {
+        self
+    }
 }
 
 /// Turns a serde error into a refusal naming the field. serde reports unknown and missing

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod nats;
 pub mod server;
+pub mod tls;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -16,10 +17,14 @@ pub fn workspace() -> PathBuf {
 }
 
 /// Path of the `cledger` binary of the same profile as this test, built on first use so a
-/// test never runs a stale binary.
+/// test never runs a stale binary. `CLEDGER_BIN=PATH` runs another build instead (to show
+/// that a new test fails against the code before a fix).
 pub fn cledger_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CLEDGER_BIN") {
+            return PathBuf::from(bin);
+        }
         // Test executables live in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();

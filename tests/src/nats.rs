@@ -41,11 +41,26 @@ pub struct NatsNode {
 impl NatsNode {
     /// A single JetStream node.
     pub fn start() -> NatsNode {
-        let node = NatsNode::configure("n1", free_port(), None);
-        let mut node = node;
+        NatsNode::start_with("")
+    }
+
+    /// A single JetStream node with more configuration (authorization, TLS): `extra` is
+    /// appended to the generated file; `{dir}` in it names the node's directory, which also
+    /// holds a copy of `scripts/nats/permissions.conf` (`include "permissions.conf"`).
+    pub fn start_with(extra: &str) -> NatsNode {
+        let mut node = NatsNode::configure("n1", free_port(), None);
+        std::fs::copy(crate::workspace().join("scripts/nats/permissions.conf"), node._dir.path().join("permissions.conf")).expect("copy permissions.conf");
+        let mut config = std::fs::read_to_string(&node.config).expect("nats.conf");
+        config.push_str(&extra.replace("{dir}", &node._dir.path().display().to_string()));
+        std::fs::write(&node.config, config).expect("write nats.conf");
         node.launch();
         node.wait_ready();
         node
+    }
+
+    /// The node's own directory (for files its configuration names).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     fn configure(name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> NatsNode {
@@ -266,4 +281,87 @@ pub fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// NATS decentralized authentication (operator mode) for tests: an operator, one account
+/// with JetStream, and users with creds files, as JWTs signed with NKEYs
+/// (JWT = base64url(header) "." base64url(claims) "." base64url(Ed25519 signature)).
+pub mod jwt {
+    use base64::Engine;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A signed JWT of `claims` (the `nats` object) issued by `issuer` about `subject`.
+    pub fn encode(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+        let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let mut claims = serde_json::json!({
+            "jti": "",
+            "iat": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            "iss": issuer.public_key(),
+            "name": name,
+            "sub": subject,
+            "nats": nats,
+        });
+        let digest = blake3::hash(claims.to_string().as_bytes());
+        claims["jti"] = serde_json::json!(hex::encode_upper(&digest.as_bytes()[..20]));
+        let body = b64(claims.to_string().as_bytes());
+        let signature = issuer.sign(format!("{header}.{body}").as_bytes()).expect("sign");
+        format!("{header}.{body}.{}", b64(&signature))
+    }
+
+    /// An operator, its system account, and one account with unlimited JetStream.
+    pub struct Operator {
+        pub operator: nkeys::KeyPair,
+        pub system: nkeys::KeyPair,
+        pub account: nkeys::KeyPair,
+    }
+
+    impl Operator {
+        pub fn new() -> Operator {
+            Operator { operator: nkeys::KeyPair::new_operator(), system: nkeys::KeyPair::new_account(), account: nkeys::KeyPair::new_account() }
+        }
+
+        /// The nats-server configuration: the operator, a memory resolver preloaded with
+        /// the account.
+        pub fn server_config(&self) -> String {
+            let operator = encode(
+                &self.operator,
+                &self.operator.public_key(),
+                "test-operator",
+                serde_json::json!({"system_account": self.system.public_key(), "type": "operator", "version": 2}),
+            );
+            let system = encode(&self.operator, &self.system.public_key(), "SYS", serde_json::json!({"type": "account", "version": 2}));
+            let unlimited = serde_json::json!({
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+            });
+            let account = encode(&self.operator, &self.account.public_key(), "ledger", serde_json::json!({"limits": unlimited, "type": "account", "version": 2}));
+            format!(
+                "operator: \"{operator}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{system}\"\n  {}: \"{account}\"\n}}\n",
+                self.system.public_key(),
+                self.system.public_key(),
+                self.account.public_key()
+            )
+        }
+
+        /// A creds file for a new user of the account (`signer`: the account, or another
+        /// key the account does not know, to make a bad one).
+        pub fn creds(&self, name: &str, signer: Option<&nkeys::KeyPair>) -> String {
+            let user = nkeys::KeyPair::new_user();
+            let nats = serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2});
+            let jwt = encode(signer.unwrap_or(&self.account), &user.public_key(), name, nats);
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n*************************************************************\n",
+                user.seed().expect("seed")
+            )
+        }
+    }
+
+    impl Default for Operator {
+        fn default() -> Operator {
+            Operator::new()
+        }
+    }
 }

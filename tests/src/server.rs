@@ -34,6 +34,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// Environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// The process's limit on open files (soft and hard), to run it out of descriptors.
+    pub nofile: Option<u64>,
 }
 
 /// A running server. Dropping it sends SIGTERM and waits (SIGKILL after a while).
@@ -93,6 +95,19 @@ impl Server {
         command.args(&options.args);
         command.envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command.env_remove("CLEDGER_DATA").env_remove("CLEDGER_TOKENS").env_remove("NATS_URL");
+        if let Some(files) = options.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit { rlim_cur: files, rlim_max: files };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn cledger");
         let stdout = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel::<u16>();
@@ -103,7 +118,7 @@ impl Server {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 captured.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(address) = line.strip_prefix("listening on http://") {
+                if let Some(address) = line.strip_prefix("listening on http://").or_else(|| line.strip_prefix("listening on https://")) {
                     let port = address.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port in the listening line");
                     let _ = port_tx.send(port);
                 }
@@ -183,6 +198,13 @@ impl Server {
         // SAFETY: kill(2) on our own child's pid.
         let r = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         assert_eq!(r, 0, "kill SIGTERM");
+    }
+
+    /// Sends SIGHUP (reload the tokens file and the certificate).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.pid(), libc::SIGHUP) };
+        assert_eq!(r, 0, "kill SIGHUP");
     }
 
     /// SIGTERM, then waits for the exit (SIGKILL and a panic if it does not come).
@@ -312,6 +334,7 @@ impl Api {
     /// Sends a request; transport errors are returned.
     pub fn try_call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<Reply, reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let post = method == reqwest::Method::POST;
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
@@ -321,6 +344,9 @@ impl Api {
         }
         if let Some(body) = body {
             request = request.header("Content-Type", "application/json").body(body);
+        } else if post {
+            // A JSON client says so even without a body (the server requires it on POST).
+            request = request.header("Content-Type", "application/json");
         }
         let response = request.send()?;
         let status = response.status().as_u16();
@@ -633,23 +659,41 @@ impl SseClient {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// Sends `request` (a whole HTTP/1.1 request as text) on a new connection and reads the
+    /// reply: status, headers, and the whole body in `text`.
+    pub fn exchange(port: u16, request: &str) -> SseClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        (&stream).write_all(request.as_bytes()).expect("send request");
+        let mut client = SseClient::over(stream, port, "", &[], false);
+        if let Some(mut body) = client.body.take() {
+            body.read_to_string(&mut client.text).expect("body");
+        }
+        client
+    }
+
     /// The next event (comments skipped), or `None` when the stream ended.
     pub fn next_event(&mut self) -> Option<SseEvent> {
-        let body = self.body.as_mut()?;
+        self.try_next_event().unwrap_or_else(|e| panic!("reading the stream: {e}"))
+    }
+
+    /// The next whole event, `Ok(None)` at the end of the stream, or the error that cut the
+    /// connection (a server that closed it mid-event).
+    pub fn try_next_event(&mut self) -> std::io::Result<Option<SseEvent>> {
+        let Some(body) = self.body.as_mut() else { return Ok(None) };
         let mut event = SseEvent { id: None, event: None, data: String::new() };
         let mut has_data = false;
         let mut any = false;
         loop {
             let mut line = String::new();
-            let n = body.read_line(&mut line).unwrap_or_else(|e| panic!("reading the stream: {e}"));
+            let n = body.read_line(&mut line)?;
             if n == 0 {
-                return None;
+                return Ok(None);
             }
             let line = line.strip_suffix('\n').unwrap_or(&line);
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 if any {
-                    return Some(event);
+                    return Ok(Some(event));
                 }
                 continue;
             }
@@ -707,6 +751,21 @@ fn request_text(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
     }
     text.push_str("\r\n");
     text
+}
+
+/// A field of /proc/PID/status in kB (`VmRSS`, `VmHWM`).
+pub fn proc_kb(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Resets the process's peak resident size (VmHWM) to its current size.
+pub fn reset_peak_rss(pid: i32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
 }
 
 /// A TCP connection to 127.0.0.1:port whose receive buffer was made small before connecting.

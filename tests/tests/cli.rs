@@ -146,3 +146,53 @@ fn operational_errors_exit_2() {
     let (code, _, _) = run(&["log", "--data", dir.path().join("d").to_str().unwrap(), "--contract", "bad.id"]);
     assert_eq!(code, 2);
 }
+
+/// Issue 9 item 8: `verify FILE` and `verify --url` read a line of any length (a 1 GB line
+/// cost 1 GB). Every NDJSON reader now stops at a bound and names the line.
+#[test]
+fn verify_refuses_an_overlong_bundle_line_from_a_file_or_a_server_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let bundle = dir.path().join("bundle.ndjson");
+    assert_eq!(e2e::run(&["import", "--data", data.to_str().unwrap(), e2e::sample_file().to_str().unwrap()]).0, 0);
+    assert_eq!(e2e::run(&["export", "--data", data.to_str().unwrap(), "--out", bundle.to_str().unwrap()]).0, 0);
+    let exported = std::fs::read_to_string(&bundle).unwrap();
+    let header = exported.lines().next().unwrap().to_string();
+    let header = header.as_str();
+    let long = format!("{{\"seq\":1,\"pad\":\"{}\"}}", "x".repeat(4 * 1024 * 1024));
+    std::fs::write(&bundle, format!("{header}\n{long}\n")).unwrap();
+    let (code, stdout, stderr) = e2e::run(&["verify", bundle.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("line 2 is longer than 1048576 bytes"), "{stdout}");
+
+    // The same from a "server" that answers /v1/export with an endless line.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let header_line = header.to_string();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let header = header_line;
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request);
+        let _ = socket.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n{header}\n").as_bytes());
+        // 64 MB of one line, unless the client hangs up first.
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..64 {
+            if socket.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (code, stdout, stderr) = e2e::run(&["verify", "--url", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("line 2 is longer than 1048576 bytes"), "{stdout}");
+    server.join().unwrap();
+
+    // And import, with its own bound.
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, format!("{}\n{}\n", serde_json::json!({"x": 1}), "y".repeat(300 * 1024))).unwrap();
+    let (code, _, stderr) = e2e::run(&["import", "--data", dir.path().join("data").to_str().unwrap(), events.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 1:"), "the first line is refused first: {stderr}");
+}

@@ -594,7 +594,7 @@ fn metrics_count_the_traffic() {
 }
 
 #[test]
-fn an_open_server_refuses_a_non_loopback_address_but_a_tokened_one_may_listen_there() {
+fn an_open_server_refuses_a_non_loopback_address_and_a_tokened_one_needs_tls_or_insecure_http() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (code, stdout, stderr) = e2e::run(&["serve", "--data", data.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
@@ -603,8 +603,15 @@ fn an_open_server_refuses_a_non_loopback_address_but_a_tokened_one_may_listen_th
     assert!(stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--tokens"), "{stderr}");
 
     let tokens = Tokens::create();
-    let server = Server::with(Options { tokens: Some(tokens.file.clone()), listen: Some("0.0.0.0:0".into()), token: Some(tokens.admin.clone()), ..Options::default() });
+    // Issue 14: tokens and figures in clear on the network are refused by default.
+    let (code, stdout, stderr) = e2e::run(&["serve", "--data", data.to_str().unwrap(), "--listen", "0.0.0.0:0", "--tokens", tokens.file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 over plain HTTP") && stderr.contains("--tls-cert") && stderr.contains("--insecure-http"), "{stderr}");
+    // Behind a TLS-terminating proxy the operator says so, and every start says it again.
+    let options = Options { tokens: Some(tokens.file.clone()), listen: Some("0.0.0.0:0".into()), token: Some(tokens.admin.clone()), args: vec!["--insecure-http".into()], ..Options::default() };
+    let server = Server::with(options);
     assert!(server.stdout.lock().unwrap().contains("listening on http://0.0.0.0:"));
+    assert!(server.stderr().contains("--insecure-http"), "{}", server.stderr());
     assert_eq!(server.get_json("/readyz")["ready"], true);
     assert_eq!(server.append_ok(&small_grant("c"))["seq"], 1);
     // The open server warns that it is open.

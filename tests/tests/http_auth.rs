@@ -1,6 +1,6 @@
 //! Bearer tokens and roles: every endpoint × every role (and no token, and an unknown one).
 
-use e2e::server::{invoice, small_grant, Api, Options, Server, SseClient, Tokens};
+use e2e::server::{eventually, invoice, make_token, small_grant, Api, Options, Server, SseClient, Tokens};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -173,4 +173,70 @@ fn malformed_or_unknown_credentials_are_401_and_authorization_comes_before_looku
     let (code, _, stderr) = e2e::run(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--tokens", empty.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no tokens"), "{stderr}");
+}
+
+#[test]
+fn expired_tokens_get_401_token_expired_and_cledger_token_writes_the_expiry() {
+    // `cledger token --expires 90d` writes an RFC 3339 instant about 90 days ahead.
+    let out = e2e::cledger().args(["token", "--name", "ci", "--role", "writer", "--expires", "90d"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entry = String::from_utf8(out.stdout).unwrap();
+    let expires = entry.lines().find_map(|l| l.strip_prefix("expires = \"")).and_then(|l| l.strip_suffix('"')).unwrap_or_else(|| panic!("{entry}"));
+    let year: i32 = expires[..4].parse().unwrap();
+    assert!(expires.ends_with('Z') && year >= 2026, "{expires}");
+    let (code, _, stderr) = e2e::run(&["token", "--name", "x", "--role", "writer", "--expires", "2001-01-01T00:00:00Z"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("past"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (live, live_secret) = make_token("live", "admin");
+    let (stale, stale_secret) = make_token("stale", "admin");
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(&file, format!("{live}{entry}{stale}expires = \"2025-01-01T00:00:00Z\"\n")).unwrap();
+    let server = Server::with(Options { tokens: Some(file), ..Options::default() });
+    assert_eq!(server.as_token(Some(&live_secret)).get("/v1/chain/head").status, 200);
+    let v = server.as_token(Some(&stale_secret)).get("/v1/chain/head").expect_error(401, "token_expired", None);
+    assert!(v["error"]["message"].as_str().unwrap().contains("stale"), "{v}");
+    let metrics = server.metrics();
+    assert_eq!(e2e::server::metric(&metrics, "http_auth_refused_total{reason=\"expired\"}"), Some(1.0), "{metrics}");
+    let log = server.stderr();
+    assert!(log.contains("refused authentication") && log.contains("stale"), "{log}");
+    assert!(!log.contains(&stale_secret) && !log.contains(&live_secret), "no secret in the log");
+}
+
+#[test]
+fn removing_a_line_and_sighup_revokes_a_token_and_every_refusal_is_counted_without_the_secret() {
+    let tokens = Tokens::create();
+    let server = Server::with(Options { tokens: Some(tokens.file.clone()), token: Some(tokens.admin.clone()), ..Options::default() });
+    let writer = server.as_token(Some(&tokens.writer));
+    assert_eq!(writer.append_ok(&small_grant("c"))["seq"], 1);
+    // Revoke the writer: remove its entry, then SIGHUP.
+    let text = std::fs::read_to_string(&tokens.file).unwrap();
+    let kept: Vec<&str> = text.split("[[tokens]]\n").filter(|e| !e.is_empty() && !e.contains("test-writer")).collect();
+    std::fs::write(&tokens.file, kept.iter().map(|e| format!("[[tokens]]\n{e}")).collect::<String>()).unwrap();
+    server.sighup();
+    // The probe writes nothing either way: an unknown contract is 404 while the token works.
+    eventually("the writer's token refused", std::time::Duration::from_secs(20), || (writer.append(&invoice("nobody", "I", "1.00")).status == 401).then_some(()));
+    assert_eq!(server.get("/v1/chain/head").expect(200)["seq"], 1, "the others still work; nothing was written by the revoked token");
+    // A tokens file that does not load on SIGHUP changes nothing.
+    std::fs::write(&tokens.file, "this is not toml [").unwrap();
+    server.sighup();
+    eventually("the failed reload counted", std::time::Duration::from_secs(20), || (e2e::server::metric(&server.metrics(), "tokens_reload_failures_total") == Some(1.0)).then_some(()));
+    assert_eq!(server.get("/v1/chain/head").status, 200, "the tokens in force stay");
+    // Refusals of every kind are counted.
+    let anonymous = server.as_token(None);
+    anonymous.get("/v1/chain/head");
+    anonymous.call("GET", "/v1/chain/head", &[("Authorization", "Basic abc")], None);
+    server.as_token(Some(&"f".repeat(64))).get("/v1/chain/head");
+    server.as_token(Some(&tokens.finance)).get("/v1/chain/head");
+    let metrics = server.metrics();
+    for (reason, n) in [("missing", 1.0), ("malformed", 1.0), ("unknown", 2.0), ("forbidden", 1.0)] {
+        let got = e2e::server::metric(&metrics, &format!("http_auth_refused_total{{reason=\"{reason}\"}}"));
+        assert!(got.is_some_and(|g| g >= n), "{reason}: {got:?}\n{metrics}");
+    }
+    let log = server.stderr();
+    for secret in [&tokens.writer, &tokens.finance, &tokens.admin] {
+        assert!(!log.contains(secret.as_str()), "a secret in the log");
+    }
+    assert!(log.contains("reason=\"unknown\"") || log.contains("reason=unknown"), "{log}");
 }

@@ -1,16 +1,16 @@
 //! Route handlers: writes, reads, operations.
 
-use super::auth::Access;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::params::Params;
-use super::{Shared, BATCH_BODY_BYTES_MAX, BATCH_EVENTS_MAX, EVENT_BODY_BYTES_MAX};
+use super::{Shared, BATCH_BODY_BYTES_MAX, BATCH_EVENTS_MAX, BODY_READ_LIMIT, EVENT_BODY_BYTES_MAX};
 use crate::cli::event_json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use events::{Code, ContractId, Date, Proposal, Rejection, Stream};
+use events::{Code, ContractId, Date, EventKind, Proposal, Rejection, Stream};
 use ledger::{AppendError, AppendRequest, Appended, Mode, Receipt, TrySubmitError};
 use projections::report::{contract_json, portfolio_json, revenue_json};
 use projections::{Granularity, Portfolio};
@@ -42,9 +42,43 @@ fn receipt_json(r: &Receipt) -> Value {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes (or was cut off)")))
+    match tokio::time::timeout(BODY_READ_LIMIT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::too_large(format!("the body is larger than {limit} bytes (or was cut off)"))),
+        Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the body did not arrive within {} s", BODY_READ_LIMIT.as_secs()))),
+    }
+}
+
+/// SPEC section 7: over an authenticated API the actor is the caller. A body `actor` that
+/// names someone else is refused unless the caller is an admin (an import on someone's
+/// behalf); closing a period needs the admin role. An open server authenticates no one:
+/// there the body's actor stands and every role applies.
+fn check_principal(caller: &Caller, proposals: &[Proposal], batch: bool) -> Result<(), ApiError> {
+    for (i, p) in proposals.iter().enumerate() {
+        let field = |name: &str| if batch { format!("events[{i}].{name}") } else { name.to_string() };
+        let indexed = |e: ApiError| if batch { e.with("index", json!(i)) } else { e };
+        let role = caller.role.map_or("none", |r| r.as_str());
+        if p.kind() == EventKind::PeriodClosed && !caller.is_admin() {
+            return Err(indexed(
+                ApiError::new(StatusCode::FORBIDDEN, "period_close_requires_admin", format!("closing a period needs the admin role; `{}` has role `{role}`", caller.name))
+                    .field(field("type")),
+            ));
+        }
+        if let Some(actor) = &p.actor
+            && !caller.is_admin()
+            && *actor != caller.name
+        {
+            return Err(indexed(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "actor_mismatch",
+                    format!("the event names actor `{actor}` but the token is `{}`; leave `actor` out (it is the token's name) or ask an admin to write on someone's behalf", caller.name),
+                )
+                .field(field("actor")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -148,16 +182,98 @@ pub async fn append_event(State(app): State<Shared>, headers: HeaderMap, body: B
     let key = idempotency_header(&headers)?;
     let bytes = read_body(body, EVENT_BODY_BYTES_MAX).await?;
     let proposal = Proposal::parse_json(&bytes)?;
+    check_principal(&caller, std::slice::from_ref(&proposal), false)?;
     let request = AppendRequest { events: vec![proposal], mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
     let appended = append(&app, request).await.map_err(|e| append_error(e, false))?;
     let receipt = &appended.receipts[0];
     Ok(created(receipt_json(receipt), receipt.replayed))
 }
 
+/// Why a batch body was not read.
+enum BatchFailure {
+    TooMany,
+    EventTooLarge(usize, usize),
+    Event(usize, Rejection),
+}
+
+/// The outside of a batch body; its `events` is kept as raw JSON text, borrowed.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
-    events: Vec<Value>,
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    events: &'a serde_json::value::RawValue,
+}
+
+/// Reads the `events` array one event at a time: each element is taken as raw JSON text
+/// (borrowed from the body, nothing allocated), bounded in size, and parsed into a
+/// `Proposal` before the next is looked at; the 1,001st element stops the parse. So a batch
+/// costs about its body plus its proposals, whatever its shape (8M tiny values included).
+struct EventsSeed<'a> {
+    failure: &'a mut Option<BatchFailure>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventsSeed<'_> {
+    type Value = Vec<Proposal>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Proposal>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventsSeed<'_> {
+    type Value = Vec<Proposal>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Proposal>, A::Error> {
+        use serde::de::Error;
+        let mut proposals = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            let i = proposals.len();
+            let stop = if i == BATCH_EVENTS_MAX {
+                Some(BatchFailure::TooMany)
+            } else if raw.get().len() > EVENT_BODY_BYTES_MAX {
+                Some(BatchFailure::EventTooLarge(i, raw.get().len()))
+            } else {
+                match Proposal::parse_json(raw.get().as_bytes()) {
+                    Ok(p) => {
+                        proposals.push(p);
+                        None
+                    }
+                    Err(r) => Some(BatchFailure::Event(i, r)),
+                }
+            };
+            if let Some(failure) = stop {
+                *self.failure = Some(failure);
+                return Err(A::Error::custom("stopped"));
+            }
+        }
+        Ok(proposals)
+    }
+}
+
+/// The proposals of a batch body, or the refusal naming what is wrong with it.
+fn parse_batch(bytes: &[u8]) -> Result<Vec<Proposal>, ApiError> {
+    let invalid = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"events\": [...]}}: {e}"));
+    // An object, not serde's positional spelling of the struct.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid("the body is not a JSON object".into()));
+    }
+    let body: BatchBody = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut failure = None;
+    let mut de = serde_json::Deserializer::from_str(body.events.get());
+    let parsed = serde::de::DeserializeSeed::deserialize(EventsSeed { failure: &mut failure }, &mut de);
+    match (parsed, failure) {
+        (Ok(proposals), _) => Ok(proposals),
+        (Err(_), Some(BatchFailure::TooMany)) => Err(ApiError::too_large(format!("at most {BATCH_EVENTS_MAX} events a batch")).field("events")),
+        (Err(_), Some(BatchFailure::EventTooLarge(i, len))) => Err(ApiError::too_large(format!("event {i} is {len} bytes; an event is at most {EVENT_BODY_BYTES_MAX}"))
+            .field(format!("events[{i}]"))
+            .with("index", json!(i))),
+        (Err(_), Some(BatchFailure::Event(i, r))) => Err(ApiError::from(r.under(&format!("events[{i}]"))).with("index", json!(i))),
+        (Err(e), None) => Err(invalid(format!("events: {e}"))),
+    }
 }
 
 /// Append many events atomically: all are durable, or none is written.
@@ -175,19 +291,12 @@ pub async fn append_batch(State(app): State<Shared>, headers: HeaderMap, body: B
     refuse_on_follower(&app)?;
     let key = idempotency_header(&headers)?;
     let bytes = read_body(body, BATCH_BODY_BYTES_MAX).await?;
-    let batch: BatchBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"events\": [...]}}: {e}")))?;
-    if batch.events.is_empty() {
+    let proposals = parse_batch(&bytes)?;
+    drop(bytes);
+    if proposals.is_empty() {
         return Err(Rejection::new(Code::EmptyBatch, Some("events".into()), "a batch needs at least one event").into());
     }
-    if batch.events.len() > BATCH_EVENTS_MAX {
-        return Err(ApiError::too_large(format!("at most {BATCH_EVENTS_MAX} events a batch, not {}", batch.events.len())).field("events"));
-    }
-    let mut proposals = Vec::with_capacity(batch.events.len());
-    for (i, value) in batch.events.into_iter().enumerate() {
-        let proposal = Proposal::parse_value(value).map_err(|r| ApiError::from(r.under(&format!("events[{i}]"))).with("index", json!(i)))?;
-        proposals.push(proposal);
-    }
+    check_principal(&caller, &proposals, true)?;
     let request = AppendRequest { events: proposals, mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
     let appended = append(&app, request).await.map_err(|e| append_error(e, true))?;
     let replayed = appended.receipts.iter().all(|r| r.replayed);

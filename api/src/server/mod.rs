@@ -4,14 +4,18 @@
 //! lists exactly the routes that exist.
 
 pub mod auth;
+mod edge;
 mod error;
 mod handlers;
 mod params;
 mod stream;
+pub mod tls;
 
 use auth::Auth;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use ledger::Ledger;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +26,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use edge::Limits;
 pub use error::ApiError;
+pub use tls::TlsFiles;
 
 /// Largest body of `POST /v1/events`.
 pub const EVENT_BODY_BYTES_MAX: usize = 256 * 1024;
@@ -32,12 +38,37 @@ pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Most events in one batch request.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
+/// Most Server-Sent Events clients at once, by default.
+pub const MAX_STREAMS_DEFAULT: usize = 256;
+/// How long a request body may take to arrive, whole.
+pub const BODY_READ_LIMIT: Duration = Duration::from_secs(30);
+/// How often the certificate files are checked for a change (besides SIGHUP).
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// The Content-Security-Policy of every HTML response: nothing from elsewhere, no inline
+/// script or style, no framing, no form posts, no plugins.
+pub const HTML_CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// An HTML page with the restrictive Content-Security-Policy (the dashboard's pages use
+/// this; any other `text/html` response gets the same policy from the router's edge layer).
+#[allow(dead_code, reason = "for the dashboard's pages (issue 12), which will be its first caller")]
+pub fn html(body: impl Into<axum::body::Body>) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body.into()).into_response();
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
+    response
+}
 
 /// How to reach NATS, and in which role.
 #[derive(Clone, Debug, Default)]
 pub struct NatsConfig {
     pub url: String,
     pub creds: Option<PathBuf>,
+    /// User name, with the password read from `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A file holding an NKEY seed (`SU...`).
+    pub nkey: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -59,9 +90,46 @@ pub struct ServeConfig {
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub tokens: Option<PathBuf>,
-    /// A stream client that reads nothing for this long is dropped.
+    /// A stream client that reads nothing for this long is dropped (and any connection
+    /// whose response the client stops taking is closed after as long).
     pub sse_stall: Duration,
     pub log_json: bool,
+    /// Serve HTTPS from these files.
+    pub tls: Option<TlsFiles>,
+    /// Allow plain HTTP on a non-loopback address (a TLS-terminating proxy in front).
+    pub insecure_http: bool,
+    /// Host names requests may name besides the listen address (checked on an open server,
+    /// or whenever names are given).
+    pub allowed_hosts: Vec<String>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Most Server-Sent Events clients at once.
+    pub max_streams: usize,
+}
+
+impl ServeConfig {
+    /// A loopback server on `data` with every bound at its default (what `demo` runs).
+    pub fn local(data: PathBuf, listen: SocketAddr) -> ServeConfig {
+        ServeConfig {
+            signing_key: None,
+            origin: None,
+            checkpoint_every: Duration::from_secs(60),
+            nats: None,
+            data,
+            listen,
+            tokens: None,
+            sse_stall: Limits::DEFAULT.write_stall,
+            log_json: false,
+            tls: None,
+            insecure_http: false,
+            allowed_hosts: vec![],
+            max_connections: Limits::DEFAULT.max_connections,
+            header_read_timeout: Limits::DEFAULT.header_read_timeout,
+            idle_timeout: Limits::DEFAULT.idle_timeout,
+            max_streams: MAX_STREAMS_DEFAULT,
+        }
+    }
 }
 
 /// What every handler shares.
@@ -74,6 +142,11 @@ pub struct App {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub sse_stall: Duration,
+    /// One permit per Server-Sent Events client.
+    pub streams: Arc<tokio::sync::Semaphore>,
+    pub max_streams: usize,
+    /// Host names a request may name (lower case, without port); `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 pub type Shared = Arc<App>;
@@ -85,31 +158,152 @@ pub struct NatsHandle {
     pub leader_url: Option<String>,
 }
 
-async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, String> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name("cledger")
-        // Start even if NATS is down: the outbox catches up when it returns.
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(3));
-    if let Some(creds) = &config.creds {
-        options = options.credentials_file(creds).await.map_err(|e| format!("--nats-creds {}: {e}", creds.display()))?;
+/// Why `serve` could not connect to NATS. A refused credential stops the start (exit code
+/// 2); an unreachable server does not (the outbox and follower catch up when it returns).
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConnectError {
+    #[error("{flag} {}: {source}", path.display())]
+    ReadFile { flag: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{flag} {}: {reason}", path.display())]
+    BadFile { flag: &'static str, path: PathBuf, reason: String },
+    #[error("{0}")]
+    Flags(&'static str),
+    #[error("NATS URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("NATS at {url} refused {what}: {reason}")]
+    Refused { url: String, what: String, reason: String },
+    #[error("NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+}
+
+impl NatsConfig {
+    /// What this server presents to NATS, in words for a refusal.
+    fn credential(&self) -> String {
+        let mut parts = vec![];
+        if let Some(c) = &self.creds {
+            parts.push(format!("the credentials in --nats-creds {}", c.display()));
+        }
+        if let Some(u) = &self.user {
+            parts.push(format!("user `{u}` (--nats-user)"));
+        }
+        if let Some(k) = &self.nkey {
+            parts.push(format!("the NKEY seed in --nats-nkey {}", k.display()));
+        }
+        if parts.is_empty() { "a connection without credentials".into() } else { parts.join(" and ") }
     }
-    if let Some(ca) = &config.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
+
+    async fn options(&self, retry: bool) -> Result<async_nats::ConnectOptions, NatsConnectError> {
+        let read = |flag: &'static str, path: &PathBuf| {
+            std::fs::read_to_string(path).map(|t| t.trim().to_string()).map_err(|source| NatsConnectError::ReadFile { flag, path: path.clone(), source })
+        };
+        let mut options = async_nats::ConnectOptions::new().name("cledger").max_reconnects(None).connection_timeout(Duration::from_secs(3));
+        if retry {
+            // Start even if NATS is down: the outbox catches up when it returns.
+            options = options.retry_on_initial_connect();
+        }
+        if let Some(creds) = &self.creds {
+            options = options.credentials_file(creds).await.map_err(|source| NatsConnectError::ReadFile { flag: "--nats-creds", path: creds.clone(), source })?;
+        }
+        match (&self.user, &self.password_file) {
+            (Some(user), Some(file)) => options = options.user_and_password(user.clone(), read("--nats-password-file", file)?),
+            (None, None) => {}
+            _ => return Err(NatsConnectError::Flags("--nats-user and --nats-password-file go together")),
+        }
+        if let Some(path) = &self.nkey {
+            let seed = read("--nats-nkey", path)?;
+            // Checked here so a bad file is named, not reported as a refusal by the server.
+            nkeys::KeyPair::from_seed(&seed).map_err(|e| NatsConnectError::BadFile { flag: "--nats-nkey", path: path.clone(), reason: format!("not an NKEY seed: {e}") })?;
+            options = options.nkey(seed);
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true),
+            (None, None) => {}
+            _ => return Err(NatsConnectError::Flags("--nats-tls-cert and --nats-tls-key go together")),
+        }
+        Ok(options)
     }
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true),
-        (None, None) => {}
-        _ => return Err("--nats-tls-cert and --nats-tls-key go together".into()),
+
+    fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, NatsConnectError> {
+        // A cluster is given as a comma-separated list of URLs.
+        self.url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| NatsConnectError::Url { url: u.to_string(), reason: e.to_string() }))
+            .collect()
     }
-    // A cluster is given as a comma-separated list of URLs.
-    let servers = config
-        .url
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("NATS URL `{u}`: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    options.connect(servers).await.map_err(|e| format!("NATS at {}: {e}", config.url))
+}
+
+/// The error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Whether a first connection failed because NATS could not be reached (worth retrying in
+/// the background) rather than because it refused us.
+fn unreachable(e: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::Dns | K::MaxReconnects => true,
+        K::Io => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    use std::io::ErrorKind as I;
+                    return matches!(io.kind(), I::ConnectionRefused | I::TimedOut | I::HostUnreachable | I::NetworkUnreachable | I::AddrNotAvailable | I::NotFound);
+                }
+                source = s.source();
+            }
+            false
+        }
+        K::ServerParse | K::Authentication | K::AuthorizationViolation | K::Tls => false,
+    }
+}
+
+/// Whether a connection error came from the TLS handshake (rustls reports through I/O).
+fn tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, NatsConnectError> {
+    let servers = config.servers()?;
+    let url = config.url.clone();
+    // The first attempt tells a refusal (stop now, naming what was refused) from an
+    // unreachable server (start anyway and keep trying).
+    match config.options(false).await?.connect(servers.clone()).await {
+        Ok(client) => Ok(client),
+        Err(e) if unreachable(&e) => {
+            tracing::warn!("NATS at {url} is not reachable ({}); starting anyway and retrying in the background", error_chain(&e));
+            config.options(true).await?.connect(servers).await.map_err(|source| NatsConnectError::Connect { url, source })
+        }
+        Err(e) => {
+            let what = if e.kind() == async_nats::ConnectErrorKind::Tls || tls_failure(&e) { "the TLS connection".to_string() } else { config.credential() };
+            Err(NatsConnectError::Refused { url, what, reason: error_chain(&e) })
+        }
+    }
 }
 
 /// Checks the stream against the ledger before serving: a contradiction refuses to start;
@@ -183,6 +377,8 @@ pub fn router(app: Shared) -> axum::Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
+        // Router-wide rules: every route added above (and any added later) gets them.
+        .layer(axum::middleware::from_fn_with_state(app.clone(), edge_rules))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // A handler's panic (a bug) answers 500 `internal` in the one error shape, instead
         // of a connection closed without a reply; the panic hook has logged and counted it.
@@ -192,9 +388,96 @@ pub fn router(app: Shared) -> axum::Router {
         .with_state(app)
 }
 
+/// The rules of every route, in one place:
+/// - without tokens (or when names were given), the `Host` must name the listen address or
+///   an allowed name: a page on another site cannot reach a loopback server by DNS
+///   rebinding;
+/// - a request that carries a body (POST, PUT, PATCH) must say
+///   `Content-Type: application/json`: a browser sends that cross-site only after a CORS
+///   preflight, which this server never grants, so no other site can post to it;
+/// - every response says `X-Content-Type-Options: nosniff`, and HTML carries the
+///   restrictive [`HTML_CSP`] unless its handler set one.
+async fn edge_rules(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let checked = check_host(&app, &request).and_then(|()| check_content_type(&request));
+    let mut response = match checked {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let html = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
+    }
+    response
+}
+
+/// The host part of a `Host` header, lower case, without port or IPv6 brackets.
+fn host_name(value: &str) -> String {
+    let value = value.trim();
+    let host = match value.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => value.rsplit_once(':').map_or(value, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { value }),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn check_host(app: &App, request: &Request) -> Result<(), ApiError> {
+    let Some(allowed) = &app.allowed_hosts else { return Ok(()) };
+    let given = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let refuse = |message: String| {
+        metrics::counter!("http_host_refused_total").increment(1);
+        ApiError::new(StatusCode::BAD_REQUEST, "host_not_allowed", message).field("Host").with("allowed", serde_json::json!(allowed))
+    };
+    let Some(given) = given else { return Err(refuse("no Host header; this server answers only requests naming it".into())) };
+    let name = host_name(given);
+    if allowed.iter().any(|a| *a == name) {
+        Ok(())
+    } else {
+        Err(refuse(format!("Host `{given}` is not this server's (a DNS-rebinding page?); allowed: {} (add names with --allowed-host)", allowed.join(", "))))
+    }
+}
+
+fn check_content_type(request: &Request) -> Result<(), ApiError> {
+    // The methods that carry a body. (A cross-site page may send only GET, HEAD and POST
+    // without a preflight; PUT and PATCH are held to the same rule for one rule.)
+    if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let given = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let essence = given.map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("{} requests must send Content-Type: application/json (got {})", request.method(), given.map_or("none".into(), |g| format!("`{g}`"))),
+    )
+    .field("Content-Type"))
+}
+
+/// The names a request's `Host` may carry: the listen address, `localhost` when it is a
+/// loopback one, and the operator's names. `None` (no check) on a server with tokens and no
+/// names given.
+fn allowed_hosts(config: &ServeConfig, open: bool, address: SocketAddr) -> Option<Vec<String>> {
+    if !open && config.allowed_hosts.is_empty() {
+        return None;
+    }
+    let mut names = vec![address.ip().to_string().to_ascii_lowercase()];
+    if address.ip().is_loopback() {
+        names.push("localhost".into());
+    }
+    names.extend(config.allowed_hosts.iter().map(|h| host_name(h)));
+    names.dedup();
+    Some(names)
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLEDGER_LOG").unwrap_or_else(|_| "info,tower_http=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -250,20 +533,42 @@ fn ledger_options() -> Result<ledger::Options, String> {
     Ok(options)
 }
 
-/// Runs the server until SIGTERM or SIGINT; then stops taking requests, finishes the ones in
-/// flight (appends included), ends streams, and closes the ledger.
-pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(), String>) -> Result<ExitCode, String> {
-    init_logging(config.log_json);
-    let auth = match &config.tokens {
-        Some(path) => Auth::load(path)?,
-        None => Auth::open(),
-    };
-    if auth.is_open() && !config.listen.ip().is_loopback() {
+/// Refuses a listen address that would expose the API unsafely: an open server anywhere but
+/// loopback; a server with tokens on a non-loopback address without TLS, unless the
+/// operator said `--insecure-http` (a TLS-terminating proxy in front).
+fn check_listen(config: &ServeConfig, open: bool) -> Result<(), String> {
+    let loopback = config.listen.ip().is_loopback();
+    if open && !loopback {
         return Err(format!(
             "refusing to listen on {} without a tokens file: an open server listens on loopback only (give --tokens FILE)",
             config.listen
         ));
     }
+    if !loopback && config.tls.is_none() && !config.insecure_http {
+        return Err(format!(
+            "refusing to listen on {} over plain HTTP: bearer tokens and contract figures would cross the network in clear. Give --tls-cert FILE --tls-key FILE, or --insecure-http if a TLS-terminating proxy is in front",
+            config.listen
+        ));
+    }
+    if !loopback && config.tls.is_none() {
+        tracing::warn!(listen = %config.listen, "--insecure-http: serving plain HTTP on a non-loopback address; only safe behind a TLS-terminating proxy");
+        eprintln!("warning: --insecure-http: plain HTTP on {}; tokens and figures are readable on the network unless a TLS proxy is in front", config.listen);
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT; then stops taking requests, finishes the ones in
+/// flight (appends included), ends streams, and closes the ledger. SIGHUP reloads the tokens
+/// file and the TLS certificate.
+pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(), String>) -> Result<ExitCode, String> {
+    init_logging(config.log_json);
+    let auth = match &config.tokens {
+        Some(path) => Auth::load(path).map_err(|e| e.to_string())?,
+        None => Auth::open(),
+    };
+    check_listen(&config, auth.is_open())?;
+    let tls = config.tls.clone().map(tls::TlsState::load).transpose().map_err(|e| format!("TLS: {e}"))?.map(Arc::new);
+    let max_connections = edge::connection_cap(config.max_connections);
     let metrics = install_metrics()?;
     let ledger = Arc::new(Ledger::open(&config.data, ledger_options()?).map_err(|e| e.to_string())?);
     let follow = config.nats.as_ref().is_some_and(|n| n.follow);
@@ -277,13 +582,15 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     before_start(&ledger)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
+        // Before anything can send it: SIGHUP's default action ends the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut nats = None;
         let mut nats_task = None;
         if let Some(nc) = &config.nats {
-            let client = connect_nats(nc).await?;
+            let client = connect_nats(nc).await.map_err(|e| e.to_string())?;
             let settings = bus::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
             check_stream_at_start(&ledger, &client, &settings, nc.follow).await?;
             let status = Arc::new(bus::NatsStatus::default());
@@ -299,15 +606,28 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
                 let client = nats.as_ref().map(|n: &NatsHandle| n.client.clone());
                 tokio::spawn(issue_checkpoints(ledger.clone(), signer.clone(), client, config.checkpoint_every, shutdown_rx.clone()));
             }
-        let app = Arc::new(App { ledger: ledger.clone(), signer, nats, auth, metrics, shutdown: shutdown_rx, sse_stall: config.sse_stall });
-        let app_for_grace = app.clone();
+        let allowed_hosts = allowed_hosts(&config, auth.is_open(), address);
+        let app = Arc::new(App {
+            ledger: ledger.clone(),
+            signer,
+            nats,
+            auth,
+            metrics,
+            shutdown: shutdown_rx.clone(),
+            sse_stall: config.sse_stall,
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            max_streams: config.max_streams,
+            allowed_hosts,
+        });
+        tokio::spawn(reload_on_signal(app.clone(), tls.clone(), hangup, shutdown_rx.clone()));
         if app.auth.is_open() {
             tracing::warn!("no tokens file: the server is OPEN to anyone who can reach {address} (loopback only)");
             eprintln!("warning: no tokens file, so every route is open; listening on loopback only");
         }
-        tracing::info!(data = %config.data.display(), head = ledger.head().seq, "listening on http://{address}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(data = %config.data.display(), head = ledger.head().seq, max_connections, "listening on {scheme}://{address}");
         // Tests and scripts read this line to find the port.
-        println!("listening on http://{address}");
+        println!("listening on {scheme}://{address}");
         use std::io::Write;
         std::io::stdout().flush().ok();
         let signal = async move {
@@ -315,28 +635,26 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
             tracing::info!("shutting down: finishing requests in flight");
             let _ = shutdown_tx.send(true);
         };
+        tokio::spawn(signal);
         // After the signal, connections get SHUTDOWN_GRACE to finish; then the rest (a
         // stream client that stopped reading, say) are cut when the runtime stops.
-        let mut signalled = app_for_grace.shutdown.clone();
-        drop(app_for_grace);
+        let mut signalled = shutdown_rx.clone();
         let grace = async move {
             let _ = signalled.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let serving = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
-        let served = tokio::select! {
-            served = serving => served.map_err(|e| e.to_string()),
-            () = grace => {
-                tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the shutdown signal are closed");
-                Ok(())
-            }
-        };
+        let limits = Limits { max_connections, header_read_timeout: config.header_read_timeout, idle_timeout: config.idle_timeout, write_stall: config.sse_stall };
+        let serving = serve_app(listener, app, tls, limits, shutdown_rx);
+        tokio::select! {
+            () = serving => {}
+            () = grace => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the shutdown signal are closed"),
+        }
         // The publisher stops at the shutdown signal; what it did not publish, the next
         // start publishes (the stream's last sequence says where to resume).
         if let Some(task) = nats_task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        served
+        Ok(())
     });
     // Every request has been answered (or its connection cut after the grace period); drain
     // and sync whatever is queued, save the views, then stop the tasks that are left.
@@ -344,6 +662,44 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     tracing::info!(head = ledger.head().seq, "ledger closed");
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Serves `app` on `listener` with the bounds of `limits` (and TLS) until `shutdown`.
+pub async fn serve_app(listener: tokio::net::TcpListener, app: Shared, tls: Option<Arc<tls::TlsState>>, limits: Limits, shutdown: tokio::sync::watch::Receiver<bool>) {
+    edge::serve(listener, router(app), tls, limits, shutdown).await
+}
+
+/// SIGHUP reloads the tokens file and the certificate; the certificate files are also
+/// checked for a change every [`TLS_POLL`]. A file that does not load changes nothing.
+async fn reload_on_signal(app: Shared, tls: Option<Arc<tls::TlsState>>, mut hangup: tokio::signal::unix::Signal, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut poll = tokio::time::interval(TLS_POLL);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the tokens file and the certificate");
+                match app.auth.reload() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!("tokens_reloads_total").increment(1);
+                        tracing::info!(tokens = n, "tokens file reloaded");
+                    }
+                    Err(e) => {
+                        metrics::counter!("tokens_reload_failures_total").increment(1);
+                        tracing::error!("tokens file not reloaded, the tokens in force stay: {e}");
+                    }
+                }
+                if let Some(tls) = &tls {
+                    tls.reload_logged("SIGHUP");
+                }
+            }
+            _ = poll.tick(), if tls.is_some() => {
+                if let Some(tls) = &tls {
+                    tls.reload_logged("the files changed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Issues a checkpoint whenever the ledger grew since the last one, every `every`, and

@@ -4,8 +4,11 @@
 //! pages, and when caught up waits for the durable head to move; so catching up and
 //! following live are one loop over one cursor, with no gap or duplicate at the seam.
 //! Writers are never slowed by a client: the producer only reads. Between producer and
-//! client is a bounded buffer; a client that reads nothing for `sse_stall` is dropped,
-//! and after the buffered events it receives a final `event: end` naming where to resume.
+//! client is a bounded buffer. A client that takes nothing for `sse_stall` has its
+//! connection closed by the server's write-stall bound (`edge`), which frees the buffer; it
+//! resumes with `Last-Event-ID` = the last whole event it got. A client that still reads but
+//! lets its buffer stay full for `sse_stall` is dropped by the producer: after the buffered
+//! events it receives a final `event: end` naming where to resume.
 
 use super::auth::Access;
 use super::error::{ApiError, ErrorBody};
@@ -13,7 +16,7 @@ use super::params::Params;
 use super::Shared;
 use crate::cli::event_json;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use std::convert::Infallible;
@@ -51,7 +54,7 @@ impl Drop for ClientGauge {
     params(("after" = Option<u64>, Query, description = "Start after this seq (default 0)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq; wins over `after`")),
     responses((status = 200, description = "text/event-stream: `id: <seq>`, `event: ledger_event`, data = the event JSON with its hash; a final `event: end` says why and where to resume", content_type = "text/event-stream"),
-        (status = 400, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 503, description = "Too many streams (`too_many_streams`)", body = ErrorBody)))]
 pub async fn stream(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -59,6 +62,13 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
     let params = Params::parse(query.as_deref(), &["after"])?;
+    // One permit per client, held by its response body: returned when the body is dropped
+    // (the client went away, or its connection was closed for not reading).
+    let permit = app.streams.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!("sse_clients_refused_total").increment(1);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", format!("this server already serves {} streams; retry later or subscribe on NATS", app.max_streams))
+            .with("retry_after_s", serde_json::json!(5))
+    })?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -72,7 +82,10 @@ pub async fn stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(BUFFER_EVENTS);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel::<(End, u64)>();
     tokio::spawn(produce(app.clone(), after, tx, end_tx));
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |e| {
+        let _held = &permit;
+        Ok(e)
+    });
     // After the buffer drains and the producer has stopped: the end event, if it said why.
     let end = futures::stream::once(end_rx).filter_map(|r| async move {
         let (end, last) = r.ok()?;
