@@ -34,7 +34,7 @@ fn load(ledger: &Ledger) -> Result<(), String> {
 pub fn run(data: PathBuf, listen: SocketAddr) -> Result<ExitCode, String> {
     println!("compute-ledger demo: data in {}", data.display());
     let base = format!("http://{listen}");
-    let config = ServeConfig { signing_key: None, origin: None, checkpoint_every: std::time::Duration::from_secs(60), nats: None, data, listen, tokens: None, sse_stall: std::time::Duration::from_secs(30), log_json: false };
+    let config = ServeConfig { signing_key: None, origin: None, checkpoint_every: std::time::Duration::from_secs(60), witnesses: Default::default(), nats: None, data, listen, tokens: None, sse_stall: std::time::Duration::from_secs(30), log_json: false };
     serve(config, |ledger| {
         load(ledger)?;
         println!(
