@@ -30,6 +30,8 @@ pub struct VerifyArgs {
     pub witnesses: Vec<String>,
     /// `--witness-quorum N` (default: every witness given).
     pub witness_quorum: Option<usize>,
+    /// Without `--key`: trust the key the bundle names (with a warning).
+    pub trust_bundle_key: bool,
 }
 
 /// The witness policy of `--witness VKEY... --witness-quorum N`, if any.
@@ -108,8 +110,15 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
         return verify_data(data, &args, policy.as_ref());
     }
     let key = args.key.as_deref().map(read_key).transpose()?;
-    if key.is_none() {
-        eprintln!("warning: no --key: trusting the verifier key named in the bundle itself");
+    match (&key, args.trust_bundle_key) {
+        (Some(_), true) => return Err("--key or --trust-bundle-key, not both".into()),
+        (Some(_), false) => {}
+        (None, false) => {
+            return Err("give the log's verifier key you got from its operator (--key VKEY or a file); --trust-bundle-key trusts the key the bundle names instead".into())
+        }
+        (None, true) => eprintln!(
+            "warning: --trust-bundle-key: trusting the verifier key the bundle names itself; the signature then proves nothing about who signed unless you compare that key with one you got elsewhere"
+        ),
     }
     let kept = match (&args.trusted, &key) {
         (Some(path), Some(k)) => read_trusted(path, k)?,

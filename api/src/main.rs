@@ -180,6 +180,10 @@ enum Command {
         /// (default: all of them).
         #[arg(long)]
         witness_quorum: Option<usize>,
+        /// Without --key, trust the verifier key the bundle names (printing a warning): a
+        /// bundle that names its own key proves nothing about who signed it.
+        #[arg(long)]
+        trust_bundle_key: bool,
     },
     /// Write an export bundle (header, every event or --from/--to, signed checkpoint, and
     /// for a range the proofs tying it to the checkpoint), or with --contract an evidence
@@ -409,8 +413,8 @@ fn main() -> ExitCode {
         }),
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
         Command::Witness { listen, key, state, name, logs, log_json } => witness::run(witness::WitnessArgs { listen, key, state, name, logs, log_json }),
-        Command::Verify { file, data, url, key, trusted_checkpoint, token, origin, witnesses, witness_quorum } => {
-            audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin, witnesses, witness_quorum })
+        Command::Verify { file, data, url, key, trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key } => {
+            audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key })
         }
         Command::Export { data, out, from, to, origin, checkpoint, contract, as_of, known_at, granularity } => {
             audit::export(audit::ExportArgs { data, out, from, to, origin, checkpoint, contract, as_of, known_at, granularity })

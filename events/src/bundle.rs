@@ -116,6 +116,8 @@ pub struct Verified {
     /// For a range bundle: the size and root of the tree before its first event, proven
     /// consistent with the checkpoint.
     pub consistent_from: Option<(u64, Digest)>,
+    /// The witnesses' cosignatures that made the quorum asked for (none if none was).
+    pub cosignatures: Vec<Cosignature>,
 }
 
 /// Why a bundle does not verify: at an event (seq), or elsewhere (seq None).
@@ -132,6 +134,11 @@ pub(crate) fn at(seq: u64, reason: impl Into<String>) -> BundleFailure {
 
 pub(crate) fn general(reason: impl Into<String>) -> BundleFailure {
     BundleFailure { seq: None, reason: reason.into() }
+}
+
+/// A hash as every format writes it: 64 lowercase hex digits.
+pub fn parse_digest(text: &str) -> Result<Digest, String> {
+    digest(text, "the hash").map_err(|f| f.reason)
 }
 
 pub(crate) fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {
@@ -231,7 +238,8 @@ impl BundleVerifier {
             if header.format != FORMAT || header.version != VERSION {
                 return Err(general(format!("not a {FORMAT} version {VERSION} bundle")));
             }
-            if header.from == 0 || header.to + 1 < header.from {
+            // Any numbers may come in: no arithmetic that can overflow.
+            if header.from == 0 || header.from > header.to.saturating_add(1) {
                 return Err(general("the header's range is not a range"));
             }
             let in_header = VerifierKey::parse(&header.verifier_key).map_err(|e| general(format!("header: {e}")))?;
@@ -284,7 +292,7 @@ impl BundleVerifier {
     fn checkpoint(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
         let parsed: CheckpointLine = serde_json::from_str(line).map_err(|e| general(format!("checkpoint line: {e}")))?;
         let key = self.key.as_ref().expect("the header set the key");
-        let checkpoint = verify_checkpoint(key, self.witnesses.as_ref(), &parsed.checkpoint)?.0;
+        let (checkpoint, cosignatures) = verify_checkpoint(key, self.witnesses.as_ref(), &parsed.checkpoint)?;
         if checkpoint.size < header.to {
             return Err(general(format!("the checkpoint (size {}) does not cover the bundle (to {})", checkpoint.size, header.to)));
         }
@@ -311,6 +319,7 @@ impl BundleVerifier {
             note: parsed.checkpoint,
             root_at_requested: self.root_at_requested,
             consistent_from,
+            cosignatures,
         });
         Ok(())
     }
@@ -330,7 +339,7 @@ impl BundleVerifier {
         }
         match &proofs.consistency {
             Some(p) => {
-                if p.from + 1 != header.from || p.to != checkpoint.size {
+                if p.from.checked_add(1) != Some(header.from) || p.to != checkpoint.size {
                     return Err(general("the consistency proof is not from the tree before the bundle to the checkpoint's"));
                 }
                 let from_root = digest(&p.from_root, "from_root")?;

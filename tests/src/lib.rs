@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod nats;
 pub mod server;
+pub mod witness;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
