@@ -521,6 +521,8 @@ async fn publish_checkpoints_until_error(
     }
     tracing::info!(stream_last, "publishing checkpoints to JetStream stream {CHECKPOINT_STREAM_NAME}");
     loop {
+        // Seen before reading: a checkpoint kept while this round publishes wakes the next.
+        changed.borrow_and_update();
         let from = last.as_ref().map_or(0, |(size, _)| *size);
         let ledger2 = ledger.clone();
         let page = tokio::task::spawn_blocking(move || ledger2.checkpoints_from(from, PAGE)).await.map_err(transient)?.map_err(transient)?;
@@ -553,7 +555,6 @@ async fn publish_checkpoints_until_error(
         if published > 0 && page.len() == PAGE {
             continue;
         }
-        changed.mark_unchanged();
         tokio::select! {
             c = changed.changed() => if c.is_err() { return Ok(()) },
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
