@@ -221,12 +221,12 @@ impl Ledger {
     /// The history tree, with an old store's `Mcheckpoint` moved in on first use.
     fn history(&self) -> Result<sled::Tree, ReadError> {
         let history = self.db.open_tree(HISTORY_TREE)?;
-        if history.is_empty() {
-            if let Some(bytes) = self.shared.tree.get(keys::META_CHECKPOINT)? {
-                let issued = Issued::from_stored(None, &bytes)?;
-                // Racing openers insert the same bytes: either wins.
-                let _ = history.compare_and_swap(issued.checkpoint.size.to_be_bytes(), None as Option<&[u8]>, Some(bytes))?;
-            }
+        if history.is_empty()
+            && let Some(bytes) = self.shared.tree.get(keys::META_CHECKPOINT)?
+        {
+            let issued = Issued::from_stored(None, &bytes)?;
+            // Racing openers insert the same bytes: either wins.
+            let _ = history.compare_and_swap(issued.checkpoint.size.to_be_bytes(), None as Option<&[u8]>, Some(bytes))?;
         }
         Ok(history)
     }
