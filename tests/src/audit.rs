@@ -548,3 +548,12 @@ pub fn add_checkpoint_body(signer: &events::checkpoint::NoteSigner, tree: &event
     let proof = events::merkle::consistency_proof(tree, old, size).unwrap();
     events::witness::AddCheckpoint::new(old, proof, &signer.sign(&checkpoint)).unwrap().body()
 }
+
+/// `cledger prove ARGS...`: the proof's JSON (asserting exit 0).
+pub fn prove(args: &[&str]) -> Value {
+    let mut all = vec!["prove"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = crate::run(&all);
+    assert_eq!(code, 0, "cledger prove {args:?}: {stdout}{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("cledger prove {args:?} printed no JSON ({e}): {stdout}"))
+}

@@ -2,7 +2,7 @@
 //! and the HTTP API give it, checked offline against a signed checkpoint and the log's key,
 //! step by step with `--verbose`.
 
-use e2e::audit::{import, key_of, s, sample_lines};
+use e2e::audit::{import, key_of, prove, s, sample_lines};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -16,13 +16,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn prove(args: &[&str]) -> Value {
-    let mut all = vec!["prove"];
-    all.extend_from_slice(args);
-    let (code, stdout, stderr) = cli(&all);
-    assert_eq!(code, 0, "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
-}
 
 fn verify_proof(proof: &Path, checkpoint: &Path, key: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["verify-proof", s(proof), "--checkpoint", s(checkpoint), "--key", key];
