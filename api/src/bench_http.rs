@@ -73,7 +73,7 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
     let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
         ledger: ledger.clone(),
-        signer: None,
+        checkpoints: None,
         nats: None,
         auth: Auth::open(),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),

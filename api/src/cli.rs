@@ -3,8 +3,7 @@
 //! Exit codes: 0 success; 1 the data was refused or does not verify (the message names the
 //! line or seq); 2 the command could not run (bad arguments, unreadable file, locked store).
 
-use base64::Engine;
-use events::{ContractId, Proposal, RecordedEvent, Stream};
+use events::{ContractId, Proposal, Stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::{AppendError, AppendRequest, Ledger, Mode, Options};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -156,23 +155,6 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
     }
 }
 
-/// The `log --json` line of an event (also used by the HTTP API later).
-pub fn event_json(r: &RecordedEvent) -> serde_json::Value {
-    let e = &r.event;
-    serde_json::json!({
-        "seq": e.seq,
-        "contract_id": e.stream.contract_id().map(ContractId::as_str),
-        "version": e.version,
-        "type": e.body.kind().as_str(),
-        "effective_date": e.effective_date.to_string(),
-        "recorded_at": e.recorded_at.to_rfc3339(),
-        "hash": r.hash.to_hex(),
-        "prev_hash": e.prev_hash.to_hex(),
-        "canonical": base64::engine::general_purpose::STANDARD.encode(&r.canonical),
-        "event": e.to_wire(),
-    })
-}
-
 pub fn log(data: &Path, contract: Option<&str>, json: bool, after: u64, limit: Option<usize>) -> Result<ExitCode, String> {
     let ledger = open_ledger(data)?;
     let stream = contract
@@ -197,7 +179,7 @@ pub fn log(data: &Path, contract: Option<&str>, json: bool, after: u64, limit: O
         for r in &page {
             let e = &r.event;
             let written = if json {
-                writeln!(out, "{}", event_json(r))
+                writeln!(out, "{}", r.to_json())
             } else {
                 writeln!(
                     out,

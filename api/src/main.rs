@@ -19,6 +19,7 @@ mod cli;
 mod demo;
 mod report;
 mod server;
+mod witness;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -125,6 +126,40 @@ enum Command {
         /// Sign a checkpoint this often (seconds) when the ledger grew; 0: only on request.
         #[arg(long, default_value_t = 60)]
         checkpoint_interval_s: u64,
+        /// A witness that cosigns the checkpoints: its submission URL and its verifier key
+        /// (`http://host:port=name+keyid+base64`). Repeat for several.
+        #[arg(long = "witness", value_name = "URL=VKEY", value_parser = parse_witness)]
+        witnesses: Vec<(String, String)>,
+        /// How many witnesses must cosign a checkpoint before it counts as cosigned
+        /// (default: all of them).
+        #[arg(long)]
+        witness_quorum: Option<usize>,
+        /// Also publish every event's JSON (seq, hash, prev_hash, event) on
+        /// `ledger.json.<contract>.<type>` (stream LEDGER_JSON).
+        #[arg(long, requires = "nats", conflicts_with = "follow")]
+        nats_json: bool,
+    },
+    /// Run a C2SP tlog-witness: cosign the checkpoints of the logs given, each only if it
+    /// extends the last one cosigned (kept durably, across restarts).
+    Witness {
+        /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// The witness's Ed25519 key (64 hex digits), created on first start.
+        #[arg(long)]
+        key: PathBuf,
+        /// The state file (default: the key file with the extension `.state`).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The witness's name in its cosignatures (default: `cledger-witness-` and 8 hex
+        /// digits of its key; a schema-less URL such as `witness.example.com/w1` is usual).
+        #[arg(long)]
+        name: Option<String>,
+        /// A log's verifier key (`cledger key`); its name is the log's origin. Repeat.
+        #[arg(long = "log", value_name = "VKEY", required = true)]
+        logs: Vec<String>,
+        #[arg(long)]
+        log_json: bool,
     },
     /// Serve a sample portfolio: the reference deal and smaller contracts in several
     /// currencies, loaded once into a data directory this command creates.
@@ -183,9 +218,22 @@ enum Command {
         /// Checkpoint origin of a data directory (if it was served with --origin).
         #[arg(long)]
         origin: Option<String>,
+        /// A witness's verifier key (or a file holding it) whose cosignatures count. Repeat.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Refuse a checkpoint without this many valid cosignatures of those witnesses
+        /// (default: all of them).
+        #[arg(long)]
+        witness_quorum: Option<usize>,
+        /// Without --key, trust the verifier key the bundle names (printing a warning): a
+        /// bundle that names its own key proves nothing about who signed it.
+        #[arg(long)]
+        trust_bundle_key: bool,
     },
-    /// Write an export bundle: header, every event (or --from/--to), signed checkpoint,
-    /// and for a range the proofs tying it to the checkpoint.
+    /// Write an export bundle (header, every event or --from/--to, signed checkpoint, and
+    /// for a range the proofs tying it to the checkpoint), or with --contract an evidence
+    /// pack: the contract's events, an inclusion proof of each, its revenue report as of
+    /// --as-of known at --known-at, and a manifest.
     Export {
         #[arg(long, env = "CLEDGER_DATA")]
         data: PathBuf,
@@ -198,6 +246,49 @@ enum Command {
         to: Option<u64>,
         #[arg(long)]
         origin: Option<String>,
+        /// `fresh`: sign a checkpoint of the head now; `latest`: the latest kept one (with
+        /// the cosignatures witnesses gave it).
+        #[arg(long, default_value = "fresh", value_parser = ["fresh", "latest"])]
+        checkpoint: String,
+        /// An evidence pack of this contract.
+        #[arg(long, requires = "as_of")]
+        contract: Option<String>,
+        /// The evidence pack's report date (YYYY-MM-DD).
+        #[arg(long, requires = "contract")]
+        as_of: Option<String>,
+        /// The evidence pack's ledger position: its events with seq <= K, its report as
+        /// known then (default: the checkpoint's size).
+        #[arg(long, requires = "contract")]
+        known_at: Option<u64>,
+        #[arg(long, default_value = "month", value_parser = ["month", "quarter"])]
+        granularity: String,
+    },
+    /// Check an inclusion or consistency proof (the JSON of `cledger prove` or
+    /// `GET /v1/proofs/...`) against a signed checkpoint and the log's key, offline.
+    VerifyProof {
+        /// The proof JSON file (`-`: standard input).
+        proof: PathBuf,
+        /// The signed checkpoint note (the `checkpoint` of `GET /v1/checkpoints/latest`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The log's verifier key, or a file holding it.
+        #[arg(long)]
+        key: String,
+        /// Consistency: a checkpoint you kept of the older tree; its root must be the
+        /// proof's `from_root`.
+        #[arg(long)]
+        old_checkpoint: Option<PathBuf>,
+        /// Inclusion: the event (JSON with `seq` and `canonical`, as `GET /v1/events/{seq}`)
+        /// whose bytes must hash to the proof's `hash`.
+        #[arg(long)]
+        event: Option<PathBuf>,
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        #[arg(long)]
+        witness_quorum: Option<usize>,
+        /// Print every step: the leaf hash, each proof hash and what it makes.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Merkle proofs from a data directory.
     Prove {
@@ -302,6 +393,15 @@ enum ProveCommand {
     },
 }
 
+/// `--witness URL=VKEY`: split at the first `=` (a vkey's base64 may end in `=`).
+fn parse_witness(text: &str) -> Result<(String, String), String> {
+    let (url, vkey) = text.split_once('=').ok_or("expected URL=VKEY")?;
+    if url.is_empty() || vkey.is_empty() {
+        return Err("expected URL=VKEY".into());
+    }
+    Ok((url.to_string(), vkey.to_string()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -334,11 +434,15 @@ fn main() -> ExitCode {
             signing_key,
             origin,
             checkpoint_interval_s,
+            witnesses,
+            witness_quorum,
+            nats_json,
         } => server::serve(
             server::ServeConfig {
                 signing_key,
                 origin,
                 checkpoint_every: std::time::Duration::from_secs(checkpoint_interval_s),
+                witnesses: server::checkpointing::WitnessConfig { witnesses, quorum: witness_quorum },
                 nats: nats.map(|url| server::NatsConfig {
                     url,
                     creds: nats_creds,
@@ -351,6 +455,7 @@ fn main() -> ExitCode {
                     replicas: stream_replicas,
                     follow,
                     leader_url,
+                    json: nats_json,
                 }),
                 data,
                 listen,
@@ -379,10 +484,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }),
         Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
-        Command::Verify { file, data, url, key, trusted_checkpoint, token, origin } => {
-            audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin })
+        Command::Witness { listen, key, state, name, logs, log_json } => witness::run(witness::WitnessArgs { listen, key, state, name, logs, log_json }),
+        Command::Verify { file, data, url, key, trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key } => {
+            audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key })
         }
-        Command::Export { data, out, from, to, origin } => audit::export(&data, out.as_deref(), from, to, origin.as_deref()),
+        Command::Export { data, out, from, to, origin, checkpoint, contract, as_of, known_at, granularity } => {
+            audit::export(audit::ExportArgs { data, out, from, to, origin, checkpoint, contract, as_of, known_at, granularity })
+        }
+        Command::VerifyProof { proof, checkpoint, key, old_checkpoint, event, witnesses, witness_quorum, verbose } => {
+            audit::verify_proof(audit::VerifyProofArgs { proof, checkpoint, key, old_checkpoint, event, witnesses, witness_quorum, verbose })
+        }
         Command::Prove { proof: ProveCommand::Inclusion { data, seq, tree_size } } => audit::prove_inclusion(&data, seq, tree_size),
         Command::Prove { proof: ProveCommand::Consistency { data, from, to } } => audit::prove_consistency(&data, from, to),
         Command::Key { data, origin } => audit::key(&data, origin.as_deref()),

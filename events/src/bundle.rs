@@ -6,7 +6,8 @@
 //! the bytes are decoded strictly, and the JSON shown for people must be exactly what the
 //! bytes say, so that any change to any byte of a bundle is found.
 
-use crate::checkpoint::{Checkpoint, VerifierKey};
+use crate::checkpoint::{Checkpoint, Note, VerifierKey};
+use crate::cosignature::{Cosignature, WitnessPolicy};
 use crate::merkle::{self, Frontier};
 use crate::{Digest, RecordedEvent};
 use base64::Engine;
@@ -88,7 +89,7 @@ pub fn event_line(recorded: &RecordedEvent) -> String {
         hash: recorded.hash.to_hex(),
         prev_hash: recorded.event.prev_hash.to_hex(),
         canonical: B64.encode(&recorded.canonical),
-        event: serde_json::to_value(recorded.event.to_wire()).expect("wire JSON serializes"),
+        event: recorded.wire_json(),
     };
     serde_json::to_string(&line).expect("lines serialize")
 }
@@ -115,6 +116,8 @@ pub struct Verified {
     /// For a range bundle: the size and root of the tree before its first event, proven
     /// consistent with the checkpoint.
     pub consistent_from: Option<(u64, Digest)>,
+    /// The witnesses' cosignatures that made the quorum asked for (none if none was).
+    pub cosignatures: Vec<Cosignature>,
 }
 
 /// Why a bundle does not verify: at an event (seq), or elsewhere (seq None).
@@ -125,20 +128,65 @@ pub struct BundleFailure {
     pub reason: String,
 }
 
-fn at(seq: u64, reason: impl Into<String>) -> BundleFailure {
+pub(crate) fn at(seq: u64, reason: impl Into<String>) -> BundleFailure {
     BundleFailure { seq: Some(seq), reason: reason.into() }
 }
 
-fn general(reason: impl Into<String>) -> BundleFailure {
+pub(crate) fn general(reason: impl Into<String>) -> BundleFailure {
     BundleFailure { seq: None, reason: reason.into() }
 }
 
-fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {
+/// A hash as every format writes it: 64 lowercase hex digits.
+pub fn parse_digest(text: &str) -> Result<Digest, String> {
+    digest(text, "the hash").map_err(|f| f.reason)
+}
+
+pub(crate) fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {
     // Lowercase hex only, so each hash has one spelling.
     if text.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(general(format!("{what} is not lowercase hex")));
     }
     Digest::from_hex(text).ok_or_else(|| general(format!("{what} is not 64 hex digits")))
+}
+
+/// Checks the fields of an event line (a bundle's, an evidence pack's) against its
+/// canonical bytes, which must be event `seq`: FORMAT.md section 7, step 2. The bytes are
+/// decoded strictly and hashed; the line's hash, prev_hash and event JSON must be exactly
+/// what they say. Returns the decoded event.
+pub(crate) fn check_event_fields(seq: u64, line_seq: u64, hash: &str, prev_hash: &str, canonical: &str, event: &serde_json::Value) -> Result<RecordedEvent, BundleFailure> {
+    if line_seq != seq {
+        return Err(at(seq, format!("the line says seq {line_seq}")));
+    }
+    let bytes = B64.decode(canonical).map_err(|_| at(seq, "canonical is not base64"))?;
+    if B64.encode(&bytes) != canonical {
+        return Err(at(seq, "canonical is not in canonical base64"));
+    }
+    let recorded = RecordedEvent::from_canonical(bytes).map_err(|e| at(seq, e.to_string()))?;
+    if recorded.event.seq != seq {
+        return Err(at(seq, format!("the canonical bytes are of seq {}", recorded.event.seq)));
+    }
+    if digest(hash, "hash").map_err(|e| at(seq, e.reason))? != recorded.hash {
+        return Err(at(seq, format!("the bytes hash to {}, the line says {hash}", recorded.hash)));
+    }
+    if digest(prev_hash, "prev_hash").map_err(|e| at(seq, e.reason))? != recorded.event.prev_hash {
+        return Err(at(seq, "prev_hash differs from the canonical bytes'"));
+    }
+    if recorded.wire_json() != *event {
+        return Err(at(seq, "the event JSON is not what the canonical bytes say"));
+    }
+    Ok(recorded)
+}
+
+/// Verifies a checkpoint note: the log's signature with `key` and, with a policy, a quorum
+/// of witness cosignatures. Returns the checkpoint and the cosignatures that count.
+pub fn verify_checkpoint(key: &VerifierKey, witnesses: Option<&WitnessPolicy>, note: &str) -> Result<(Checkpoint, Vec<Cosignature>), BundleFailure> {
+    let parsed = Note::parse(note).map_err(|e| general(format!("checkpoint: {e}")))?;
+    let checkpoint = key.verify_note(&parsed).map_err(|e| general(format!("checkpoint: {e}")))?;
+    let cosignatures = match witnesses {
+        Some(policy) => policy.check(&parsed).map_err(|e| general(format!("checkpoint cosignatures: {e}")))?,
+        None => vec![],
+    };
+    Ok((checkpoint, cosignatures))
 }
 
 /// Verifies a bundle line by line, in O(log n) memory.
@@ -152,6 +200,7 @@ pub struct BundleVerifier {
     root_at_requested: Option<Digest>,
     done: Option<Verified>,
     last_recorded_at: Option<crate::Timestamp>,
+    witnesses: Option<WitnessPolicy>,
 }
 
 impl BundleVerifier {
@@ -169,7 +218,14 @@ impl BundleVerifier {
             root_at_requested: None,
             done: None,
             last_recorded_at: None,
+            witnesses: None,
         }
+    }
+
+    /// Also requires the checkpoint to carry a quorum of these witnesses' cosignatures.
+    pub fn with_witnesses(mut self, policy: WitnessPolicy) -> BundleVerifier {
+        self.witnesses = Some(policy);
+        self
     }
 
     /// Feeds one line (without its newline).
@@ -182,7 +238,8 @@ impl BundleVerifier {
             if header.format != FORMAT || header.version != VERSION {
                 return Err(general(format!("not a {FORMAT} version {VERSION} bundle")));
             }
-            if header.from == 0 || header.to + 1 < header.from {
+            // Any numbers may come in: no arithmetic that can overflow.
+            if header.from == 0 || header.from > header.to.saturating_add(1) {
                 return Err(general("the header's range is not a range"));
             }
             let in_header = VerifierKey::parse(&header.verifier_key).map_err(|e| general(format!("header: {e}")))?;
@@ -208,23 +265,7 @@ impl BundleVerifier {
     fn event(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
         let seq = self.next_seq;
         let parsed: EventLine = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
-        if parsed.seq != seq {
-            return Err(at(seq, format!("the line says seq {}", parsed.seq)));
-        }
-        let canonical = B64.decode(&parsed.canonical).map_err(|_| at(seq, "canonical is not base64"))?;
-        if B64.encode(&canonical) != parsed.canonical {
-            return Err(at(seq, "canonical is not in canonical base64"));
-        }
-        let recorded = RecordedEvent::from_canonical(canonical).map_err(|e| at(seq, e.to_string()))?;
-        if recorded.event.seq != seq {
-            return Err(at(seq, format!("the canonical bytes are of seq {}", recorded.event.seq)));
-        }
-        if digest(&parsed.hash, "hash").map_err(|e| at(seq, e.reason))? != recorded.hash {
-            return Err(at(seq, format!("the bytes hash to {}, the line says {}", recorded.hash, parsed.hash)));
-        }
-        if digest(&parsed.prev_hash, "prev_hash").map_err(|e| at(seq, e.reason))? != recorded.event.prev_hash {
-            return Err(at(seq, "prev_hash differs from the canonical bytes'"));
-        }
+        let recorded = check_event_fields(seq, parsed.seq, &parsed.hash, &parsed.prev_hash, &parsed.canonical, &parsed.event)?;
         let expected_prev = match (self.last_hash, header.from) {
             (Some(h), _) => Some(h),
             (None, 1) => Some(Digest::ZERO),
@@ -235,10 +276,6 @@ impl BundleVerifier {
         }
         if self.last_recorded_at.is_some_and(|t| recorded.event.recorded_at < t) {
             return Err(at(seq, "recorded_at goes back in time"));
-        }
-        let wire = serde_json::to_value(recorded.event.to_wire()).expect("wire JSON serializes");
-        if wire != parsed.event {
-            return Err(at(seq, "the event JSON is not what the canonical bytes say"));
         }
         if header.from == 1 {
             self.frontier.push(&recorded.hash);
@@ -255,7 +292,7 @@ impl BundleVerifier {
     fn checkpoint(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
         let parsed: CheckpointLine = serde_json::from_str(line).map_err(|e| general(format!("checkpoint line: {e}")))?;
         let key = self.key.as_ref().expect("the header set the key");
-        let checkpoint = key.verify(&parsed.checkpoint).map_err(|e| general(format!("checkpoint: {e}")))?;
+        let (checkpoint, cosignatures) = verify_checkpoint(key, self.witnesses.as_ref(), &parsed.checkpoint)?;
         if checkpoint.size < header.to {
             return Err(general(format!("the checkpoint (size {}) does not cover the bundle (to {})", checkpoint.size, header.to)));
         }
@@ -282,6 +319,7 @@ impl BundleVerifier {
             note: parsed.checkpoint,
             root_at_requested: self.root_at_requested,
             consistent_from,
+            cosignatures,
         });
         Ok(())
     }
@@ -301,7 +339,7 @@ impl BundleVerifier {
         }
         match &proofs.consistency {
             Some(p) => {
-                if p.from + 1 != header.from || p.to != checkpoint.size {
+                if p.from.checked_add(1) != Some(header.from) || p.to != checkpoint.size {
                     return Err(general("the consistency proof is not from the tree before the bundle to the checkpoint's"));
                 }
                 let from_root = digest(&p.from_root, "from_root")?;

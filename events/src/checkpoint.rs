@@ -11,17 +11,24 @@
 //!
 //! Key id = the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key), 0x01 being
 //! the Ed25519 signature type. The signature covers the text, through its final newline.
+//! Witnesses add their cosignatures (type 0x04, `cosignature`) as more signature lines.
 
 use crate::Digest;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::Digest as _;
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-/// C2SP signature type of Ed25519.
-const ED25519: u8 = 0x01;
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// C2SP signature type of plain Ed25519 note signatures (the log's key).
+pub const ED25519: u8 = 0x01;
+/// C2SP signature type of timestamped Ed25519 witness cosignatures (tlog-cosignature).
+pub const COSIGNATURE_V1: u8 = 0x04;
 /// The prefix of a signature line: an em dash and a space.
-const SIGNATURE_PREFIX: &str = "\u{2014} ";
+pub const SIGNATURE_PREFIX: &str = "\u{2014} ";
+/// Largest note accepted, in bytes: a checkpoint with far more signatures than anyone sends.
+pub const NOTE_BYTES_MAX: usize = 64 * 1024;
+/// Most signature lines accepted on one note (C2SP signed-note: at least 16 must be).
+pub const NOTE_SIGNATURES_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -54,14 +61,44 @@ fn check_name(name: &str) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-fn key_id(name: &str, public: &VerifyingKey) -> [u8; 4] {
+/// C2SP key id: the first 4 bytes of SHA-256(name || "\n" || signature type || public key).
+pub fn key_id(name: &str, signature_type: u8, public: &[u8; 32]) -> [u8; 4] {
     let mut h = sha2::Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ED25519]);
-    h.update(public.to_bytes());
+    h.update([signature_type]);
+    h.update(public);
     let digest = h.finalize();
     [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// A C2SP vkey, `name+keyid+base64(type || key)`, as (name, Ed25519 public key), checking
+/// that its type byte is `signature_type` and its key id matches.
+pub(crate) fn parse_vkey(text: &str, signature_type: u8) -> Result<(String, VerifyingKey), CheckpointError> {
+    let bad = |why: &str| CheckpointError::BadKey(why.to_string());
+    // The key is base64, which may itself contain '+': split off the first two fields.
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected name+keyid+key"));
+    };
+    check_name(name)?;
+    let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
+    let Some((&kind, rest)) = key.split_first() else { return Err(bad("the key is empty")) };
+    if kind != signature_type {
+        return Err(bad(&format!("signature type {kind:#04x}, expected {signature_type:#04x}")));
+    }
+    let bytes: [u8; 32] = rest.try_into().map_err(|_| bad("an Ed25519 key is 32 bytes"))?;
+    let public = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid Ed25519 point"))?;
+    if hex::encode(key_id(name, signature_type, &bytes)) != id {
+        return Err(bad("the key id does not match the name and key"));
+    }
+    Ok((name.to_string(), public))
+}
+
+pub(crate) fn format_vkey(name: &str, signature_type: u8, public: &VerifyingKey) -> String {
+    let mut key = vec![signature_type];
+    key.extend_from_slice(public.as_bytes());
+    format!("{name}+{}+{}", hex::encode(key_id(name, signature_type, public.as_bytes())), B64.encode(key))
 }
 
 impl Checkpoint {
@@ -96,6 +133,77 @@ impl Checkpoint {
     }
 }
 
+/// One signature line of a note: `— <name> base64(key id (4) || signature)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteSignature {
+    pub name: String,
+    pub key_id: [u8; 4],
+    pub signature: Vec<u8>,
+}
+
+impl NoteSignature {
+    /// Parses one line (without its newline).
+    pub fn parse_line(line: &str) -> Result<NoteSignature, CheckpointError> {
+        let rest = line.strip_prefix(SIGNATURE_PREFIX).ok_or_else(|| malformed("a signature line starts with an em dash and a space"))?;
+        let (name, blob) = rest.split_once(' ').ok_or_else(|| malformed("a signature line is `— name signature`"))?;
+        check_name(name).map_err(|_| malformed("a signature line's key name is empty or has a space or +"))?;
+        let blob = B64.decode(blob).map_err(|_| malformed("a signature is not base64"))?;
+        if B64.encode(&blob) != rest[name.len() + 1..] {
+            return Err(malformed("a signature is not in canonical base64"));
+        }
+        if blob.len() < 4 {
+            return Err(malformed("a signature is shorter than its key id"));
+        }
+        Ok(NoteSignature { name: name.to_string(), key_id: [blob[0], blob[1], blob[2], blob[3]], signature: blob[4..].to_vec() })
+    }
+
+    /// The line, with its newline.
+    pub fn line(&self) -> String {
+        let mut blob = self.key_id.to_vec();
+        blob.extend_from_slice(&self.signature);
+        format!("{SIGNATURE_PREFIX}{} {}\n", self.name, B64.encode(blob))
+    }
+}
+
+/// A C2SP signed note: a text (ending in a newline), a blank line, signature lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub text: String,
+    pub signatures: Vec<NoteSignature>,
+}
+
+impl Note {
+    /// Parses a note, within [`NOTE_BYTES_MAX`] and [`NOTE_SIGNATURES_MAX`]. The text is
+    /// separated from the signatures by the last blank line.
+    pub fn parse(note: &str) -> Result<Note, CheckpointError> {
+        if note.len() > NOTE_BYTES_MAX {
+            return Err(malformed(&format!("the note is larger than {NOTE_BYTES_MAX} bytes")));
+        }
+        if note.chars().any(|c| c.is_ascii_control() && c != '\n') {
+            return Err(malformed("a note holds no control characters but newlines"));
+        }
+        let split = note.rfind("\n\n").ok_or_else(|| malformed("no blank line between text and signatures"))?;
+        let text = &note[..=split];
+        let signatures = note[split + 2..].strip_suffix('\n').ok_or_else(|| malformed("the note must end with a newline"))?;
+        let lines: Vec<&str> = signatures.split('\n').collect();
+        if lines.len() > NOTE_SIGNATURES_MAX {
+            return Err(malformed(&format!("more than {NOTE_SIGNATURES_MAX} signatures")));
+        }
+        let signatures = lines.into_iter().map(NoteSignature::parse_line).collect::<Result<Vec<_>, _>>()?;
+        Ok(Note { text: text.to_string(), signatures })
+    }
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.text)?;
+        for s in &self.signatures {
+            f.write_str(&s.line())?;
+        }
+        Ok(())
+    }
+}
+
 /// A signer: an Ed25519 key and the name it signs under.
 pub struct NoteSigner {
     name: String,
@@ -120,9 +228,8 @@ impl NoteSigner {
     pub fn sign(&self, checkpoint: &Checkpoint) -> String {
         let text = checkpoint.body();
         let signature = self.key.sign(text.as_bytes());
-        let mut blob = key_id(&self.name, &self.key.verifying_key()).to_vec();
-        blob.extend_from_slice(&signature.to_bytes());
-        format!("{text}\n{SIGNATURE_PREFIX}{} {}\n", self.name, B64.encode(blob))
+        let line = NoteSignature { name: self.name.clone(), key_id: self.verifier().key_id(), signature: signature.to_bytes().to_vec() };
+        Note { text, signatures: vec![line] }.to_string()
     }
 }
 
@@ -135,52 +242,35 @@ pub struct VerifierKey {
 
 impl VerifierKey {
     pub fn key_id(&self) -> [u8; 4] {
-        key_id(&self.name, &self.public)
+        key_id(&self.name, ED25519, self.public.as_bytes())
     }
 
     pub fn parse(text: &str) -> Result<VerifierKey, CheckpointError> {
-        let bad = |why: &str| CheckpointError::BadKey(why.to_string());
-        // The key is base64, which may itself contain '+': split off the first two fields.
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected name+keyid+key"));
-        };
-        check_name(name)?;
-        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
-        let [ED25519, rest @ ..] = key.as_slice() else { return Err(bad("not an Ed25519 key (type byte 0x01)")) };
-        let bytes: [u8; 32] = rest.try_into().map_err(|_| bad("an Ed25519 key is 32 bytes"))?;
-        let public = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid Ed25519 point"))?;
-        let vkey = VerifierKey { name: name.to_string(), public };
-        if hex::encode(vkey.key_id()) != id {
-            return Err(bad("the key id does not match the name and key"));
-        }
-        Ok(vkey)
+        let (name, public) = parse_vkey(text, ED25519)?;
+        Ok(VerifierKey { name, public })
     }
 
-    /// Verifies a signed note and returns the checkpoint it carries.
+    /// Verifies a signed note and returns the checkpoint it carries. Lines of other keys
+    /// (witnesses' cosignatures) are skipped; every line of this key must verify.
     pub fn verify(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
-        let (text, signatures) = note.split_once("\n\n").ok_or_else(|| malformed("no blank line between text and signatures"))?;
-        let text = format!("{text}\n");
-        let signatures = signatures.strip_suffix('\n').ok_or_else(|| malformed("the note must end with a newline"))?;
+        self.verify_note(&Note::parse(note)?)
+    }
+
+    /// [`VerifierKey::verify`] of a parsed note.
+    pub fn verify_note(&self, note: &Note) -> Result<Checkpoint, CheckpointError> {
         let id = self.key_id();
         let mut found = false;
-        for line in signatures.split('\n') {
-            let rest = line.strip_prefix(SIGNATURE_PREFIX).ok_or_else(|| malformed("a signature line starts with an em dash"))?;
-            let (name, blob) = rest.split_once(' ').ok_or_else(|| malformed("a signature line is `— name signature`"))?;
-            let blob = B64.decode(blob).map_err(|_| malformed("a signature is not base64"))?;
-            if name != self.name || blob.len() < 4 || blob[..4] != id {
-                continue; // Another signer's line: allowed, not ours.
-            }
-            let signature: [u8; 64] = blob[4..].try_into().map_err(|_| malformed("an Ed25519 signature is 64 bytes"))?;
+        for line in note.signatures.iter().filter(|s| s.name == self.name && s.key_id == id) {
+            let signature: [u8; 64] = line.signature.as_slice().try_into().map_err(|_| malformed("an Ed25519 signature is 64 bytes"))?;
             self.public
-                .verify_strict(text.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
+                .verify_strict(note.text.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
                 .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
             found = true;
         }
         if !found {
             return Err(CheckpointError::NotSigned(self.name.clone(), hex::encode(id)));
         }
-        let checkpoint = Checkpoint::parse(&text)?;
+        let checkpoint = Checkpoint::parse(&note.text)?;
         if checkpoint.origin != self.name {
             return Err(malformed("the origin is not the key's name"));
         }
@@ -190,9 +280,7 @@ impl VerifierKey {
 
 impl std::fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut key = vec![ED25519];
-        key.extend_from_slice(&self.public.to_bytes());
-        write!(f, "{}+{}+{}", self.name, hex::encode(self.key_id()), B64.encode(key))
+        f.write_str(&format_vkey(&self.name, ED25519, &self.public))
     }
 }
 

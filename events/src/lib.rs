@@ -12,14 +12,17 @@
 mod body;
 pub mod bundle;
 pub mod checkpoint;
+pub mod cosignature;
 mod currency;
 mod event;
+pub mod evidence;
 pub mod merkle;
 mod money;
 mod rejection;
 mod text;
 mod time;
 mod wire;
+pub mod witness;
 
 pub use body::*;
 pub use currency::{Currency, UnknownCurrency};

@@ -140,19 +140,49 @@ pub fn consistency_proof<N: Nodes>(nodes: &N, first: u64, second: u64) -> Result
     Ok(proof)
 }
 
+/// One step of checking a proof, as `cledger verify-proof --verbose` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The leaf hash of the event hash: `H(0x00 || event_hash)`.
+    Leaf { event_hash: Digest, leaf: Digest },
+    /// Inclusion: proof hash `index` combined with the running hash (`on_left`: the proof
+    /// hash is the left child), giving `result`.
+    Inclusion { index: usize, sibling: Digest, on_left: bool, result: Digest },
+    /// Consistency: where both running hashes start (the first tree's root when its size is
+    /// a power of two, else the first proof hash).
+    ConsistencyStart { hash: Digest, is_first_root: bool },
+    /// Consistency: proof hash `index` on the left of both running hashes (`both`), or on
+    /// the right of the second tree's only; the running hashes after it.
+    Consistency { index: usize, hash: Digest, both: bool, first: Digest, second: Digest },
+}
+
 /// RFC 9162 §2.1.3.2: does `proof` show that the leaf with `event_hash` is at `index` in
 /// the tree of `size` leaves with root `root`?
 pub fn verify_inclusion(event_hash: &Digest, index: u64, size: u64, proof: &[Digest], root: &Digest) -> Result<(), ProofFailure> {
+    verify_inclusion_traced(event_hash, index, size, proof, root, &mut |_| {})
+}
+
+/// [`verify_inclusion`], reporting every step to `trace`.
+pub fn verify_inclusion_traced(
+    event_hash: &Digest,
+    index: u64,
+    size: u64,
+    proof: &[Digest],
+    root: &Digest,
+    trace: &mut dyn FnMut(Step),
+) -> Result<(), ProofFailure> {
     if index >= size {
         return fail("the leaf index is not below the tree size");
     }
     let (mut f, mut s) = (index, size - 1);
     let mut r = leaf_hash(event_hash);
-    for p in proof {
+    trace(Step::Leaf { event_hash: *event_hash, leaf: r });
+    for (i, p) in proof.iter().enumerate() {
         if s == 0 {
             return fail("the proof is longer than the tree is deep");
         }
-        if f & 1 == 1 || f == s {
+        let on_left = f & 1 == 1 || f == s;
+        if on_left {
             r = node_hash(p, &r);
             if f & 1 == 0 {
                 while f & 1 == 0 && f != 0 {
@@ -163,6 +193,7 @@ pub fn verify_inclusion(event_hash: &Digest, index: u64, size: u64, proof: &[Dig
         } else {
             r = node_hash(&r, p);
         }
+        trace(Step::Inclusion { index: i, sibling: *p, on_left, result: r });
         f >>= 1;
         s >>= 1;
     }
@@ -178,6 +209,18 @@ pub fn verify_inclusion(event_hash: &Digest, index: u64, size: u64, proof: &[Dig
 /// RFC 9162 §2.1.4.2: does `proof` show that the tree of `first` leaves with root
 /// `first_root` is a prefix of the tree of `second` leaves with root `second_root`?
 pub fn verify_consistency(first: u64, second: u64, first_root: &Digest, second_root: &Digest, proof: &[Digest]) -> Result<(), ProofFailure> {
+    verify_consistency_traced(first, second, first_root, second_root, proof, &mut |_| {})
+}
+
+/// [`verify_consistency`], reporting every step to `trace`.
+pub fn verify_consistency_traced(
+    first: u64,
+    second: u64,
+    first_root: &Digest,
+    second_root: &Digest,
+    proof: &[Digest],
+    trace: &mut dyn FnMut(Step),
+) -> Result<(), ProofFailure> {
     if first > second {
         return fail("the first tree is larger than the second");
     }
@@ -198,7 +241,8 @@ pub fn verify_consistency(first: u64, second: u64, first_root: &Digest, second_r
         return fail("the proof is empty");
     }
     let mut path: Vec<Digest> = Vec::with_capacity(proof.len() + 1);
-    if first.is_power_of_two() {
+    let power_of_two = first.is_power_of_two();
+    if power_of_two {
         path.push(*first_root);
     }
     path.extend_from_slice(proof);
@@ -208,11 +252,13 @@ pub fn verify_consistency(first: u64, second: u64, first_root: &Digest, second_r
         s >>= 1;
     }
     let (mut fr, mut sr) = (path[0], path[0]);
-    for c in &path[1..] {
+    trace(Step::ConsistencyStart { hash: path[0], is_first_root: power_of_two });
+    for (i, c) in path[1..].iter().enumerate() {
         if s == 0 {
             return fail("the proof is longer than the trees are deep");
         }
-        if f & 1 == 1 || f == s {
+        let both = f & 1 == 1 || f == s;
+        if both {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
             if f & 1 == 0 {
@@ -224,6 +270,8 @@ pub fn verify_consistency(first: u64, second: u64, first_root: &Digest, second_r
         } else {
             sr = node_hash(&sr, c);
         }
+        // Proof hash numbers count the proof as given (the first root is not one of them).
+        trace(Step::Consistency { index: i + usize::from(!power_of_two), hash: *c, both, first: fr, second: sr });
         f >>= 1;
         s >>= 1;
     }

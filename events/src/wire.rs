@@ -241,6 +241,33 @@ pub struct WireEventOut {
     pub data: serde_json::Value,
 }
 
+impl crate::RecordedEvent {
+    /// The wire JSON of the event (what a bundle line's `event` must equal).
+    pub fn wire_json(&self) -> serde_json::Value {
+        // A struct of strings, dates and a JSON value always serializes.
+        serde_json::to_value(self.event.to_wire()).expect("wire JSON serializes")
+    }
+
+    /// The one JSON shape of a stored event: `cledger log --json`, `GET /v1/events`, the
+    /// NATS JSON mirror (FORMAT.md section 8).
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        let e = &self.event;
+        serde_json::json!({
+            "seq": e.seq,
+            "contract_id": e.stream.contract_id().map(ContractId::as_str),
+            "version": e.version,
+            "type": e.body.kind().as_str(),
+            "effective_date": e.effective_date.to_string(),
+            "recorded_at": e.recorded_at.to_rfc3339(),
+            "hash": self.hash.to_hex(),
+            "prev_hash": e.prev_hash.to_hex(),
+            "canonical": base64::engine::general_purpose::STANDARD.encode(&self.canonical),
+            "event": self.wire_json(),
+        })
+    }
+}
+
 impl Event {
     /// The wire JSON of this event.
     pub fn to_wire(&self) -> WireEventOut {

@@ -701,11 +701,14 @@ impl Ledger {
         let mut verifier = ChainVerifier::new();
         let mut frontier = merkle::Frontier::new();
         let mut roots = vec![None; sizes.len()];
+        // Sizes may be many (every kept checkpoint): find each event's in a map.
+        let mut wanted: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+        for (i, s) in sizes.iter().enumerate() {
+            wanted.entry(*s).or_default().push(i);
+        }
         let mut note_root = |size: u64, frontier: &merkle::Frontier| {
-            for (i, s) in sizes.iter().enumerate() {
-                if *s == size {
-                    roots[i] = Some(frontier.root());
-                }
+            for i in wanted.get(&size).into_iter().flatten() {
+                roots[*i] = Some(frontier.root());
             }
         };
         note_root(0, &frontier);

@@ -18,6 +18,13 @@ pub enum Granularity {
 }
 
 impl Granularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Month => "month",
+            Granularity::Quarter => "quarter",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Granularity> {
         match text {
             "month" => Some(Granularity::Month),

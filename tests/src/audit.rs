@@ -127,12 +127,15 @@ pub fn key_of(data: &Path) -> String {
     key
 }
 
-/// Replaces the ledger's latest checkpoint (`Mcheckpoint`) directly in sled (the ledger
-/// closed).
+/// Makes `note` the ledger's only kept checkpoint (the `checkpoints` tree, FORMAT.md
+/// section 9), directly in sled (the ledger closed).
 pub fn set_latest_checkpoint(data: &Path, note: &str) {
     let db = sled::open(data).expect("open sled");
-    let tree = db.open_tree("ledger").expect("ledger tree");
-    tree.insert(b"Mcheckpoint", note.as_bytes()).expect("write");
+    let history = db.open_tree("checkpoints").expect("checkpoints tree");
+    history.clear().expect("clear");
+    let text = note.split("\n\n").next().expect("a note");
+    let size: u64 = text.split('\n').nth(1).and_then(|s| s.parse().ok()).expect("a checkpoint size");
+    history.insert(size.to_be_bytes(), note.as_bytes()).expect("write");
     db.flush().expect("flush");
 }
 
@@ -360,18 +363,30 @@ pub fn cledger_verify(args: &[&str]) -> Verdict {
     Verdict { code, stdout, stderr }
 }
 
-/// `cledger verify FILE [--key KEY] [--trusted-checkpoint KEPT]` of a bundle written to a
-/// temporary file.
+/// `cledger verify FILE [--key KEY | --trust-bundle-key] [--trusted-checkpoint KEPT]` of a
+/// bundle written to a temporary file.
 pub fn cledger_verify_bundle(bundle: &Bundle, key: Option<&str>, kept: Option<&Path>) -> Verdict {
+    let mut extra = vec![];
+    if let Some(p) = kept {
+        extra.extend(["--trusted-checkpoint", s(p)]);
+    }
+    cledger_verify_file(bundle, key, &extra)
+}
+
+/// `cledger verify FILE --key KEY EXTRA...` (witness options, say).
+pub fn cledger_verify_bundle_with(bundle: &Bundle, key: &str, extra: &[&str]) -> Verdict {
+    cledger_verify_file(bundle, Some(key), extra)
+}
+
+fn cledger_verify_file(bundle: &Bundle, key: Option<&str>, extra: &[&str]) -> Verdict {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     bundle.write(file.path());
     let mut args = vec![s(file.path())];
-    if let Some(k) = key {
-        args.extend(["--key", k]);
+    match key {
+        Some(k) => args.extend(["--key", k]),
+        None => args.push("--trust-bundle-key"),
     }
-    if let Some(p) = kept {
-        args.extend(["--trusted-checkpoint", s(p)]);
-    }
+    args.extend_from_slice(extra);
     cledger_verify(&args)
 }
 
@@ -419,17 +434,29 @@ pub fn python() -> Option<&'static Path> {
         .as_deref()
 }
 
-/// docs/verify_bundle.py on a bundle, or None when no suitable Python is installed.
+/// docs/verify_bundle.py on a bundle (`--trust-bundle-key` without a key), or None when no
+/// suitable Python is installed.
 pub fn python_verify(bundle: &Bundle, key: Option<&str>) -> Option<Verdict> {
-    let python = python()?;
+    python_verify_with(bundle, key, &[])
+}
+
+/// docs/verify_bundle.py on a bundle with more arguments (witness options, say).
+pub fn python_verify_with(bundle: &Bundle, key: Option<&str>, extra: &[&str]) -> Option<Verdict> {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     bundle.write(file.path());
-    let mut command = Command::new(python);
-    command.arg(crate::workspace().join("docs/verify_bundle.py")).arg(file.path());
-    if let Some(k) = key {
-        command.args(["--key", k]);
+    let mut args = vec![s(file.path()).to_string()];
+    match key {
+        Some(k) => args.extend(["--key".to_string(), k.to_string()]),
+        None => args.push("--trust-bundle-key".into()),
     }
-    let out = command.output().expect("run docs/verify_bundle.py");
+    args.extend(extra.iter().map(|a| a.to_string()));
+    python_verify_args(&args)
+}
+
+/// docs/verify_bundle.py with these arguments, or None when no suitable Python is installed.
+pub fn python_verify_args(args: &[String]) -> Option<Verdict> {
+    let python = python()?;
+    let out = Command::new(python).arg(crate::workspace().join("docs/verify_bundle.py")).args(args).output().expect("run docs/verify_bundle.py");
     Some(Verdict {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -488,4 +515,45 @@ impl Default for Histories {
     fn default() -> Self {
         Histories::new()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Signing as a ledger would, and its tree (to speak to witnesses by hand).
+
+/// The checkpoint signer of a stopped ledger: its key file and its origin.
+pub fn signer_of(data: &Path) -> events::checkpoint::NoteSigner {
+    let key = key_of(data);
+    let seed_hex = std::fs::read_to_string(data.join("checkpoint-signing.key")).expect("the signing key");
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(seed_hex.trim(), &mut seed).expect("64 hex digits");
+    let name = key.split('+').next().expect("a key name");
+    let signer = events::checkpoint::NoteSigner::new(name, seed).expect("a signer");
+    assert_eq!(signer.verifier().to_string(), key);
+    signer
+}
+
+/// The Merkle tree of a stopped ledger's events.
+pub fn tree_of(data: &Path) -> events::merkle::MemoryTree {
+    let mut tree = events::merkle::MemoryTree::new();
+    for h in hashes_of(data) {
+        tree.push(&h);
+    }
+    tree
+}
+
+/// An add-checkpoint request body for a checkpoint of `size` of `tree` signed by `signer`,
+/// with the proof from `old`.
+pub fn add_checkpoint_body(signer: &events::checkpoint::NoteSigner, tree: &events::merkle::MemoryTree, old: u64, size: u64) -> String {
+    let checkpoint = Checkpoint { origin: signer.name().into(), size, root: events::merkle::root(tree, size).unwrap() };
+    let proof = events::merkle::consistency_proof(tree, old, size).unwrap();
+    events::witness::AddCheckpoint::new(old, proof, &signer.sign(&checkpoint)).unwrap().body()
+}
+
+/// `cledger prove ARGS...`: the proof's JSON (asserting exit 0).
+pub fn prove(args: &[&str]) -> Value {
+    let mut all = vec!["prove"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = crate::run(&all);
+    assert_eq!(code, 0, "cledger prove {args:?}: {stdout}{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("cledger prove {args:?} printed no JSON ({e}): {stdout}"))
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod nats;
 pub mod server;
 pub mod tls;
+pub mod witness;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,21 @@ pub fn cledger_path() -> &'static Path {
         assert!(path.exists(), "{} was not built", path.display());
         path
     })
+}
+
+/// Stops a child process of a test: SIGTERM, then waits up to 20 s (SIGKILL after that).
+pub fn terminate_child(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 pub fn cledger() -> Command {

@@ -117,18 +117,8 @@ impl NatsNode {
 
     /// Stops the node (SIGTERM: it shuts down cleanly) and waits.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::terminate_child(child);
         }
     }
 
@@ -240,6 +230,45 @@ impl StreamReader {
             let m = stream.get_raw_message(seq).await.unwrap_or_else(|e| panic!("message {seq}: {e}"));
             let headers = m.headers.iter().map(|(k, v)| (k.to_string(), v.iter().next().map(|x| x.as_str().to_string()).unwrap_or_default())).collect();
             Stored { sequence: m.sequence, subject: m.subject.to_string(), headers, payload: m.payload.to_vec() }
+        })
+    }
+
+    /// Tries to delete message `seq` of stream `name` (streams of the ledger deny it).
+    pub fn delete(&self, name: &str, seq: u64) -> Result<(), String> {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(name).await.map_err(|e| e.to_string())?;
+            stream.delete_message(seq).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Every message of stream `name`, read as a consumer that arrives late would: an
+    /// ordered consumer from the first message, until `count` have come (30 s at most).
+    pub fn consume_from_start(&self, name: &str, count: usize) -> Vec<Stored> {
+        use futures::StreamExt;
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(name).await.expect("stream");
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .expect("consumer");
+            let mut messages = consumer.messages().await.expect("messages");
+            let mut out = vec![];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while out.len() < count {
+                let m = tokio::time::timeout_at(deadline, messages.next()).await.unwrap_or_else(|_| panic!("only {} of {count} messages of {name}", out.len()));
+                let m = m.expect("a message").expect("no error");
+                let info = m.info().expect("info");
+                let headers = m
+                    .headers
+                    .as_ref()
+                    .map(|h| h.iter().map(|(k, v)| (k.to_string(), v.iter().next().map(|x| x.as_str().to_string()).unwrap_or_default())).collect())
+                    .unwrap_or_default();
+                out.push(Stored { sequence: info.stream_sequence, subject: m.subject.to_string(), headers, payload: m.payload.to_vec() });
+            }
+            out
         })
     }
 

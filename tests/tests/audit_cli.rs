@@ -2,7 +2,7 @@
 //! `verify` against bundles and data directories, with kept checkpoints (issue 6).
 
 use e2e::audit::{
-    check_consistency_json, check_inclusion_json, cledger_verify, cledger_verify_bundle, digest, digests, export, flip_char, hashes_of, import, key_of, mth,
+    check_consistency_json, check_inclusion_json, cledger_verify, prove, cledger_verify_bundle, digest, digests, export, flip_char, hashes_of, import, key_of, mth,
     open_note, s, sample_invoice, sample_lines, set_latest_checkpoint, Histories,
 };
 use e2e::run;
@@ -20,13 +20,6 @@ fn sample_ledger(dir: &Path) -> std::path::PathBuf {
     data
 }
 
-fn prove(args: &[&str]) -> Value {
-    let mut all = vec!["prove"];
-    all.extend_from_slice(args);
-    let (code, stdout, stderr) = run(&all);
-    assert_eq!(code, 0, "cledger prove {args:?}: {stdout}{stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("cledger prove {args:?} printed no JSON ({e}): {stdout}"))
-}
 
 #[test]
 fn prove_output_verifies_against_the_event_hashes() {

@@ -288,3 +288,53 @@ fn both_verifiers_accept_an_empty_range_at_the_head() {
     assert_eq!((consistency["from"].as_u64(), consistency["to"].as_u64()), (Some(9), Some(9)));
     both_accept("an empty range after the head", &bundle, Some(&key));
 }
+
+/// The Python verifier, written from FORMAT.md, against the checked-in vectors: it decodes
+/// every vector event's canonical bytes to the JSON the vectors give, refuses every byte
+/// string the vectors list as invalid, verifies the cosigned note of witness.json, and
+/// makes the same cosignature from the same TEST seed (Ed25519 is deterministic).
+#[test]
+fn the_python_verifier_decodes_and_cosigns_as_the_vectors_say() {
+    let Some(python) = python() else { return };
+    let script = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import verify_bundle as v
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+events = json.load(open(sys.argv[2]))
+for e in events["events"]:
+    seq, prev, contract, version, recorded_at, wire = v.decode(bytes.fromhex(e["canonical_hex"]))
+    expected = {k: x for k, x in e["wire"].items() if k != "expected_version"}
+    expected.setdefault("actor", events["default_actor"])
+    assert v.same(wire, expected), (seq, wire, expected)
+    assert (seq, version, prev.hex()) == (e["seq"], e["version"], e["prev_hash"]), seq
+refused = 0
+for r in events["refused"]:
+    try:
+        v.decode(bytes.fromhex(r["canonical_hex"]))
+    except v.Failed:
+        refused += 1
+assert refused == len(events["refused"]), (refused, len(events["refused"]))
+w = json.load(open(sys.argv[3]))
+log = v.parse_vkey(w["log_verifier_key"], 0x01)
+witness = v.parse_vkey(w["witness"]["verifier_key"], 0x04)
+size, root, cosigned = v.verify_checkpoint(w["cosigned_note"], log, [witness], 1)
+assert cosigned == [w["witness"]["name"]], cosigned
+key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(w["witness"]["test_signing_seed_hex"]))
+assert w["signed_message"] == "cosignature/v1\ntime %d\n" % w["timestamp"] + w["cosigned_note"].split("\n\n")[0] + "\n"
+blob = witness[2] + w["timestamp"].to_bytes(8, "big") + key.sign(w["signed_message"].encode())
+import base64
+assert w["cosignature_line"] == "\u2014 %s %s\n" % (w["witness"]["name"], base64.b64encode(blob).decode()), "the same bytes"
+print("ok", len(events["events"]), refused)
+"#;
+    let vectors = e2e::workspace().join("testdata/vectors");
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(e2e::workspace().join("docs"))
+        .arg(vectors.join("events.json"))
+        .arg(vectors.join("witness.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("ok "), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+}

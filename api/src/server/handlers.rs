@@ -3,18 +3,20 @@
 use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::params::Params;
+use super::checkpointing::{Checkpointing, RoundError};
 use super::{Shared, BATCH_BODY_BYTES_MAX, BATCH_EVENTS_MAX, BODY_READ_LIMIT, EVENT_BODY_BYTES_MAX};
-use crate::cli::event_json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use events::{Code, ContractId, Date, EventKind, Proposal, Rejection, Stream};
+use events::{Code, ContractId, Date, EventKind, Proposal, RecordedEvent, Rejection, Stream};
 use ledger::{AppendError, AppendRequest, Appended, Mode, Receipt, TrySubmitError};
 use projections::report::{contract_json, portfolio_json, revenue_json};
 use projections::{Granularity, Portfolio};
+use ledger::checkpoints::Issued;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Receipt of an appended event.
@@ -323,7 +325,7 @@ pub async fn list_events(State(app): State<Shared>, headers: HeaderMap, RawQuery
         .map_err(ApiError::task)??;
     let last = events.last().map(|e| e.seq());
     let more = last.is_some_and(|l| l < app.ledger.head().seq);
-    Ok(page(events.iter().map(event_json).collect(), last, more))
+    Ok(page(events.iter().map(RecordedEvent::to_json).collect(), last, more))
 }
 
 /// One event by its seq.
@@ -335,7 +337,7 @@ pub async fn get_event(State(app): State<Shared>, headers: HeaderMap, Path(seq):
     let seq: u64 = seq.parse().map_err(|_| ApiError::bad_parameter("seq", format!("`{seq}` is not a sequence number")))?;
     let event = app.ledger.event(seq)?;
     let event = event.ok_or_else(|| ApiError::not_found("unknown_event", format!("no event {seq} (the head is {})", app.ledger.head().seq)))?;
-    Ok(Json(event_json(&event)))
+    Ok(Json(event.to_json()))
 }
 
 fn contract_id(text: &str) -> Result<ContractId, ApiError> {
@@ -424,7 +426,7 @@ pub async fn contract_events(State(app): State<Shared>, headers: HeaderMap, Path
         .map_err(ApiError::task)??;
     let last = events.last().map(|e| e.event.version);
     let more = last.is_some_and(|l| l < version);
-    Ok(page(events.iter().map(event_json).collect(), last, more))
+    Ok(page(events.iter().map(RecordedEvent::to_json).collect(), last, more))
 }
 
 /// Revenue figures and periods (SPEC section 4's object).
@@ -487,51 +489,104 @@ pub async fn chain_head(State(app): State<Shared>, headers: HeaderMap) -> Result
 }
 
 fn no_signer() -> ApiError {
-    ApiError::not_found("no_checkpoint", "this server does not sign checkpoints (a follower); ask the leader, or subscribe to ledger.checkpoints")
+    ApiError::not_found("no_checkpoint", "this server does not sign checkpoints (a follower); ask the leader, or read the LEDGER_CHECKPOINTS stream")
 }
 
-fn checkpoint_json(issued: &ledger::checkpoints::Issued, signer: &events::checkpoint::NoteSigner) -> Value {
-    json!({
-        "checkpoint": issued.note,
-        "origin": issued.checkpoint.origin,
-        "tree_size": issued.checkpoint.size,
-        "root": issued.checkpoint.root.to_hex(),
-        "verifier_key": signer.verifier().to_string(),
-    })
+fn checkpoints(app: &Shared) -> Result<Arc<Checkpointing>, ApiError> {
+    app.checkpoints.clone().ok_or_else(no_signer)
 }
 
-/// The latest signed checkpoint (C2SP signed note), issuing one if none exists yet.
+fn round_error(e: RoundError) -> ApiError {
+    match e {
+        RoundError::Checkpoint(c) => c.into(),
+        other => ApiError::internal("checkpoint_failed", other.to_string()),
+    }
+}
+
+/// Which checkpoint an export or evidence pack ends at: `fresh` (one signed now) or
+/// `latest` (the latest kept one a quorum of witnesses cosigned; the latest kept one
+/// without witnesses). The default is `latest` when the server has witnesses, else `fresh`.
+async fn chosen_checkpoint(app: &Shared, c: &Arc<Checkpointing>, params: &Params) -> Result<Issued, ApiError> {
+    let latest = match params.str("checkpoint") {
+        None => c.cosigning.is_some(),
+        Some("latest") => true,
+        Some("fresh") => false,
+        Some(other) => return Err(ApiError::bad_parameter("checkpoint", format!("`{other}`: fresh or latest"))),
+    };
+    if !latest {
+        return c.checkpoint_now(&app.ledger).await.map(|r| r.issued).map_err(round_error);
+    }
+    let (ledger, c2) = (app.ledger.clone(), c.clone());
+    let found = tokio::task::spawn_blocking(move || c2.latest_cosigned(&ledger)).await.map_err(ApiError::task)?.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    match found {
+        Some(issued) => Ok(issued),
+        None if c.cosigning.is_some() => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_cosigned",
+            "no checkpoint has a quorum of witness cosignatures yet (ask with checkpoint=fresh for an uncosigned one)",
+        )),
+        None => c.checkpoint_now(&app.ledger).await.map(|r| r.issued).map_err(round_error),
+    }
+}
+
+/// The latest signed checkpoint (C2SP signed note), issuing one if none exists yet. With
+/// witnesses: the latest that a quorum cosigned, if any.
 #[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "audit",
-    responses((status = 200, description = "`{\"checkpoint\": note text, \"origin\", \"tree_size\", \"root\", \"verifier_key\"}`", body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`{\"checkpoint\": note text, \"origin\", \"tree_size\", \"root\", \"verifier_key\"}`; with witnesses also `cosignatures`, `witness_quorum`, `cosigned`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn latest_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
-    let signer = app.signer.clone().ok_or_else(no_signer)?;
-    let ledger = app.ledger.clone();
-    let s = signer.clone();
-    let issued = tokio::task::spawn_blocking(move || match ledger.latest_checkpoint() {
-        Ok(Some(issued)) => Ok(issued),
-        Ok(None) => ledger.issue_checkpoint(&s),
-        Err(e) => Err(e.into()),
+    let c = checkpoints(&app)?;
+    let (ledger, c2) = (app.ledger.clone(), c.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<Issued>, ledger::ReadError> {
+        match c2.latest_cosigned(&ledger)? {
+            Some(issued) => Ok(Some(issued)),
+            None => ledger.latest_checkpoint(),
+        }
     })
     .await
-    .map_err(ApiError::task)??;
-    Ok(Json(checkpoint_json(&issued, &signer)))
+    .map_err(ApiError::task)?
+    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let issued = match found {
+        Some(issued) => issued,
+        None => c.checkpoint_now(&app.ledger).await.map_err(round_error)?.issued,
+    };
+    Ok(Json(c.json(&issued)))
 }
 
-/// Sign a checkpoint of the current head now.
+/// Every kept checkpoint of size above `after` (default: all), smallest first, at most
+/// `limit`: each as it is kept now (with the cosignatures witnesses added).
+#[utoipa::path(get, path = "/v1/checkpoints", tag = "audit",
+    params(("after" = Option<u64>, Query, description = "A tree size"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{\"checkpoints\": [as /v1/checkpoints/latest], \"next_after\": size or null}`", body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_checkpoints(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let c = checkpoints(&app)?;
+    let params = Params::parse(query.as_deref(), &["after", "limit"])?;
+    let from = match params.u64("after")? {
+        None => 0,
+        Some(a) => a.checked_add(1).ok_or_else(|| ApiError::bad_parameter("after", "no tree is that large"))?,
+    };
+    let limit = params.limit()?;
+    let ledger = app.ledger.clone();
+    let mut page = tokio::task::spawn_blocking(move || ledger.checkpoints_from(from, limit + 1))
+        .await
+        .map_err(ApiError::task)?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let last = page.last().map(|i| i.checkpoint.size);
+    let items: Vec<Value> = page.iter().map(|i| c.json(i)).collect();
+    Ok(Json(json!({ "checkpoints": items, "next_after": if more { last } else { None } })))
+}
+
+/// Sign a checkpoint of the current head now (and, with witnesses, have it cosigned).
 #[utoipa::path(post, path = "/v1/checkpoints", tag = "audit",
     responses((status = 201, description = "The new checkpoint, as `GET /v1/checkpoints/latest`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
-    let signer = app.signer.clone().ok_or_else(no_signer)?;
-    let ledger = app.ledger.clone();
-    let s = signer.clone();
-    let issued = tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&s)).await.map_err(ApiError::task)??;
-    metrics::counter!("checkpoints_issued_total").increment(1);
-    if let Some(n) = &app.nats {
-        let _ = n.client.publish(bus::CHECKPOINT_SUBJECT, issued.note.clone().into()).await;
-    }
-    Ok((StatusCode::CREATED, Json(checkpoint_json(&issued, &signer))).into_response())
+    let c = checkpoints(&app)?;
+    let round = c.checkpoint_now(&app.ledger).await.map_err(round_error)?;
+    Ok((StatusCode::CREATED, Json(c.json(&round.issued))).into_response())
 }
 
 /// RFC 9162 inclusion proof of event `seq` in the tree of `tree_size` events (default: head).
@@ -576,17 +631,20 @@ pub async fn consistency(State(app): State<Shared>, headers: HeaderMap, RawQuery
 
 /// The export bundle (NDJSON, streamed): header, one line per event, signed checkpoint.
 #[utoipa::path(get, path = "/v1/export", tag = "audit",
-    params(("from" = Option<u64>, Query), ("to" = Option<u64>, Query)),
+    params(("from" = Option<u64>, Query), ("to" = Option<u64>, Query),
+        ("checkpoint" = Option<String>, Query, description = "fresh or latest (default: latest cosigned with witnesses, else fresh)")),
     responses((status = 200, description = "application/x-ndjson, format in docs/FORMAT.md", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn export(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
-    let signer = app.signer.clone().ok_or_else(no_signer)?;
-    let params = Params::parse(query.as_deref(), &["from", "to"])?;
+    let c = checkpoints(&app)?;
+    let params = Params::parse(query.as_deref(), &["from", "to", "checkpoint"])?;
     let (from, to) = (params.u64("from")?, params.u64("to")?);
+    let issued = chosen_checkpoint(&app, &c, &params).await?;
     let ledger = app.ledger.clone();
     let plan = {
         let ledger = ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.plan_export(&signer, from, to)).await.map_err(ApiError::task)??
+        let key = c.signer.verifier();
+        tokio::task::spawn_blocking(move || ledger.plan_export_with(&issued, &key, from, to)).await.map_err(ApiError::task)??
     };
     // A bounded channel: the reader's pace sets the producer's, memory stays flat. A failure
     // part way ends the body with an error, so the client sees a broken transfer rather
@@ -595,10 +653,46 @@ pub async fn export(State(app): State<Shared>, headers: HeaderMap, RawQuery(quer
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
         if let Err(e) = ledger.write_export(&plan, &mut out) {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// An evidence pack of one contract (NDJSON, FORMAT.md "Evidence pack"): its events with an
+/// inclusion proof each to one checkpoint, its revenue report as of `as_of` known at
+/// `known_at` (default: the checkpoint's size), and a manifest.
+#[utoipa::path(get, path = "/v1/contracts/{id}/evidence", tag = "audit",
+    params(("id" = String, Path), ("as_of" = String, Query, description = "YYYY-MM-DD"),
+        ("known_at" = Option<u64>, Query, description = "Only events with seq <= known_at (at most the checkpoint's size)"),
+        ("granularity" = Option<String>, Query, description = "month (default) or quarter"),
+        ("checkpoint" = Option<String>, Query, description = "fresh or latest (default: latest cosigned with witnesses, else fresh)")),
+    responses((status = 200, description = "application/x-ndjson", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn contract_evidence(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    app.auth.authorize(&headers, Access::Audit)?;
+    let c = checkpoints(&app)?;
+    let id = contract_id(&id)?;
+    let params = Params::parse(query.as_deref(), &["as_of", "known_at", "granularity", "checkpoint"])?;
+    let as_of = params.date("as_of")?.ok_or_else(|| ApiError::bad_parameter("as_of", "as_of is required"))?;
+    let known_at = params.u64("known_at")?;
+    let granularity = match params.str("granularity") {
+        None => Granularity::Month,
+        Some(g) => Granularity::parse(g).ok_or_else(|| ApiError::bad_parameter("granularity", "month or quarter"))?,
+    };
+    let issued = chosen_checkpoint(&app, &c, &params).await?;
+    let (ledger, key) = (app.ledger.clone(), c.signer.verifier());
+    let lines = tokio::task::spawn_blocking(move || ledger.evidence_pack(&issued, &key, &id, as_of, known_at, granularity))
+        .await
+        .map_err(ApiError::task)?
+        .map_err(|e| match e {
+            ledger::checkpoints::EvidenceError::UnknownContract(..) => ApiError::not_found("unknown_contract", e.to_string()),
+            ledger::checkpoints::EvidenceError::BeyondCheckpoint { .. } => ApiError::bad_parameter("known_at", e.to_string()),
+            ledger::checkpoints::EvidenceError::Proof(p) => p.into(),
+            ledger::checkpoints::EvidenceError::Storage(s) => s.into(),
+            other => ApiError::internal("evidence_failed", other.to_string()),
+        })?;
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -637,17 +731,29 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
             "stream_last": stream_last,
             "lag_events": if n.follow { stream_last.saturating_sub(head) } else { head.saturating_sub(confirmed) },
             "failure": n.status.failure(),
+            "json_mirror": n.json_status.as_ref().map(|j| json!({
+                "confirmed": j.confirmed.load(std::sync::atomic::Ordering::Relaxed),
+                "failure": j.failure(),
+            })),
         })
+    });
+    // Witnesses being down delays cosigning; it is reported here, but the ledger is ready.
+    let witnesses = app.checkpoints.as_ref().and_then(|c| c.cosigning.as_ref()).map(|w| {
+        json!({"quorum": w.policy().quorum(), "witnesses": w.status()})
     });
     let writer = app.ledger.failure().map(|f| {
         json!({"kind": f.kind.as_str(), "reason": f.reason, "at": f.at.to_rfc3339()})
     });
-    let failure = app.ledger.failure().map(|f| format!("the ledger writer stopped: {}", f.reason)).or_else(|| app.nats.as_ref().and_then(|n| n.status.failure()));
+    let failure = app
+        .ledger
+        .failure()
+        .map(|f| format!("the ledger writer stopped: {}", f.reason))
+        .or_else(|| app.nats.as_ref().and_then(|n| n.status.failure().or_else(|| n.json_status.as_ref().and_then(|j| j.failure()))));
     match failure {
-        None => Json(json!({"ready": true, "head": head, "nats": nats})).into_response(),
+        None => Json(json!({"ready": true, "head": head, "nats": nats, "witnessing": witnesses})).into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": reason, "writer_failure": writer, "head": head, "nats": nats})),
+            Json(json!({"ready": false, "reason": reason, "writer_failure": writer, "head": head, "nats": nats, "witnessing": witnesses})),
         )
             .into_response(),
     }

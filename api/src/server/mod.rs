@@ -4,6 +4,7 @@
 //! lists exactly the routes that exist.
 
 pub mod auth;
+pub mod checkpointing;
 mod edge;
 mod error;
 mod handlers;
@@ -77,6 +78,8 @@ pub struct NatsConfig {
     pub follow: bool,
     /// Where writes go, named in a follower's refusals.
     pub leader_url: Option<String>,
+    /// Also publish every event's JSON on `ledger.json.<contract>.<type>` (stream LEDGER_JSON).
+    pub json: bool,
 }
 
 pub struct ServeConfig {
@@ -86,6 +89,8 @@ pub struct ServeConfig {
     pub origin: Option<String>,
     /// Issue a checkpoint this often when the ledger grew (0: only on demand).
     pub checkpoint_every: Duration,
+    /// Witnesses that cosign the checkpoints, and how many must.
+    pub witnesses: checkpointing::WitnessConfig,
     pub nats: Option<NatsConfig>,
     pub data: PathBuf,
     pub listen: SocketAddr,
@@ -115,6 +120,7 @@ impl ServeConfig {
             signing_key: None,
             origin: None,
             checkpoint_every: Duration::from_secs(60),
+            witnesses: Default::default(),
             nats: None,
             data,
             listen,
@@ -135,8 +141,9 @@ impl ServeConfig {
 /// What every handler shares.
 pub struct App {
     pub ledger: Arc<Ledger>,
-    /// Signs checkpoints; followers have none (they do not sign for their leader).
-    pub signer: Option<Arc<events::checkpoint::NoteSigner>>,
+    /// Signs checkpoints and has them cosigned; followers have none (they do not sign for
+    /// their leader).
+    pub checkpoints: Option<Arc<checkpointing::Checkpointing>>,
     pub nats: Option<NatsHandle>,
     pub auth: Auth,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -154,6 +161,8 @@ pub type Shared = Arc<App>;
 pub struct NatsHandle {
     pub client: async_nats::Client,
     pub status: Arc<bus::NatsStatus>,
+    /// The JSON mirror's publisher, with `--nats-json`.
+    pub json_status: Option<Arc<bus::NatsStatus>>,
     pub follow: bool,
     pub leader_url: Option<String>,
 }
@@ -322,7 +331,7 @@ async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, set
             Ok(())
         } else {
             let mut stream = bus::ensure_stream(&js, settings).await?;
-            bus::resume_point(&mut stream, ledger).await.map(|_| ())
+            bus::resume_point(&mut stream, ledger, settings.flavor).await.map(|_| ())
         }
     };
     match tokio::time::timeout(Duration::from_secs(5), check).await {
@@ -360,7 +369,8 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::portfolio))
         .routes(routes!(handlers::chain_head))
         .routes(routes!(handlers::latest_checkpoint))
-        .routes(routes!(handlers::issue_checkpoint))
+        .routes(routes!(handlers::list_checkpoints, handlers::issue_checkpoint))
+        .routes(routes!(handlers::contract_evidence))
         .routes(routes!(handlers::inclusion))
         .routes(routes!(handlers::consistency))
         .routes(routes!(handlers::export))
@@ -473,7 +483,7 @@ fn allowed_hosts(config: &ServeConfig, open: bool, address: SocketAddr) -> Optio
     Some(names)
 }
 
-fn init_logging(json: bool) {
+pub(crate) fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLEDGER_LOG").unwrap_or_else(|_| "info,tower_http=warn".into());
     // Colours only on a terminal: a log file or journal gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -572,12 +582,19 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     let metrics = install_metrics()?;
     let ledger = Arc::new(Ledger::open(&config.data, ledger_options()?).map_err(|e| e.to_string())?);
     let follow = config.nats.as_ref().is_some_and(|n| n.follow);
-    let signer = if follow {
+    let checkpoints = if follow {
+        if !config.witnesses.witnesses.is_empty() {
+            return Err("a follower signs no checkpoints: --witness goes to the leader".into());
+        }
         None
     } else {
         let signer = ledger::checkpoints::load_or_create_signer(&config.data, config.signing_key.as_deref(), config.origin.as_deref()).map_err(|e| e.to_string())?;
         tracing::info!(verifier_key = %signer.verifier(), "checkpoints are signed by this key");
-        Some(Arc::new(signer))
+        let cosigning = checkpointing::Cosigning::new(&config.witnesses)?;
+        if let Some(c) = &cosigning {
+            tracing::info!(witnesses = c.policy().witnesses().len(), quorum = c.policy().quorum(), "checkpoints are cosigned by witnesses");
+        }
+        Some(Arc::new(checkpointing::Checkpointing::new(Arc::new(signer), cosigning)))
     };
     before_start(&ledger)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -588,28 +605,44 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut nats = None;
-        let mut nats_task = None;
+        let mut nats_tasks = vec![];
         if let Some(nc) = &config.nats {
             let client = connect_nats(nc).await.map_err(|e| e.to_string())?;
             let settings = bus::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
             check_stream_at_start(&ledger, &client, &settings, nc.follow).await?;
             let status = Arc::new(bus::NatsStatus::default());
-            nats_task = Some(if nc.follow {
-                tokio::spawn(bus::run_follower(ledger.clone(), client.clone(), settings.name.clone(), status.clone(), shutdown_rx.clone()))
+            let mut json_status = None;
+            if nc.follow {
+                nats_tasks.push(tokio::spawn(bus::run_follower(ledger.clone(), client.clone(), settings.name.clone(), status.clone(), shutdown_rx.clone())));
             } else {
-                tokio::spawn(bus::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone()))
-            });
-            nats = Some(NatsHandle { client, status, follow: nc.follow, leader_url: nc.leader_url.clone() });
-        }
-        if let Some(signer) = &signer
-            && !config.checkpoint_every.is_zero() {
-                let client = nats.as_ref().map(|n: &NatsHandle| n.client.clone());
-                tokio::spawn(issue_checkpoints(ledger.clone(), signer.clone(), client, config.checkpoint_every, shutdown_rx.clone()));
+                if nc.json {
+                    let s = Arc::new(bus::NatsStatus::default());
+                    nats_tasks.push(tokio::spawn(bus::run_publisher(ledger.clone(), client.clone(), settings.json_mirror(), s.clone(), shutdown_rx.clone())));
+                    json_status = Some(s);
+                }
+                if let Some(c) = &checkpoints {
+                    nats_tasks.push(tokio::spawn(bus::run_checkpoint_publisher(
+                        ledger.clone(),
+                        client.clone(),
+                        settings.replicas,
+                        status.clone(),
+                        c.changed.subscribe(),
+                        shutdown_rx.clone(),
+                    )));
+                }
+                nats_tasks.push(tokio::spawn(bus::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone())));
             }
+            nats = Some(NatsHandle { client, status, json_status, follow: nc.follow, leader_url: nc.leader_url.clone() });
+        }
+        if let Some(c) = &checkpoints
+            && !config.checkpoint_every.is_zero()
+        {
+            tokio::spawn(checkpointing::checkpoint_loop(ledger.clone(), c.clone(), config.checkpoint_every, shutdown_rx.clone()));
+        }
         let allowed_hosts = allowed_hosts(&config, auth.is_open(), address);
         let app = Arc::new(App {
             ledger: ledger.clone(),
-            signer,
+            checkpoints,
             nats,
             auth,
             metrics,
@@ -651,9 +684,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         }
         // The publisher stops at the shutdown signal; what it did not publish, the next
         // start publishes (the stream's last sequence says where to resume).
-        if let Some(task) = nats_task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(nats_tasks)).await;
         Ok(())
     });
     // Every request has been answered (or its connection cut after the grace period); drain
@@ -702,40 +733,6 @@ async fn reload_on_signal(app: Shared, tls: Option<Arc<tls::TlsState>>, mut hang
     }
 }
 
-/// Issues a checkpoint whenever the ledger grew since the last one, every `every`, and
-/// publishes it on NATS `ledger.checkpoints` when NATS is on.
-async fn issue_checkpoints(
-    ledger: Arc<Ledger>,
-    signer: Arc<events::checkpoint::NoteSigner>,
-    nats: Option<async_nats::Client>,
-    every: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last_size = None;
-    loop {
-        let size = ledger.head().seq;
-        if Some(size) != last_size {
-            let (ledger, signer) = (ledger.clone(), signer.clone());
-            match tokio::task::spawn_blocking(move || ledger.issue_checkpoint(&signer)).await {
-                Ok(Ok(issued)) => {
-                    last_size = Some(issued.checkpoint.size);
-                    metrics::counter!("checkpoints_issued_total").increment(1);
-                    if let Some(client) = &nats
-                        && let Err(e) = client.publish(bus::CHECKPOINT_SUBJECT, issued.note.into()).await {
-                            tracing::warn!("checkpoint not published on NATS: {e}");
-                        }
-                }
-                Ok(Err(e)) => tracing::error!("cannot issue a checkpoint: {e}"),
-                Err(e) => tracing::error!("checkpoint task: {e}"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 /// The JSON of an inclusion proof (HTTP and `cledger prove`).
 pub fn inclusion_json(seq: u64, size: u64, hash: &events::Digest, proof: &[events::Digest], root: &events::Digest) -> serde_json::Value {
     serde_json::json!({
@@ -759,7 +756,7 @@ pub fn consistency_json(from: u64, to: u64, proof: &[events::Digest], from_root:
     })
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

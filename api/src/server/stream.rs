@@ -14,7 +14,6 @@ use super::auth::Access;
 use super::error::{ApiError, ErrorBody};
 use super::params::Params;
 use super::Shared;
-use crate::cli::event_json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -129,7 +128,7 @@ async fn produce(app: Shared, mut cursor: u64, tx: tokio::sync::mpsc::Sender<Eve
             continue;
         }
         for recorded in page {
-            let event = Event::default().id(recorded.seq().to_string()).event("ledger_event").data(event_json(&recorded).to_string());
+            let event = Event::default().id(recorded.seq().to_string()).event("ledger_event").data(recorded.to_json().to_string());
             match tokio::time::timeout(app.sse_stall, tx.send(event)).await {
                 Ok(Ok(())) => cursor = recorded.seq(),
                 // The client went away.
