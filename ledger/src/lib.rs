@@ -392,34 +392,20 @@ impl Ledger {
         let head = check_head(&tree).map_err(|e| open_error(dir, e))?;
         let io = io::Io::new(options.faults, options.record_io);
         let views_tree = db.open_tree("views").map_err(storage)?;
-        let (states, ledger_facts, cursor) = match views::load(&tree, &views_tree, head.seq) {
-            Ok(loaded) => loaded,
-            // The views are derived data: views that do not decode (damage, or a layout
-            // change without a format bump) are rebuilt from the chain, never a reason not
-            // to start. The chain itself is checked on the way.
-            Err(views::LoadError::Views(reason)) => {
-                tracing::warn!("the persisted views do not decode ({reason}); rebuilding them from the chain");
-                metrics::counter!("ledger_views_rebuilt_total").increment(1);
-                views_tree.clear().map_err(storage)?;
-                views::load(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e.into_read()))?
-            }
-            Err(views::LoadError::Chain(e)) => return Err(open_error(dir, e)),
-        };
-        if cursor < head.seq || views_tree.is_empty() {
+        // The directory of contracts, and the events after the views' cursor folded in;
+        // views that cannot be used are rebuilt from the chain, never a reason not to start.
+        let opened = views::open(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
+        let ledger_facts = opened.ledger;
+        if opened.cursor < head.seq || views_tree.is_empty() {
             // Events were folded in to catch up: save the result, so the next open does not
             // fold them again. (A new store saves its empty views too, as a rebuild would.)
-            let all: Vec<ContractState> = states.values().cloned().collect();
-            io.run(io::Op::OpenBatch, || views::persist(&views_tree, &all, &ledger_facts, head.seq)).map_err(storage)?;
-        }
-        let live = views::Views::default();
-        for state in states.into_values() {
-            live.insert(state);
+            opened.views.persist(&opened.dirty, &ledger_facts, head.seq, &io, io::Op::OpenBatch).map_err(|e| open_error(dir, e))?;
         }
         let (durable, _) = tokio::sync::watch::channel(head);
         let shared = Arc::new(Shared {
             tree,
             views_tree,
-            views: live,
+            views: opened.views,
             ledger_facts: Mutex::new(ledger_facts.clone()),
             durable,
             failure: Mutex::new(None),
@@ -590,7 +576,7 @@ impl Ledger {
         let seqs = match stream {
             Stream::Ledger => lock(&self.shared.ledger_facts).seqs_after(after_version, head, limit),
             Stream::Contract(id) => match self.shared.views.get(id) {
-                Some(state) => lock(&state).seqs_after(after_version, head, limit),
+                Some(slot) => self.shared.views.lock(&slot, id, head)?.seqs_after(after_version, head, limit),
                 None => vec![],
             },
         };
@@ -647,22 +633,26 @@ impl Ledger {
     }
 
     /// Runs `f` on the live state of a contract known at `at` (which must come from
-    /// [`Ledger::as_of`]); `None` if no such contract. The state may hold events after the
-    /// durable head: `f` must look at it only through `at`.
-    pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Option<R> {
-        let live = self.shared.views.get(id)?;
-        let state = lock(&live);
-        state.known_at(at.known_at).then(|| f(&state))
+    /// [`Ledger::as_of`]); `None` if no such contract. The state is loaded first if it is not
+    /// in memory. It may hold events after the durable head: `f` must look at it only
+    /// through `at`.
+    pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Result<Option<R>, ReadError> {
+        let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
+        let state = self.shared.views.lock(&slot, id, self.head().seq)?;
+        Ok(state.known_at(at.known_at).then(|| f(&state)))
     }
 
-    /// Runs `f` on every contract known at `at`, in id order, one contract locked at a time.
-    pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) {
-        for live in self.shared.views.all() {
-            let state = lock(&live);
+    /// Runs `f` on every contract known at `at`, in id order, one contract locked (and, if
+    /// need be, loaded) at a time.
+    pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) -> Result<(), ReadError> {
+        let head = self.head().seq;
+        for (id, slot) in self.shared.views.all() {
+            let state = self.shared.views.lock(&slot, &id, head)?;
             if state.known_at(at.known_at) {
                 f(&state);
             }
         }
+        Ok(())
     }
 
     /// Number of contracts with a live view (including any staged, not yet durable).
@@ -670,9 +660,23 @@ impl Ledger {
         self.shared.views.len()
     }
 
-    /// The persisted views, raw: for checking that incremental and rebuilt views agree.
-    pub fn persisted_views(&self) -> Result<views::RawEntries, sled::Error> {
+    /// The persisted views, folded (snapshots and deltas): for checking that incremental
+    /// and rebuilt views agree.
+    pub fn persisted_views(&self) -> Result<views::PersistedViews, ReadError> {
+        views::persisted(&self.shared.views_tree).map_err(|e| match e {
+            views::LoadError::Views(reason) => corrupt(0, &reason),
+            views::LoadError::Chain(e) => e,
+        })
+    }
+
+    /// The persisted views as raw bytes (their encoding is pinned by a test).
+    pub fn persisted_views_raw(&self) -> Result<views::RawEntries, sled::Error> {
         views::dump(&self.shared.views_tree)
+    }
+
+    /// States in memory (the others are loaded on first use).
+    pub fn loaded_contracts(&self) -> usize {
+        self.shared.views.loaded()
     }
 
     /// Drops and rebuilds the persisted views of the ledger in `dir` from its chain,

@@ -1,132 +1,80 @@
-//! Materialized views: every contract's [`ContractState`], live in memory and persisted in
-//! the sled tree `views` behind a cursor.
+//! Materialized views: every contract's [`ContractState`], loaded on first use and persisted
+//! in the sled tree `views` as a snapshot plus the events folded since (docs/FORMAT.md,
+//! "Views").
 //!
-//! The writer folds each event into its contract's state as it decides on it, so the live
-//! states are always current (they may hold staged events; readers never look past the
-//! durable head, see [`projections::AsOf`]). After commits, the writer persists the states
-//! it changed, with the cursor (the seq they include), in one batch of the `views` tree:
-//! - every 10,000 events or 2 seconds, and on close;
-//! - on open, states are loaded from the tree and every event after the cursor is folded in
-//!   (read with its hash checked), so the views never skip an event;
-//! - `rebuild` drops the tree and folds the whole chain, verifying it on the way.
+//! - The writer folds each event into its contract's live state as it decides on it, so a
+//!   loaded state is always current (it may hold staged events; readers never look past
+//!   the durable head, see [`projections::AsOf`]).
+//! - Every 10,000 events or 2 seconds, and on close, the writer persists what changed, with
+//!   the cursor (the seq the views include), in one batch: for each changed contract, the
+//!   canonical bytes of its new events as a *delta*, or, once its deltas would outweigh its
+//!   snapshot, a new *snapshot* that replaces them. A save costs what changed (amortized),
+//!   not the size of the states; a load folds at most a snapshot's worth of deltas.
+//! - Opening reads the cursor and the contract directory only; a state is loaded (snapshot,
+//!   then deltas folded with [`projections::fold`]) when the writer or a reader first needs
+//!   it. Events after the cursor are folded in before the ledger serves, so the views never
+//!   skip an event.
+//! - Views are derived: a tree of another format, or one that does not decode, is rebuilt
+//!   from the chain (the whole tree at open; one contract, refolded from the chain, when a
+//!   lazy load finds it damaged), with a log line and `ledger_views_rebuilt_total`.
 //!
-//! Persisting needs no fsync: the views are derived, and the events they include were
-//! synced before them, so after a crash the cursor is at worst behind and catches up.
+//! Persisting needs no fsync: the events the views include were synced before them, and
+//! sled applies batches in order, so after a crash the cursor is at worst behind and catches
+//! up.
 
-use crate::verify::ChainVerifier;
-use crate::{keys, store, ReadError, VerifyFailure};
-use events::ContractId;
+use crate::io::{Io, Op};
+use crate::{corrupt, keys, store, ReadError};
+use events::{ContractId, Event, Stream};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use projections::{ContractState, LedgerFacts};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Layout version of the persisted views; another version is rebuilt on open.
-pub const VIEWS_FORMAT: u32 = 2;
+pub const VIEWS_FORMAT: u32 = 3;
 pub const PERSIST_EVERY_EVENTS: u64 = 10_000;
 pub const PERSIST_EVERY_MS: u128 = 2_000;
+/// A contract's deltas are replaced by a snapshot once they would outweigh it, and never
+/// before they reach this size (so a small contract is not rewritten at every save).
+pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
 
-/// Keys of the `views` tree: `C` + contract id → postcard of its `ContractState`; `M…` meta.
+/// Keys of the `views` tree.
 const KEY_FORMAT: &[u8] = b"Mformat";
 const KEY_CURSOR: &[u8] = b"Mcursor";
 const KEY_LEDGER: &[u8] = b"Mledger";
-const CONTRACT_PREFIX: u8 = b'C';
+/// `S` + contract id → postcard of its `ContractState` (as of its `last_seq`).
+const SNAPSHOT: u8 = b'S';
+/// `D` + contract id + 0x00 + first version (u64 BE) → the canonical bytes of the
+/// contract's events from that version on: u32 BE count, then per event u32 BE length and
+/// the bytes. (Contract ids hold no 0x00, so a contract's deltas sort together, in order.)
+const DELTA: u8 = b'D';
 
-/// The live states, shared by the writer (which folds into them) and readers.
-#[derive(Default)]
-pub struct Views {
-    contracts: RwLock<BTreeMap<ContractId, Arc<Mutex<ContractState>>>>,
-}
-
-impl Views {
-    // The map is only changed whole-entry by the writer; a reader's panic cannot leave it
-    // half-changed, so a poisoned lock is used as is.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<ContractId, Arc<Mutex<ContractState>>>> {
-        self.contracts.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<ContractId, Arc<Mutex<ContractState>>>> {
-        self.contracts.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn get(&self, id: &ContractId) -> Option<Arc<Mutex<ContractState>>> {
-        self.read().get(id).cloned()
-    }
-
-    pub fn insert(&self, state: ContractState) {
-        let id = state.contract_id.clone();
-        self.write().insert(id, Arc::new(Mutex::new(state)));
-    }
-
-    pub fn remove(&self, id: &ContractId) {
-        self.write().remove(id);
-    }
-
-    /// Every contract's state handle, in id order (a snapshot of the map, not of the states).
-    pub fn all(&self) -> Vec<Arc<Mutex<ContractState>>> {
-        self.read().values().cloned().collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn contract_key(id: &ContractId) -> Vec<u8> {
-    let mut key = vec![CONTRACT_PREFIX];
+fn snapshot_key(id: &ContractId) -> Vec<u8> {
+    let mut key = vec![SNAPSHOT];
     key.extend_from_slice(id.as_str().as_bytes());
     key
 }
 
-fn corrupt(seq: u64, reason: String) -> ReadError {
-    ReadError::Corrupt(VerifyFailure { seq, reason })
+fn delta_prefix(id: &ContractId) -> Vec<u8> {
+    let mut key = vec![DELTA];
+    key.extend_from_slice(id.as_str().as_bytes());
+    key.push(0);
+    key
 }
 
-/// Writes the given states and the cursor in one batch.
-pub fn persist(tree: &sled::Tree, states: &[ContractState], ledger: &LedgerFacts, cursor: u64) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
-    for state in states {
-        // Plain data always serializes.
-        batch.insert(contract_key(&state.contract_id), postcard::to_stdvec(state).expect("state encodes"));
-    }
-    batch.insert(KEY_LEDGER, postcard::to_stdvec(ledger).expect("ledger facts encode"));
-    batch.insert(KEY_CURSOR, &cursor.to_be_bytes());
-    batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
-    tree.apply_batch(batch)
+fn delta_key(id: &ContractId, first_version: u64) -> Vec<u8> {
+    let mut key = delta_prefix(id);
+    key.extend_from_slice(&first_version.to_be_bytes());
+    key
 }
 
-/// Folds one event ([`projections::fold`]) into the states it concerns.
-fn fold(
-    states: &mut BTreeMap<ContractId, ContractState>,
-    ledger: &mut LedgerFacts,
-    event: &events::Event,
-) -> Result<(), ReadError> {
-    let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
-    if let Some(new) = projections::fold(event, contract, ledger).map_err(|e| corrupt(event.seq, e.to_string()))? {
-        states.insert(new.contract_id.clone(), new);
-    }
-    Ok(())
-}
-
-/// Why the views could not be loaded.
+/// Why persisted views cannot be used.
 #[derive(Debug)]
 pub enum LoadError {
-    /// The persisted views do not decode: rebuild them (they are derived data).
+    /// They do not decode or do not fit the chain: rebuild them (they are derived data).
     Views(String),
-    /// Reading or folding the chain failed: that is the store's problem, not the views'.
+    /// Reading the chain failed: that is the store's problem, not the views'.
     Chain(ReadError),
-}
-
-impl LoadError {
-    pub fn into_read(self) -> ReadError {
-        match self {
-            LoadError::Views(reason) => corrupt(0, reason),
-            LoadError::Chain(e) => e,
-        }
-    }
 }
 
 impl From<ReadError> for LoadError {
@@ -141,57 +89,348 @@ impl From<sled::Error> for LoadError {
     }
 }
 
-/// The persisted states, the ledger facts and the cursor; nothing (cursor 0) when there
-/// are no views, they have another layout, or their cursor is past the chain.
-fn load_persisted(views: &sled::Tree, head: u64) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts, u64), LoadError> {
-    let format = views.get(KEY_FORMAT)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
-    let cursor = views.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v));
-    let (Some(VIEWS_FORMAT), Some(cursor)) = (format, cursor) else {
-        return Ok((BTreeMap::new(), LedgerFacts::default(), 0));
-    };
-    if cursor > head {
-        return Ok((BTreeMap::new(), LedgerFacts::default(), 0));
-    }
-    let mut states = BTreeMap::new();
-    for item in views.scan_prefix([CONTRACT_PREFIX]) {
-        let (key, value) = item?;
-        let state: ContractState = postcard::from_bytes(&value)
-            .map_err(|e| LoadError::Views(format!("view {:?} does not decode: {e}", String::from_utf8_lossy(&key[1..]))))?;
-        if contract_key(&state.contract_id) != key.as_ref() {
-            return Err(LoadError::Views(format!("view {:?} holds contract {}", String::from_utf8_lossy(&key[1..]), state.contract_id)));
-        }
-        states.insert(state.contract_id.clone(), state);
-    }
-    let ledger = match views.get(KEY_LEDGER)? {
-        Some(v) => postcard::from_bytes(&v).map_err(|e| LoadError::Views(format!("ledger view does not decode: {e}")))?,
-        None => LedgerFacts::default(),
-    };
-    Ok((states, ledger, cursor))
+/// What the views tree holds of a loaded contract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Persisted {
+    /// The contract's version the tree includes (0: nothing, the next save writes a snapshot).
+    version: u64,
+    snapshot_bytes: usize,
+    delta_bytes: usize,
 }
 
-/// Loads the persisted views and folds in every event after their cursor up to `head`.
-/// Returns the states, the ledger facts, and the cursor the persisted views had.
-pub fn load(
-    events: &sled::Tree,
-    views: &sled::Tree,
-    head: u64,
-) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts, u64), LoadError> {
-    let (mut states, mut ledger, cursor) = load_persisted(views, head)?;
-    let start = cursor + 1;
-    if start <= head {
-        for record in store::records(events, start, head) {
-            let recorded = record?.decode()?;
-            let seq = recorded.event.seq;
-            match fold(&mut states, &mut ledger, &recorded.event) {
-                Ok(()) => {}
-                // An event that does not fold onto the loaded states, when the chain itself
-                // is sound, means the states are wrong: they are rebuilt.
-                Err(e) if cursor > 0 => return Err(LoadError::Views(format!("event {seq} does not fold onto the persisted views: {e}"))),
-                Err(e) => return Err(LoadError::Chain(e)),
+/// A contract's state in memory, and what of it is persisted.
+pub struct Loaded {
+    pub state: ContractState,
+    persisted: Persisted,
+}
+
+/// One contract's place in the views: its state once loaded.
+#[derive(Default)]
+pub struct Slot {
+    loaded: Mutex<Option<Loaded>>,
+}
+
+/// A locked, loaded contract state.
+pub type StateGuard<'a> = MappedMutexGuard<'a, ContractState>;
+
+/// The live states, shared by the writer (which folds into them) and readers.
+pub struct Views {
+    tree: sled::Tree,
+    chain: sled::Tree,
+    contracts: RwLock<BTreeMap<ContractId, Arc<Slot>>>,
+}
+
+impl Views {
+    fn new(chain: sled::Tree, tree: sled::Tree) -> Views {
+        Views { tree, chain, contracts: RwLock::new(BTreeMap::new()) }
+    }
+
+    // The map is only changed whole-entry by the writer; a reader's panic cannot leave it
+    // half-changed, so a poisoned lock is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<ContractId, Arc<Slot>>> {
+        self.contracts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<ContractId, Arc<Slot>>> {
+        self.contracts.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, id: &ContractId) -> Option<Arc<Slot>> {
+        self.read().get(id).cloned()
+    }
+
+    /// Locks a contract's state, loading it first if it is not in memory (`known_at`: the
+    /// durable head, up to which a damaged view is refolded from the chain).
+    pub fn lock<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<StateGuard<'a>, ReadError> {
+        let mut guard = slot.loaded.lock();
+        if guard.is_none() {
+            *guard = Some(self.load(id, known_at)?);
+        }
+        MutexGuard::try_map(guard, |l| l.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
+    }
+
+    /// A contract created now (its grant staged): in memory, nothing of it persisted.
+    pub fn insert_new(&self, state: ContractState) {
+        let id = state.contract_id.clone();
+        let slot = Slot { loaded: Mutex::new(Some(Loaded { state, persisted: Persisted::default() })) };
+        self.write().insert(id, Arc::new(slot));
+    }
+
+    pub fn remove(&self, id: &ContractId) {
+        self.write().remove(id);
+    }
+
+    /// Every contract's slot, in id order (a snapshot of the map, not of the states).
+    pub fn all(&self) -> Vec<(ContractId, Arc<Slot>)> {
+        self.read().iter().map(|(id, s)| (id.clone(), s.clone())).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many states are in memory.
+    pub fn loaded(&self) -> usize {
+        self.all().iter().filter(|(_, s)| s.loaded.lock().is_some()).count()
+    }
+
+    /// Loads a contract from the tree; one that is missing or does not decode is refolded
+    /// from the chain (and saved whole at the next persist).
+    fn load(&self, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
+        let reason = match load_persisted(&self.tree, id) {
+            Ok(Some(loaded)) => return Ok(loaded),
+            Ok(None) => "missing".to_string(),
+            Err(LoadError::Views(reason)) => reason,
+            Err(LoadError::Chain(e)) => return Err(e),
+        };
+        tracing::warn!("the view of contract {id} cannot be used ({reason}); refolding it from the chain");
+        metrics::counter!("ledger_views_rebuilt_total").increment(1);
+        let state = fold_from_chain(&self.chain, id, known_at)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
+        Ok(Loaded { state, persisted: Persisted::default() })
+    }
+
+    /// Persists what changed in `dirty` since the last save, with the ledger's facts and the
+    /// cursor, in one batch (through `io`). Every dirty state must hold exactly the events up
+    /// to `cursor` (the writer persists between groups). On error nothing of it is recorded
+    /// as saved, so the next save writes it again.
+    pub fn persist(&self, dirty: &BTreeSet<ContractId>, ledger: &LedgerFacts, cursor: u64, io: &Io, op: Op) -> Result<(), ReadError> {
+        let mut batch = sled::Batch::default();
+        let mut saved: Vec<(Arc<Slot>, Persisted)> = Vec::with_capacity(dirty.len());
+        for id in dirty {
+            let Some(slot) = self.get(id) else { continue };
+            let guard = slot.loaded.lock();
+            let Some(loaded) = guard.as_ref() else { continue };
+            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut batch)? else { continue };
+            drop(guard);
+            saved.push((slot, persisted));
+        }
+        batch.insert(KEY_LEDGER, postcard::to_stdvec(ledger).map_err(|e| corrupt(cursor, &format!("ledger facts do not encode: {e}")))?);
+        batch.insert(KEY_CURSOR, &cursor.to_be_bytes());
+        batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
+        io.run(op, || self.tree.apply_batch(batch))?;
+        for (slot, persisted) in saved {
+            if let Some(loaded) = slot.loaded.lock().as_mut() {
+                loaded.persisted = persisted;
             }
         }
+        Ok(())
     }
-    Ok((states, ledger, cursor))
+
+    /// Adds one contract's save to `batch`: a delta of its events since the last save, or a
+    /// snapshot (replacing its deltas) once the deltas would outweigh it. What the tree will
+    /// hold of it afterwards; `None` if nothing changed.
+    fn stage_save(&self, id: &ContractId, loaded: &Loaded, cursor: u64, batch: &mut sled::Batch) -> Result<Option<Persisted>, ReadError> {
+        let (state, persisted) = (&loaded.state, loaded.persisted);
+        if state.version <= persisted.version && persisted.version > 0 {
+            return Ok(None);
+        }
+        let seqs = state.seqs_after(persisted.version, cursor, usize::MAX);
+        let mut delta = Vec::with_capacity(4 + seqs.len() * 128);
+        delta.extend_from_slice(&(seqs.len() as u32).to_be_bytes());
+        for seq in &seqs {
+            let record = store::record(&self.chain, *seq)?;
+            delta.extend_from_slice(&(record.canonical.len() as u32).to_be_bytes());
+            delta.extend_from_slice(&record.canonical);
+        }
+        let threshold = persisted.snapshot_bytes.max(SNAPSHOT_MIN_BYTES);
+        if persisted.version == 0 || persisted.delta_bytes + delta.len() > threshold {
+            let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("the state of {id} does not encode: {e}")))?;
+            for key in self.tree.scan_prefix(delta_prefix(id)).keys() {
+                batch.remove(key?);
+            }
+            let saved = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
+            batch.insert(snapshot_key(id), snapshot);
+            return Ok(Some(saved));
+        }
+        batch.insert(delta_key(id, persisted.version + 1), delta.as_slice());
+        Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }))
+    }
+}
+
+/// A contract's persisted view: its snapshot, then its deltas folded in order. `None` when
+/// the tree has nothing of it.
+fn load_persisted(tree: &sled::Tree, id: &ContractId) -> Result<Option<Loaded>, LoadError> {
+    let views = |reason: String| LoadError::Views(format!("view of {id}: {reason}"));
+    let deltas: Vec<(sled::IVec, sled::IVec)> = tree.scan_prefix(delta_prefix(id)).collect::<Result<_, _>>()?;
+    let Some(snapshot) = tree.get(snapshot_key(id))? else {
+        return if deltas.is_empty() { Ok(None) } else { Err(views("deltas without a snapshot".into())) };
+    };
+    let mut state: ContractState = postcard::from_bytes(&snapshot).map_err(|e| views(format!("the snapshot does not decode: {e}")))?;
+    if state.contract_id != *id {
+        return Err(views(format!("the snapshot holds contract {}", state.contract_id)));
+    }
+    let mut ledger = LedgerFacts::default();
+    let mut delta_bytes = 0;
+    let prefix_len = delta_prefix(id).len();
+    for (key, value) in deltas {
+        let first = key.get(prefix_len..).and_then(keys::u64_value).ok_or_else(|| views("malformed delta key".into()))?;
+        if first != state.version + 1 {
+            return Err(views(format!("a delta from version {first} follows version {}", state.version)));
+        }
+        for canonical in delta_events(&value).ok_or_else(|| views("malformed delta".into()))? {
+            let event = Event::decode(canonical).map_err(|e| views(format!("a delta's event does not decode: {e}")))?;
+            projections::fold(&event, Some(&mut state), &mut ledger).map_err(|e| views(format!("a delta's event does not fold: {e}")))?;
+        }
+        delta_bytes += value.len();
+    }
+    let persisted = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes };
+    Ok(Some(Loaded { state, persisted }))
+}
+
+/// The events of a delta value, or `None` if it is malformed.
+fn delta_events(value: &[u8]) -> Option<Vec<&[u8]>> {
+    let count = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
+    let mut rest = &value[4..];
+    let mut out = Vec::with_capacity(count.min(rest.len()));
+    for _ in 0..count {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        out.push(rest.get(4..4 + len)?);
+        rest = &rest[4 + len..];
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// Folds one contract from the whole chain, up to `head` (the slow way: every event is read).
+fn fold_from_chain(chain: &sled::Tree, id: &ContractId, head: u64) -> Result<Option<ContractState>, ReadError> {
+    let mut state: Option<ContractState> = None;
+    let mut ledger = LedgerFacts::default();
+    store::decode_in_order(chain, 1, head, |recorded| {
+        if recorded.event.stream.contract_id() != Some(id) {
+            return Ok(());
+        }
+        let seq = recorded.event.seq;
+        if let Some(new) = projections::fold(&recorded.event, state.as_mut(), &mut ledger).map_err(|e| corrupt(seq, &e.to_string()))? {
+            state = Some(new);
+        }
+        Ok(())
+    })?;
+    Ok(state)
+}
+
+/// The views of a store as they are on open: the directory of contracts (not loaded), the
+/// ledger's facts, and the contracts changed after the persisted cursor (loaded, caught up).
+pub struct Opened {
+    pub views: Views,
+    pub ledger: LedgerFacts,
+    /// Contracts changed by the events after the cursor: to be persisted.
+    pub dirty: BTreeSet<ContractId>,
+    pub cursor: u64,
+}
+
+/// Opens the views of a store whose chain ends at `head`: the cursor and facts from the
+/// tree, every contract of the chain's directory on disk, then the events after the cursor
+/// folded in. Views of another format, or that do not fit the chain, are rebuilt whole.
+pub fn open(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Opened, ReadError> {
+    match open_persisted(chain, tree, head) {
+        Ok(opened) => Ok(opened),
+        Err(LoadError::Views(reason)) => {
+            tracing::warn!("the persisted views cannot be used ({reason}); rebuilding them from the chain");
+            metrics::counter!("ledger_views_rebuilt_total").increment(1);
+            tree.clear()?;
+            let rebuilt = fold_chain(chain, head, |_, _| {})?;
+            let views = Views::new(chain.clone(), tree.clone());
+            let dirty = rebuilt.states.keys().cloned().collect();
+            for state in rebuilt.states.into_values() {
+                views.insert_new(state);
+            }
+            Ok(Opened { views, ledger: rebuilt.ledger, dirty, cursor: 0 })
+        }
+        Err(LoadError::Chain(e)) => Err(e),
+    }
+}
+
+fn open_persisted(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Opened, LoadError> {
+    let format = tree.get(KEY_FORMAT)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
+    let cursor = tree.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v));
+    let (cursor, ledger) = match (format, cursor) {
+        (Some(VIEWS_FORMAT), Some(c)) if c <= head => {
+            let ledger = match tree.get(KEY_LEDGER)? {
+                Some(v) => postcard::from_bytes(&v).map_err(|e| LoadError::Views(format!("the ledger's facts do not decode: {e}")))?,
+                None => LedgerFacts::default(),
+            };
+            (c, ledger)
+        }
+        (None, None) if tree.is_empty() => (0, LedgerFacts::default()),
+        (format, cursor) => return Err(LoadError::Views(format!("format {format:?}, cursor {cursor:?}, chain head {head}"))),
+    };
+    let views = Views::new(chain.clone(), tree.clone());
+    {
+        let mut map = views.write();
+        for item in chain.scan_prefix([keys::CONTRACT]) {
+            let (key, value) = item?;
+            let grant = keys::u64_value(&value).ok_or_else(|| corrupt(0, "malformed contract entry"))?;
+            if grant > cursor {
+                continue; // folded in below, from its grant
+            }
+            let id = std::str::from_utf8(&key[1..]).ok().and_then(|s| ContractId::parse(s).ok()).ok_or_else(|| corrupt(grant, "malformed contract key"))?;
+            map.insert(id, Arc::new(Slot::default()));
+        }
+    }
+    let mut ledger = ledger;
+    let mut dirty = BTreeSet::new();
+    if cursor < head {
+        store::decode_in_order(chain, cursor + 1, head, |recorded| {
+            let event = &recorded.event;
+            let seq = event.seq;
+            let failed = |e: projections::FoldError| corrupt(seq, &format!("does not fold onto the persisted views: {e}"));
+            match &event.stream {
+                Stream::Ledger => ledger.apply(event).map_err(failed)?,
+                Stream::Contract(id) => match views.get(id) {
+                    Some(slot) => {
+                        let mut state = views.lock(&slot, id, cursor)?;
+                        projections::fold(event, Some(&mut state), &mut ledger).map_err(failed)?;
+                        dirty.insert(id.clone());
+                    }
+                    None => {
+                        if let Some(new) = projections::fold(event, None, &mut ledger).map_err(failed)? {
+                            dirty.insert(new.contract_id.clone());
+                            views.insert_new(new);
+                        }
+                    }
+                },
+            }
+            Ok(())
+        })
+        // An event that does not fold onto the persisted views, in a chain that is sound,
+        // means the views are wrong: they are rebuilt.
+        .map_err(|e| match e {
+            ReadError::Corrupt(f) if f.reason.contains("onto the persisted views") => LoadError::Views(f.to_string()),
+            other => LoadError::Chain(other),
+        })?;
+    }
+    Ok(Opened { views, ledger, dirty, cursor })
+}
+
+/// Every contract's state and the ledger's facts, folded from the whole chain.
+pub struct Folded {
+    pub states: BTreeMap<ContractId, ContractState>,
+    pub ledger: LedgerFacts,
+    pub events: u64,
+}
+
+/// Folds the whole chain up to `head`, checking every event on every core and its links in
+/// order ([`crate::ChainVerifier`]). `progress` gets each folded seq and `head`.
+pub fn fold_chain(chain: &sled::Tree, head: u64, mut progress: impl FnMut(u64, u64)) -> Result<Folded, ReadError> {
+    let mut verifier = crate::ChainVerifier::new();
+    let mut states: BTreeMap<ContractId, ContractState> = BTreeMap::new();
+    let mut ledger = LedgerFacts::default();
+    let mut events = 0;
+    store::decode_in_order(chain, 1, head, |recorded| {
+        let seq = recorded.event.seq;
+        verifier.link(&recorded).map_err(ReadError::Corrupt)?;
+        let contract = recorded.event.stream.contract_id().and_then(|id| states.get_mut(id));
+        if let Some(new) = projections::fold(&recorded.event, contract, &mut ledger).map_err(|e| corrupt(seq, &e.to_string()))? {
+            states.insert(new.contract_id.clone(), new);
+        }
+        events += 1;
+        progress(seq, head);
+        Ok(())
+    })?;
+    Ok(Folded { states, ledger, events })
 }
 
 /// What a rebuild did.
@@ -201,32 +440,64 @@ pub struct RebuildReport {
     pub contracts: usize,
 }
 
-/// Drops the persisted views and rebuilds them from the whole chain, verifying every
-/// hash and link on the way. `progress` gets each folded seq and the last seq.
-pub fn rebuild(events: &sled::Tree, views: &sled::Tree, mut progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
-    views.clear()?;
-    let (head, _) = store::last(events)?;
-    let mut verifier = ChainVerifier::new();
-    let mut states = BTreeMap::new();
-    let mut ledger = LedgerFacts::default();
-    let mut count = 0u64;
-    for record in store::records(events, 1, head) {
-        let record = record?;
-        let seq = record.seq;
-        let recorded = verifier.check(seq, &record.hash, &record.canonical).map_err(ReadError::Corrupt)?;
-        fold(&mut states, &mut ledger, &recorded.event)?;
-        count += 1;
-        progress(seq, head);
+/// Contracts written per batch by a rebuild: bounds the batch, not the states (all folded).
+const REBUILD_BATCH_CONTRACTS: usize = 1_000;
+
+/// Drops the persisted views and rebuilds them from the whole chain (verifying every hash
+/// and link on the way): a snapshot of every contract, the ledger's facts, the cursor.
+pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
+    tree.clear()?;
+    let (head, _) = store::last(chain)?;
+    let folded = fold_chain(chain, head, progress)?;
+    let contracts = folded.states.len();
+    let states: Vec<ContractState> = folded.states.into_values().collect();
+    for chunk in states.chunks(REBUILD_BATCH_CONTRACTS) {
+        let mut batch = sled::Batch::default();
+        for state in chunk {
+            let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("a state does not encode: {e}")))?;
+            batch.insert(snapshot_key(&state.contract_id), snapshot);
+        }
+        tree.apply_batch(batch)?;
     }
-    let all: Vec<ContractState> = states.into_values().collect();
-    persist(views, &all, &ledger, count)?;
-    Ok(RebuildReport { events: count, contracts: all.len() })
+    let mut batch = sled::Batch::default();
+    batch.insert(KEY_LEDGER, postcard::to_stdvec(&folded.ledger).map_err(|e| corrupt(0, &format!("ledger facts do not encode: {e}")))?);
+    batch.insert(KEY_CURSOR, &folded.events.to_be_bytes());
+    batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
+    tree.apply_batch(batch)?;
+    Ok(RebuildReport { events: folded.events, contracts })
+}
+
+/// What the views tree holds, folded: every contract's state, the ledger's facts, the
+/// cursor. For comparing incremental views with rebuilt ones, whatever mix of snapshots and
+/// deltas each holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistedViews {
+    pub states: BTreeMap<ContractId, ContractState>,
+    pub ledger: LedgerFacts,
+    pub cursor: u64,
+}
+
+pub fn persisted(tree: &sled::Tree) -> Result<PersistedViews, LoadError> {
+    let cursor = tree.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v)).unwrap_or(0);
+    let ledger = match tree.get(KEY_LEDGER)? {
+        Some(v) => postcard::from_bytes(&v).map_err(|e| LoadError::Views(format!("the ledger's facts do not decode: {e}")))?,
+        None => LedgerFacts::default(),
+    };
+    let mut states = BTreeMap::new();
+    for key in tree.scan_prefix([SNAPSHOT]).keys() {
+        let key = key?;
+        let id = std::str::from_utf8(&key[1..]).ok().and_then(|s| ContractId::parse(s).ok()).ok_or_else(|| LoadError::Views("malformed snapshot key".into()))?;
+        if let Some(loaded) = load_persisted(tree, &id)? {
+            states.insert(id, loaded.state);
+        }
+    }
+    Ok(PersistedViews { states, ledger, cursor })
 }
 
 /// Key and value bytes of a tree's entries.
 pub type RawEntries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// The persisted views as raw bytes, for comparing incremental and rebuilt views.
+/// The persisted views as raw bytes (the encoding test pins them).
 pub fn dump(views: &sled::Tree) -> Result<RawEntries, sled::Error> {
     views.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
 }

@@ -19,7 +19,7 @@ use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
 use crate::io::Op;
 use crate::block::BlockBuilder;
-use crate::views::{self, Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
+use crate::views::{Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
     keys, lock, store, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
     Receipt, Replicated, ReplicationError, ReplicationGroup, Replicator, Shared, VerifyFailure, WriterFailure,
@@ -252,7 +252,11 @@ impl Writer {
         (self.head, self.frontier, self.ledger) = start;
         for (id, mark) in group.marks.into_iter().rev() {
             match (mark, self.shared.views.get(&id)) {
-                (Some(mark), Some(live)) => lock(&live).rollback(&mark),
+                (Some(mark), Some(slot)) => match self.shared.views.lock(&slot, &id, self.head.seq) {
+                    Ok(mut state) => state.rollback(&mark),
+                    // It was loaded to be changed; it cannot fail to be there now.
+                    Err(e) => tracing::error!("cannot roll back contract {id}: {e}"),
+                },
                 (None, _) => self.shared.views.remove(&id),
                 (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
             }
@@ -314,14 +318,11 @@ impl Writer {
         if self.dirty.is_empty() && self.events_since_persist == 0 {
             return;
         }
-        let states: Vec<ContractState> = std::mem::take(&mut self.dirty)
-            .iter()
-            .filter_map(|id| self.shared.views.get(id))
-            .map(|s| lock(&s).clone())
-            .collect();
-        let io = &self.shared.io;
-        match io.run(Op::PersistViews, || views::persist(&self.shared.views_tree, &states, &self.ledger, self.head.seq)) {
-            Ok(()) => self.events_since_persist = 0,
+        match self.shared.views.persist(&self.dirty, &self.ledger, self.head.seq, &self.shared.io, Op::PersistViews) {
+            Ok(()) => {
+                self.dirty.clear();
+                self.events_since_persist = 0;
+            }
             // The views are derived: failing to save them loses nothing, the next open folds
             // the events after the old cursor.
             Err(e) => {
@@ -589,7 +590,11 @@ impl Writer {
         self.ledger = undo.ledger;
         for (id, mark) in undo.contracts {
             match (mark, self.shared.views.get(&id)) {
-                (Some(mark), Some(live)) => lock(&live).rollback(&mark),
+                (Some(mark), Some(slot)) => match self.shared.views.lock(&slot, &id, self.head.seq) {
+                    Ok(mut state) => state.rollback(&mark),
+                    // It was loaded to be changed; it cannot fail to be there now.
+                    Err(e) => tracing::error!("cannot roll back contract {id}: {e}"),
+                },
                 (None, _) => self.shared.views.remove(&id),
                 // A contract the request did not create stays live: nothing to undo.
                 (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
@@ -615,8 +620,11 @@ impl Writer {
         group: &mut Group,
         undo: &mut Undo,
     ) -> Result<Receipt, Refused> {
-        let live = proposal.stream.contract_id().and_then(|id| self.shared.views.get(id));
-        let mut contract = live.as_ref().map(|l| lock(l));
+        let slot = proposal.stream.contract_id().and_then(|id| Some((id, self.shared.views.get(id)?)));
+        let mut contract = match &slot {
+            Some((id, slot)) => Some(self.shared.views.lock(slot, id, self.head.seq)?),
+            None => None,
+        };
         let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
         let recorded = seal(proposal, contract.as_deref(), &self.ledger, &self.head, &sealing).map_err(Refused::Rule)?;
         let event = &recorded.event;
@@ -646,7 +654,7 @@ impl Writer {
     fn fold_staged(&mut self, event: &Event, contract: Option<&mut ContractState>, group: &mut Group) -> Result<(), projections::FoldError> {
         if let Some(new) = fold(event, contract, &mut self.ledger)? {
             group.writes.push((keys::contract(&new.contract_id), event.seq.to_be_bytes().to_vec()));
-            self.shared.views.insert(new);
+            self.shared.views.insert_new(new);
         }
         if let Stream::Contract(id) = &event.stream {
             self.dirty.insert(id.clone());
@@ -696,8 +704,11 @@ impl Writer {
         if self.head.recorded_at.is_some_and(|t| event.recorded_at < t) {
             return Err("recorded_at goes back in time".into());
         }
-        let live = event.stream.contract_id().and_then(|id| self.shared.views.get(id));
-        let mut contract = live.as_ref().map(|l| lock(l));
+        let slot = event.stream.contract_id().and_then(|id| Some((id, self.shared.views.get(id)?)));
+        let mut contract = match &slot {
+            Some((id, slot)) => Some(self.shared.views.lock(slot, id, self.head.seq).map_err(|e| e.to_string())?),
+            None => None,
+        };
         if let Some(id) = event.stream.contract_id()
             && !group.marks.iter().any(|(c, _)| c == id) {
                 group.marks.push((id.clone(), contract.as_deref().map(ContractState::mark)));
