@@ -9,7 +9,7 @@ use crate::Overflow;
 use events::{format_minor_units, Currency};
 use serde_json::{json, Map, Value};
 
-fn money(minor_units: i128, currency: Currency) -> Value {
+pub(crate) fn money(minor_units: i128, currency: Currency) -> Value {
     Value::String(format_minor_units(minor_units, currency))
 }
 
@@ -150,3 +150,9 @@ pub fn portfolio_json(p: &Portfolio, at: &AsOf) -> Value {
         .collect();
     json!({"as_of": at.date.to_string(), "known_at": at.known_at, "totals": totals})
 }
+
+mod close;
+mod table;
+
+pub use close::*;
+pub use table::*;
