@@ -8,7 +8,8 @@ pub mod checkpointing;
 mod edge;
 mod error;
 mod handlers;
-mod params;
+pub(crate) mod params;
+mod reports;
 mod stream;
 pub mod tls;
 
@@ -365,8 +366,16 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::list_contracts))
         .routes(routes!(handlers::get_contract))
         .routes(routes!(handlers::contract_events))
-        .routes(routes!(handlers::contract_revenue))
-        .routes(routes!(handlers::portfolio))
+        .routes(routes!(reports::contract_revenue))
+        .routes(routes!(reports::contract_rollforward))
+        .routes(routes!(reports::contract_rpo))
+        .routes(routes!(reports::portfolio))
+        .routes(routes!(reports::portfolio_rollforward))
+        .routes(routes!(reports::portfolio_rpo))
+        .routes(routes!(reports::portfolio_waterfall))
+        .routes(routes!(reports::corrections))
+        .routes(routes!(reports::periods))
+        .routes(routes!(reports::periods_preview))
         .routes(routes!(handlers::chain_head))
         .routes(routes!(handlers::latest_checkpoint))
         .routes(routes!(handlers::list_checkpoints, handlers::issue_checkpoint))

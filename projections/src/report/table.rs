@@ -91,6 +91,21 @@ impl Table {
             out.push_str("  (none)\n");
             return out;
         }
+        if self.rows.len() == 1 {
+            // One record reads best as a list of name and value.
+            let width = self.columns.iter().map(String::len).max().unwrap_or(0);
+            let money = |c: &str| MONEY_COLUMNS.contains(&c);
+            let values: Vec<String> = self.columns.iter().zip(&self.rows[0]).map(|(c, v)| if money(c) { group_thousands(v) } else { v.clone() }).collect();
+            let value_width = values.iter().map(String::len).max().unwrap_or(0);
+            for (c, v) in self.columns.iter().zip(&values) {
+                if money(c) {
+                    out.push_str(&format!("  {c:<width$}  {v:>value_width$}\n"));
+                } else {
+                    out.push_str(&format!("  {c:<width$}  {v}\n"));
+                }
+            }
+            return out;
+        }
         let constant: Vec<bool> = (0..self.columns.len())
             .map(|i| self.rows.len() > 1 && self.rows.iter().all(|r| r[i] == self.rows[0][i]))
             .collect();
