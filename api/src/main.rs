@@ -16,6 +16,7 @@ mod bench_nats;
 mod bench_projections;
 mod audit;
 mod cli;
+mod dashboard;
 mod demo;
 mod report;
 mod reports;

@@ -285,7 +285,7 @@ impl ContractState {
         keys.dedup();
         for key in keys {
             match (at_a.get(key), at_b.get(key)) {
-                (None, Some((fact, b))) => self.tranche_enters(fact, b, termination_new, &mut rpo, &mut cond)?,
+                (None, Some((fact, b))) => self.tranche_enters(fact, b, &mut rpo, &mut cond)?,
                 (Some((_, a)), None) => {
                     // Its grant or capacity change counts at A but not at B: reversed.
                     let value = if a.status == TrancheStatus::Counted { a.amount } else { 0 };
@@ -296,9 +296,16 @@ impl ContractState {
                 }
                 (Some((_, a)), Some((_, b))) => {
                     status_moves(a.status, b.status, a.amount, &mut rpo, &mut cond)?;
-                    let cancelled = sub(b.cancelled, a.cancelled)?;
-                    let line = if termination_new { Line::Cancellations } else { Line::Reversals };
-                    bump(rpo.line_mut(line), -cancelled)?;
+                    // What a termination cancels moves with the termination, or with the
+                    // tranche: a termination counting at B cancels what was newly counted
+                    // under it; anything else un-cancelled was undone by a reversal.
+                    use TrancheStatus::Counted;
+                    let line = match (term_b.is_some(), a.status, b.status) {
+                        (true, Counted, Counted) if termination_new => Line::Cancellations,
+                        (true, _, Counted) if a.status != Counted => Line::Cancellations,
+                        _ => Line::Reversals,
+                    };
+                    bump(rpo.line_mut(line), -sub(b.cancelled, a.cancelled)?)?;
                 }
                 (None, None) => unreachable!("a key comes from one of the two maps"),
             }
@@ -331,7 +338,7 @@ impl ContractState {
     }
 
     /// A tranche counting at B but not at A: its grant or capacity change took effect.
-    fn tranche_enters(&self, fact: &TrancheFact, b: &TrancheFigures, termination_new: bool, rpo: &mut Walk, cond: &mut Walk) -> Result<(), Overflow> {
+    fn tranche_enters(&self, fact: &TrancheFact, b: &TrancheFigures, rpo: &mut Walk, cond: &mut Walk) -> Result<(), Overflow> {
         let from_grant = fact.origin.seq == self.grant.origin.seq;
         match &fact.condition {
             Condition::Firm => {
@@ -348,8 +355,8 @@ impl ContractState {
                 status_moves(TrancheStatus::Pending, b.status, fact.amount, rpo, cond)?;
             }
         }
-        let line = if termination_new { Line::Cancellations } else { Line::Reversals };
-        bump(rpo.line_mut(line), -b.cancelled)
+        // A termination counting at B cancels what it had not earned, whenever it came.
+        bump(rpo.line_mut(Line::Cancellations), -b.cancelled)
     }
 }
 

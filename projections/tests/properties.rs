@@ -694,7 +694,8 @@ fn check_rollforward(state: &ContractState, from: &AsOf, to: &AsOf) -> Result<()
     };
     quiet(Line::Reversals, &[EventReversed])?;
     quiet(Line::Fees, &[ContractTerminated])?;
-    quiet(Line::Cancellations, &[ContractTerminated])?;
+    // A standing termination also cancels value that newly counts under it.
+    quiet(Line::Cancellations, &[ContractTerminated, MilestoneReached, CapacityChanged, LeaseGranted])?;
     quiet(Line::Credits, &[SlaCreditIssued])?;
     quiet(Line::CapacityIncreases, &[CapacityChanged])?;
     quiet(Line::CapacityDecreases, &[CapacityChanged])?;

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use edge::Limits;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use tls::TlsFiles;
 
 /// Largest body of `POST /v1/events`.
@@ -388,6 +388,11 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::readyz))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi))
+        .routes(routes!(crate::dashboard::index))
+        .routes(routes!(crate::dashboard::app_js))
+        .routes(routes!(crate::dashboard::app_css))
+        .routes(routes!(crate::dashboard::icon))
+        .routes(routes!(crate::dashboard::contract_chart))
         .split_for_parts();
     // The document is built from the routes above; the handler serves this copy.
     let _ = handlers::OPENAPI.set(api);
@@ -670,6 +675,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         tracing::info!(data = %config.data.display(), head = ledger.head().seq, max_connections, "listening on {scheme}://{address}");
         // Tests and scripts read this line to find the port.
         println!("listening on {scheme}://{address}");
+        println!("dashboard: {scheme}://{address}/");
         use std::io::Write;
         std::io::stdout().flush().ok();
         let signal = async move {
