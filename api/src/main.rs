@@ -14,6 +14,7 @@ mod bench_audit;
 mod bench_http;
 mod bench_nats;
 mod bench_projections;
+mod bench_reports;
 mod audit;
 mod cli;
 mod dashboard;

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use events::{ContractId, Date, EventBody, Stream, Timestamp};
 use ledger::Ledger;
 use projections::report::{
-    revenue_json, revenue_tables, ContractRollforward, ContractRpo, CorrectionsReport, PortfolioRevenue, PortfolioRollforward,
+    revenue_json, revenue_table, ContractRollforward, ContractRpo, CorrectionsReport, PortfolioRevenue, PortfolioRollforward,
     PortfolioRpo, Table, WaterfallBuilder,
 };
 use projections::{AsOf, ContractState, Granularity, Overflow};
@@ -187,35 +187,45 @@ fn one<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(&ContractS
     ledger.with_contract(id, at, f).ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
 }
 
-/// What a report produces: its JSON, or its tables.
-enum Built {
-    Json(Value),
-    Tables(Vec<Table>),
-}
-
-impl Built {
-    fn of(want_json: bool, json: impl FnOnce() -> Value, tables: impl FnOnce() -> Vec<Table>) -> Built {
-        if want_json { Built::Json(json()) } else { Built::Tables(tables()) }
-    }
+/// The report as asked: its JSON, one CSV section, or every section; only what is asked
+/// for is built.
+fn finish(output: &Output, sections: &[&str], json: impl FnOnce() -> Value, table: impl Fn(&str) -> Option<Table>) -> Result<Rendered, ApiError> {
+    let missing = |s: &str| ApiError::bad_parameter("section", format!("this report has no section `{s}`"));
+    Ok(match output {
+        Output::Json => Rendered::Json(json()),
+        Output::Csv(section) => Rendered::Csv(table(section).ok_or_else(|| missing(section))?.to_csv()),
+        Output::Tables => Rendered::Tables(sections.iter().map(|s| table(s).ok_or_else(|| missing(s))).collect::<Result<_, _>>()?),
+    })
 }
 
 /// Builds report `kind` from the ledger. Blocking (it reads every contract for portfolio
 /// reports): call it off the async executor.
 pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params: &Params, output: Output) -> Result<Rendered, ApiError> {
     kind.path(contract).map_err(|m| ApiError::bad_parameter("contract", m))?;
-    let want_json = output == Output::Json;
-    let built = match kind {
+    let sections = kind.sections(contract.is_some());
+    let out = &output;
+    match kind {
         Kind::Revenue => {
             let at = point_of_view(ledger, params.date("as_of")?.unwrap_or_else(today), params, "known_at")?;
             let g = granularity(params)?;
             match contract {
-                Some(id) => one(ledger, id, &at, |s| {
-                    Ok(if want_json { Built::Json(revenue_json(s, &at, g)?) } else { Built::Tables(revenue_tables(s, &at, g)?) })
-                })?,
+                Some(id) => {
+                    let (json, tables) = one(ledger, id, &at, |s| {
+                        let json = if *out == Output::Json { Some(revenue_json(s, &at, g)?) } else { None };
+                        let mut tables = vec![];
+                        for section in sections {
+                            tables.push(revenue_table(s, &at, g, section)?);
+                        }
+                        Ok((json, tables))
+                    })?;
+                    finish(out, sections, || json.unwrap_or_default(), |section| {
+                        sections.iter().position(|s| *s == section).and_then(|i| tables[i].clone())
+                    })
+                }
                 None => {
                     let mut report = PortfolioRevenue::new(at, g);
                     each(ledger, &at, |s| report.add(s))?;
-                    Built::of(want_json, || report.json(), || report.tables())
+                    finish(out, sections, || report.json(), |s| report.table(s))
                 }
             }
         }
@@ -230,12 +240,12 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             match contract {
                 Some(id) => {
                     let r = one(ledger, id, &end, |s| ContractRollforward::of(s, &start, &end))?;
-                    Built::of(want_json, || r.json(), || r.tables())
+                    finish(out, sections, || r.json(), |s| r.table(s))
                 }
                 None => {
                     let mut report = PortfolioRollforward::new(start, end);
                     each(ledger, &end, |s| report.add(s))?;
-                    Built::of(want_json, || report.json(), || report.tables())
+                    finish(out, sections, || report.json(), |s| report.table(s))
                 }
             }
         }
@@ -244,12 +254,12 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             match contract {
                 Some(id) => {
                     let r = one(ledger, id, &at, |s| ContractRpo::of(s, &at))?;
-                    Built::of(want_json, || r.json(), || r.tables())
+                    finish(out, sections, || r.json(), |s| r.table(s))
                 }
                 None => {
                     let mut report = PortfolioRpo::new(at);
                     each(ledger, &at, |s| report.add(s))?;
-                    Built::of(want_json, || report.json(), || report.tables())
+                    finish(out, sections, || report.json(), |s| report.table(s))
                 }
             }
         }
@@ -258,29 +268,18 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             let mut builder = WaterfallBuilder::new(at, granularity(params)?);
             each(ledger, &at, |s| builder.add(s))?;
             let waterfall = builder.finish().map_err(overflow)?;
-            Built::of(want_json, || waterfall.json(), || waterfall.tables())
+            finish(out, sections, || waterfall.json(), |s| waterfall.table(s))
         }
-        Kind::Corrections => corrections(ledger, params, want_json)?,
+        Kind::Corrections => corrections(ledger, params, out, sections),
         Kind::Closes => {
             let closes = read_closes(ledger)?;
-            Built::of(want_json, || closes_json(&closes, ledger.ledger_facts().period_end), || vec![closes_table(&closes)])
+            finish(out, sections, || closes_json(&closes, ledger.ledger_facts().period_end), |s| (s == "rows").then(|| closes_table(&closes)))
         }
-        Kind::ClosePreview => preview(ledger, params, want_json)?,
-    };
-    Ok(match (built, output) {
-        (Built::Json(v), _) => Rendered::Json(v),
-        (Built::Tables(tables), Output::Csv(section)) => {
-            let table = tables
-                .into_iter()
-                .find(|t| t.section == section)
-                .ok_or_else(|| ApiError::bad_parameter("section", format!("this report has no section `{section}`")))?;
-            Rendered::Csv(table.to_csv())
-        }
-        (Built::Tables(tables), _) => Rendered::Tables(tables),
-    })
+        Kind::ClosePreview => preview(ledger, params, out, sections),
+    }
 }
 
-fn corrections(ledger: &Ledger, params: &Params, want_json: bool) -> Result<Built, ApiError> {
+fn corrections(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) -> Result<Rendered, ApiError> {
     let as_of = params.date("as_of")?.unwrap_or_else(today);
     let to = point_of_view(ledger, as_of, params, "to_known_at")?;
     let from_known_at = params.u64("from_known_at")?.ok_or_else(|| ApiError::bad_parameter("from_known_at", "from_known_at is required (a ledger position)"))?;
@@ -297,7 +296,7 @@ fn corrections(ledger: &Ledger, params: &Params, want_json: bool) -> Result<Buil
             recorded.insert(seq, e.event.recorded_at);
         }
     }
-    Ok(Built::of(want_json, || report.json(&recorded), || report.tables(&recorded)))
+    finish(out, sections, || report.json(&recorded), |s| report.table(s, &recorded))
 }
 
 /// One `period_closed` event.
@@ -353,7 +352,7 @@ fn closes_table(closes: &[Close]) -> Table {
 
 /// `GET /v1/periods/preview?period_end=P`: the portfolio rollforward of the open window
 /// (last close, P] and of each open month in it, and what would refuse the close.
-fn preview(ledger: &Ledger, params: &Params, want_json: bool) -> Result<Built, ApiError> {
+fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) -> Result<Rendered, ApiError> {
     let period_end = required_date(params, "period_end")?;
     let last_closed = ledger.ledger_facts().period_end;
     let at = point_of_view(ledger, period_end, params, "known_at")?;
@@ -401,23 +400,27 @@ fn preview(ledger: &Ledger, params: &Params, want_json: bool) -> Result<Built, A
             "months": months.iter().map(|(label, m)| json!({"period": label, "from": m.from.date.to_string(), "to": m.to.date.to_string(), "totals": m.totals_json()})).collect::<Vec<_>>(),
         })
     };
-    let tables = || {
-        let mut rows: Option<Table> = None;
-        for (_, m) in &months {
-            let t = m.totals_table();
-            match &mut rows {
-                None => rows = Some(Table { section: "rows".into(), ..t }),
-                Some(r) => r.rows.extend(t.rows),
+    let table = |section: &str| {
+        let empty = || PortfolioRollforward::new(at, at).totals_table();
+        match section {
+            // Each open month's totals, one after the other.
+            "rows" => {
+                let mut rows = Table { section: "rows".into(), ..empty() };
+                for (_, m) in &months {
+                    rows.rows.extend(m.totals_table().rows);
+                }
+                Some(rows)
             }
+            "totals" => Some(window.as_ref().map_or_else(empty, |w| w.totals_table())),
+            "blockers" => {
+                let mut b = Table::new("blockers", &["period_end", "code", "message"]);
+                for (code, message) in &blockers {
+                    b.push(vec![period_end.to_string(), code.to_string(), message.clone()]);
+                }
+                Some(b)
+            }
+            _ => None,
         }
-        let empty = PortfolioRollforward::new(at, at).totals_table();
-        let rows = rows.unwrap_or(Table { section: "rows".into(), ..empty.clone() });
-        let totals = window.as_ref().map_or(empty, |w| w.totals_table());
-        let mut b = Table::new("blockers", &["period_end", "code", "message"]);
-        for (code, message) in &blockers {
-            b.push(vec![period_end.to_string(), code.to_string(), message.clone()]);
-        }
-        vec![rows, totals, b]
     };
-    Ok(Built::of(want_json, json, tables))
+    finish(out, sections, json, table)
 }

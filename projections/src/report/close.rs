@@ -116,10 +116,13 @@ impl ContractRollforward {
         vec![self.contract_id.to_string(), self.currency.to_string(), self.from.date.to_string(), self.to.date.to_string(), self.to.known_at.to_string()]
     }
 
-    pub fn tables(&self) -> Vec<Table> {
-        let mut rows = Table::new("rows", &ROLLFORWARD_ROW_COLUMNS);
-        rollforward_rows(&mut rows, &self.prefix(), &self.rollforward, self.currency);
-        vec![rows]
+    /// CSV section `rows`.
+    pub fn table(&self, section: &str) -> Option<Table> {
+        (section == "rows").then(|| {
+            let mut rows = Table::new("rows", &ROLLFORWARD_ROW_COLUMNS);
+            rollforward_rows(&mut rows, &self.prefix(), &self.rollforward, self.currency);
+            rows
+        })
     }
 }
 
@@ -183,12 +186,19 @@ impl PortfolioRollforward {
         totals
     }
 
-    pub fn tables(&self) -> Vec<Table> {
-        let mut rows = Table::new("rows", &ROLLFORWARD_ROW_COLUMNS);
-        for r in &self.contracts {
-            rollforward_rows(&mut rows, &r.prefix(), &r.rollforward, r.currency);
+    /// CSV sections `rows` (every contract's walks) and `totals` (per currency).
+    pub fn table(&self, section: &str) -> Option<Table> {
+        match section {
+            "rows" => {
+                let mut rows = Table::new("rows", &ROLLFORWARD_ROW_COLUMNS);
+                for r in &self.contracts {
+                    rollforward_rows(&mut rows, &r.prefix(), &r.rollforward, r.currency);
+                }
+                Some(rows)
+            }
+            "totals" => Some(self.totals_table()),
+            _ => None,
         }
-        vec![rows, self.totals_table()]
     }
 }
 
@@ -252,10 +262,13 @@ impl ContractRpo {
         vec![self.contract_id.to_string(), self.currency.to_string(), self.at.date.to_string(), self.at.known_at.to_string()]
     }
 
-    pub fn tables(&self) -> Vec<Table> {
-        let mut rows = Table::new("rows", &RPO_ROW_COLUMNS);
-        rpo_rows(&mut rows, &self.prefix(), &self.disclosure, self.currency);
-        vec![rows]
+    /// CSV section `rows`.
+    pub fn table(&self, section: &str) -> Option<Table> {
+        (section == "rows").then(|| {
+            let mut rows = Table::new("rows", &RPO_ROW_COLUMNS);
+            rpo_rows(&mut rows, &self.prefix(), &self.disclosure, self.currency);
+            rows
+        })
     }
 }
 
@@ -319,17 +332,26 @@ impl PortfolioRpo {
         })
     }
 
-    pub fn tables(&self) -> Vec<Table> {
-        let mut rows = Table::new("rows", &RPO_ROW_COLUMNS);
-        for r in &self.contracts {
-            rpo_rows(&mut rows, &r.prefix(), &r.disclosure, r.currency);
+    /// CSV sections `rows` and `totals`.
+    pub fn table(&self, section: &str) -> Option<Table> {
+        match section {
+            "rows" => {
+                let mut rows = Table::new("rows", &RPO_ROW_COLUMNS);
+                for r in &self.contracts {
+                    rpo_rows(&mut rows, &r.prefix(), &r.disclosure, r.currency);
+                }
+                Some(rows)
+            }
+            "totals" => {
+                let mut totals = Table::new("totals", &RPO_TOTAL_COLUMNS);
+                for (c, (count, d)) in &self.totals {
+                    let prefix = [c.to_string(), count.to_string(), self.at.date.to_string(), self.at.known_at.to_string()];
+                    rpo_rows(&mut totals, &prefix, d, *c);
+                }
+                Some(totals)
+            }
+            _ => None,
         }
-        let mut totals = Table::new("totals", &RPO_TOTAL_COLUMNS);
-        for (c, (count, d)) in &self.totals {
-            let prefix = [c.to_string(), count.to_string(), self.at.date.to_string(), self.at.known_at.to_string()];
-            rpo_rows(&mut totals, &prefix, d, *c);
-        }
-        vec![rows, totals]
     }
 }
 
@@ -443,27 +465,40 @@ impl Waterfall {
     /// Sections `rows` (scheduled per contract and period, long form so the columns are
     /// fixed), `totals` (per currency and period) and `contracts` (rpo and remaining
     /// conditional, shown apart).
-    pub fn tables(&self) -> Vec<Table> {
+    pub fn table(&self, section: &str) -> Option<Table> {
         let (d, k) = (self.at.date.to_string(), self.at.known_at.to_string());
-        let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "after", "through", "scheduled"]);
-        let mut totals = Table::new("totals", &["currency", "contracts", "as_of", "known_at", "period", "after", "through", "scheduled"]);
-        let mut contracts = Table::new("contracts", &["contract_id", "currency", "as_of", "known_at", "rpo", "remaining_conditional"]);
         let cells = |first: [String; 2], row: &WaterfallRow, column: &Bucket, value: i128| {
             let [a, b] = first;
             vec![a, b, d.clone(), k.clone(), column.label.clone(), column.after.to_string(), column.through.to_string(), amount(value, row.currency)]
         };
-        for r in &self.rows {
-            for (column, value) in self.columns.iter().zip(&r.scheduled) {
-                rows.push(cells([r.contract_id.to_string(), r.currency.to_string()], r, column, *value));
+        match section {
+            "rows" => {
+                let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "after", "through", "scheduled"]);
+                for r in &self.rows {
+                    for (column, value) in self.columns.iter().zip(&r.scheduled) {
+                        rows.push(cells([r.contract_id.to_string(), r.currency.to_string()], r, column, *value));
+                    }
+                }
+                Some(rows)
             }
-            contracts.push(vec![r.contract_id.to_string(), r.currency.to_string(), d.clone(), k.clone(), amount(r.rpo, r.currency), amount(r.remaining_conditional, r.currency)]);
-        }
-        for (c, (count, t)) in &self.totals {
-            for (column, value) in self.columns.iter().zip(&t.scheduled) {
-                totals.push(cells([c.to_string(), count.to_string()], t, column, *value));
+            "totals" => {
+                let mut totals = Table::new("totals", &["currency", "contracts", "as_of", "known_at", "period", "after", "through", "scheduled"]);
+                for (c, (count, t)) in &self.totals {
+                    for (column, value) in self.columns.iter().zip(&t.scheduled) {
+                        totals.push(cells([c.to_string(), count.to_string()], t, column, *value));
+                    }
+                }
+                Some(totals)
             }
+            "contracts" => {
+                let mut contracts = Table::new("contracts", &["contract_id", "currency", "as_of", "known_at", "rpo", "remaining_conditional"]);
+                for r in &self.rows {
+                    contracts.push(vec![r.contract_id.to_string(), r.currency.to_string(), d.clone(), k.clone(), amount(r.rpo, r.currency), amount(r.remaining_conditional, r.currency)]);
+                }
+                Some(contracts)
+            }
+            _ => None,
         }
-        vec![rows, totals, contracts]
     }
 }
 
@@ -555,7 +590,8 @@ impl CorrectionsReport {
         })
     }
 
-    pub fn tables(&self, recorded: &BTreeMap<u64, Timestamp>) -> Vec<Table> {
+    /// CSV sections `rows` and `totals`.
+    pub fn table(&self, section: &str, recorded: &BTreeMap<u64, Timestamp>) -> Option<Table> {
         let pov = [self.as_of.to_string(), self.from_known_at.to_string(), self.to_known_at.to_string()];
         let mut rows = Table::new(
             "rows",
@@ -588,7 +624,11 @@ impl CorrectionsReport {
             cells.extend([n.to_string(), amount(delta, c)]);
             total_table.push(cells);
         }
-        vec![rows, total_table]
+        match section {
+            "rows" => Some(rows),
+            "totals" => Some(total_table),
+            _ => None,
+        }
     }
 }
 
@@ -618,21 +658,29 @@ fn columns_with_figures(first: &[&'static str]) -> Vec<&'static str> {
     first.iter().copied().chain(FIGURE_COLUMNS).collect()
 }
 
-/// CSV of `GET /v1/contracts/{id}/revenue`: `rows` = periods, `figures` = the totals.
-pub fn revenue_tables(state: &ContractState, at: &AsOf, granularity: Granularity) -> Result<Vec<Table>, Overflow> {
+/// CSV of `GET /v1/contracts/{id}/revenue`: section `rows` = periods, `figures` = the totals.
+pub fn revenue_table(state: &ContractState, at: &AsOf, granularity: Granularity, section: &str) -> Result<Option<Table>, Overflow> {
     let c = state.currency();
     let pov = [state.contract_id.to_string(), c.to_string(), at.date.to_string(), at.known_at.to_string()];
-    let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "period_end", "recognized"]);
-    for p in state.periods(at, granularity)? {
-        let mut cells = pov.to_vec();
-        cells.extend([p.period, p.end.to_string(), amount(p.recognized, c)]);
-        rows.push(cells);
-    }
-    let mut figures = Table::new("figures", &columns_with_figures(&["contract_id", "currency", "as_of", "known_at"]));
-    let mut cells = pov.to_vec();
-    cells.extend(figure_cells(&state.figures(at)?, c));
-    figures.push(cells);
-    Ok(vec![rows, figures])
+    Ok(match section {
+        "rows" => {
+            let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "period_end", "recognized"]);
+            for p in state.periods(at, granularity)? {
+                let mut cells = pov.to_vec();
+                cells.extend([p.period, p.end.to_string(), amount(p.recognized, c)]);
+                rows.push(cells);
+            }
+            Some(rows)
+        }
+        "figures" => {
+            let mut figures = Table::new("figures", &columns_with_figures(&["contract_id", "currency", "as_of", "known_at"]));
+            let mut cells = pov.to_vec();
+            cells.extend(figure_cells(&state.figures(at)?, c));
+            figures.push(cells);
+            Some(figures)
+        }
+        _ => None,
+    })
 }
 
 /// `GET /v1/portfolio`: totals per currency with revenue per period, and every contract's
@@ -707,27 +755,38 @@ impl PortfolioRevenue {
 
     /// Sections `rows` (contracts' figures), `totals` (per currency) and `periods` (revenue
     /// per currency and period).
-    pub fn tables(&self) -> Vec<Table> {
+    pub fn table(&self, section: &str) -> Option<Table> {
         let (d, k) = (self.at.date.to_string(), self.at.known_at.to_string());
-        let mut rows = Table::new("rows", &columns_with_figures(&["contract_id", "currency", "as_of", "known_at"]));
-        for (id, c, f) in &self.contracts {
-            let mut cells = vec![id.to_string(), c.to_string(), d.clone(), k.clone()];
-            cells.extend(figure_cells(f, *c));
-            rows.push(cells);
-        }
-        let mut totals = Table::new("totals", &columns_with_figures(&["currency", "contracts", "as_of", "known_at"]));
-        for (c, t) in &self.portfolio.totals {
-            let mut cells = vec![c.to_string(), t.contracts.to_string(), d.clone(), k.clone()];
-            cells.extend(figure_cells(&t.figures, *c));
-            totals.push(cells);
-        }
-        let mut periods = Table::new("periods", &["currency", "as_of", "known_at", "period", "period_end", "recognized"]);
-        for (c, by_period) in &self.periods {
-            for (label, (end, r)) in by_period {
-                periods.push(vec![c.to_string(), d.clone(), k.clone(), label.clone(), end.to_string(), amount(*r, *c)]);
+        match section {
+            "rows" => {
+                let mut rows = Table::new("rows", &columns_with_figures(&["contract_id", "currency", "as_of", "known_at"]));
+                for (id, c, f) in &self.contracts {
+                    let mut cells = vec![id.to_string(), c.to_string(), d.clone(), k.clone()];
+                    cells.extend(figure_cells(f, *c));
+                    rows.push(cells);
+                }
+                Some(rows)
             }
+            "totals" => {
+                let mut totals = Table::new("totals", &columns_with_figures(&["currency", "contracts", "as_of", "known_at"]));
+                for (c, t) in &self.portfolio.totals {
+                    let mut cells = vec![c.to_string(), t.contracts.to_string(), d.clone(), k.clone()];
+                    cells.extend(figure_cells(&t.figures, *c));
+                    totals.push(cells);
+                }
+                Some(totals)
+            }
+            "periods" => {
+                let mut periods = Table::new("periods", &["currency", "as_of", "known_at", "period", "period_end", "recognized"]);
+                for (c, by_period) in &self.periods {
+                    for (label, (end, r)) in by_period {
+                        periods.push(vec![c.to_string(), d.clone(), k.clone(), label.clone(), end.to_string(), amount(*r, *c)]);
+                    }
+                }
+                Some(periods)
+            }
+            _ => None,
         }
-        vec![rows, totals, periods]
     }
 }
 
