@@ -60,7 +60,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
                 let rendered = render(&ledger, kind, None, &params, output.clone()).map_err(|e| e.message)?;
                 // The bytes a client receives: the serialization is part of the latency.
                 bytes = match rendered {
-                    crate::reports::Rendered::Json(v) => serde_json::to_vec(&v).map_err(|e| e.to_string())?.len(),
+                    crate::reports::Rendered::Json(bytes) => bytes.len(),
                     crate::reports::Rendered::Csv(text) => text.len(),
                     crate::reports::Rendered::Tables(t) => t.len(),
                 };

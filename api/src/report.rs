@@ -72,6 +72,12 @@ fn print(text: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// JSON for people and scripts alike: indented, the keys in the report's order.
+fn pretty(json: &[u8], what: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("{what}: not JSON: {e}"))?;
+    Ok(format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON values serialize")))
+}
+
 fn tables_text(kind: Kind, contract: Option<&ContractId>, tables: &[Table]) -> String {
     let mut s = match contract {
         Some(id) => format!("{} report of {id}\n", kind.name()),
@@ -111,7 +117,7 @@ pub fn report(args: ReportArgs) -> Result<ExitCode, String> {
             };
             let ledger = open_ledger(&data)?;
             match reports::render(&ledger, args.kind, contract.as_ref(), &params, output).map_err(flag_error)? {
-                Rendered::Json(v) => print(&format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON values serialize"))),
+                Rendered::Json(bytes) => print(&pretty(&bytes, "the report")?),
                 Rendered::Csv(text) => print(&text),
                 Rendered::Tables(tables) => print(&tables_text(args.kind, contract.as_ref(), &tables)),
             }
@@ -121,8 +127,7 @@ pub fn report(args: ReportArgs) -> Result<ExitCode, String> {
             match args.format {
                 Format::Json => {
                     let text = client.get(&path, &query(&args.params, &[("format", "json")]))?;
-                    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{url}{path}: not JSON: {e}"))?;
-                    print(&format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON values serialize")))
+                    print(&pretty(text.as_bytes(), &format!("{url}{path}"))?)
                 }
                 Format::Csv => {
                     let section = args.section.clone().unwrap_or_else(|| sections[0].to_string());

@@ -118,7 +118,8 @@ pub enum Output {
 }
 
 pub enum Rendered {
-    Json(Value),
+    /// The JSON document, serialized (compact).
+    Json(Vec<u8>),
     Csv(String),
     Tables(Vec<Table>),
 }
@@ -187,9 +188,14 @@ fn one<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(&ContractS
     ledger.with_contract(id, at, f).ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
 }
 
+/// A report's JSON, serialized straight from its `Serialize` impl (no `Value` tree).
+fn bytes<T: serde::Serialize + ?Sized>(report: &T) -> Vec<u8> {
+    serde_json::to_vec(report).expect("report JSON serializes")
+}
+
 /// The report as asked: its JSON, one CSV section, or every section; only what is asked
 /// for is built.
-fn finish(output: &Output, sections: &[&str], json: impl FnOnce() -> Value, table: impl Fn(&str) -> Option<Table>) -> Result<Rendered, ApiError> {
+fn finish(output: &Output, sections: &[&str], json: impl FnOnce() -> Vec<u8>, table: impl Fn(&str) -> Option<Table>) -> Result<Rendered, ApiError> {
     let missing = |s: &str| ApiError::bad_parameter("section", format!("this report has no section `{s}`"));
     Ok(match output {
         Output::Json => Rendered::Json(json()),
@@ -218,14 +224,14 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                         }
                         Ok((json, tables))
                     })?;
-                    finish(out, sections, || json.unwrap_or_default(), |section| {
+                    finish(out, sections, || bytes(&json.unwrap_or_default()), |section| {
                         sections.iter().position(|s| *s == section).and_then(|i| tables[i].clone())
                     })
                 }
                 None => {
                     let mut report = PortfolioRevenue::new(at, g);
                     each(ledger, &at, |s| report.add(s))?;
-                    finish(out, sections, || report.json(), |s| report.table(s))
+                    finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
         }
@@ -240,12 +246,12 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             match contract {
                 Some(id) => {
                     let r = one(ledger, id, &end, |s| ContractRollforward::of(s, &start, &end))?;
-                    finish(out, sections, || r.json(), |s| r.table(s))
+                    finish(out, sections, || bytes(&r), |s| r.table(s))
                 }
                 None => {
                     let mut report = PortfolioRollforward::new(start, end);
                     each(ledger, &end, |s| report.add(s))?;
-                    finish(out, sections, || report.json(), |s| report.table(s))
+                    finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
         }
@@ -254,12 +260,12 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             match contract {
                 Some(id) => {
                     let r = one(ledger, id, &at, |s| ContractRpo::of(s, &at))?;
-                    finish(out, sections, || r.json(), |s| r.table(s))
+                    finish(out, sections, || bytes(&r), |s| r.table(s))
                 }
                 None => {
                     let mut report = PortfolioRpo::new(at);
                     each(ledger, &at, |s| report.add(s))?;
-                    finish(out, sections, || report.json(), |s| report.table(s))
+                    finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
         }
@@ -268,12 +274,12 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             let mut builder = WaterfallBuilder::new(at, granularity(params)?);
             each(ledger, &at, |s| builder.add(s))?;
             let waterfall = builder.finish().map_err(overflow)?;
-            finish(out, sections, || waterfall.json(), |s| waterfall.table(s))
+            finish(out, sections, || bytes(&waterfall), |s| waterfall.table(s))
         }
         Kind::Corrections => corrections(ledger, params, out, sections),
         Kind::Closes => {
             let closes = read_closes(ledger)?;
-            finish(out, sections, || closes_json(&closes, ledger.ledger_facts().period_end), |s| (s == "rows").then(|| closes_table(&closes)))
+            finish(out, sections, || bytes(&closes_json(&closes, ledger.ledger_facts().period_end)), |s| (s == "rows").then(|| closes_table(&closes)))
         }
         Kind::ClosePreview => preview(ledger, params, out, sections),
     }
@@ -296,7 +302,7 @@ fn corrections(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]
             recorded.insert(seq, e.event.recorded_at);
         }
     }
-    finish(out, sections, || report.json(&recorded), |s| report.table(s, &recorded))
+    finish(out, sections, || bytes(&report.json(&recorded)), |s| report.table(s, &recorded))
 }
 
 /// One `period_closed` event.
@@ -422,5 +428,5 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
             _ => None,
         }
     };
-    finish(out, sections, json, table)
+    finish(out, sections, || bytes(&json()), table)
 }

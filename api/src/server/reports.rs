@@ -9,7 +9,6 @@ use crate::reports::{self, Kind, Rendered};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use events::ContractId;
 
 fn accepts_csv(headers: &HeaderMap) -> bool {
@@ -29,7 +28,7 @@ async fn respond(app: Shared, headers: HeaderMap, kind: Kind, contract: Option<S
         .map_err(|e| ApiError::unavailable(e.to_string()))??;
     metrics::histogram!("http_report_seconds", "report" => kind.name()).record(started.elapsed().as_secs_f64());
     let mut response = match rendered {
-        Rendered::Json(v) => Json(v).into_response(),
+        Rendered::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Rendered::Csv(text) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response(),
         Rendered::Tables(_) => unreachable!("the HTTP API answers JSON or CSV"),
     };

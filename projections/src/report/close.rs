@@ -3,14 +3,53 @@
 //! contract (`add`), then read as JSON (`json`) or as CSV sections (`tables`): the HTTP API
 //! and `cledger report` call exactly these, so they print the same shapes.
 
-use super::{figures_fields, money, Table};
+use super::{figure_pairs, figures_fields, money, Table};
 use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, RpoDisclosure, Schedule, Walk, Walked};
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
 use crate::view::{Granularity, Portfolio};
 use events::{format_minor_units, ContractId, Currency, Date, Timestamp};
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
+
+// The large reports serialize straight to bytes (a `Serialize` impl each) rather than
+// through a `serde_json::Value` tree: for 10,000 contracts that tree is ~100 MB of small
+// allocations. `json()` gives the same object as a `Value` for whoever wants one.
+
+/// An amount in JSON: a decimal string with exactly its currency's decimals.
+struct Amount(i128, Currency);
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_minor_units(self.0, self.1))
+    }
+}
+
+/// `{"opening", "closing"}`.
+struct Ends(i128, i128, Currency);
+
+impl Serialize for Ends {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("opening", &Amount(self.0, self.2))?;
+        m.serialize_entry("closing", &Amount(self.1, self.2))?;
+        m.end()
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("report JSON serializes")
+}
+
+/// The figures of SPEC section 4 as entries of an object being written.
+fn figure_entries<M: SerializeMap>(m: &mut M, f: &Figures, c: Currency) -> Result<(), M::Error> {
+    for (key, value) in figure_pairs(f) {
+        m.serialize_entry(key, &Amount(value, c))?;
+    }
+    Ok(())
+}
 
 fn amount(minor_units: i128, currency: Currency) -> String {
     format_minor_units(minor_units, currency)
@@ -35,31 +74,47 @@ fn takes_part(state: &ContractState, at: &AsOf) -> bool {
 // ---------------------------------------------------------------------------------------
 // Rollforward.
 
-fn walk_json(w: &Walk, c: Currency) -> Map<String, Value> {
-    let mut movements = Map::new();
-    for (line, value) in w.balance.lines().iter().zip(&w.movements) {
-        movements.insert(line.as_str().into(), money(*value, c));
+struct Movements<'a>(&'a Walk, Currency);
+
+impl Serialize for Movements<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.movements.len()))?;
+        for (line, value) in self.0.balance.lines().iter().zip(&self.0.movements) {
+            m.serialize_entry(line.as_str(), &Amount(*value, self.1))?;
+        }
+        m.end()
     }
-    let mut m = Map::new();
-    m.insert("opening".into(), money(w.opening, c));
-    m.insert("movements".into(), Value::Object(movements));
-    m.insert("closing".into(), money(w.closing, c));
-    m
 }
 
-/// The four walks, keyed by balance; the net contract position with its split into
-/// deferred revenue and contract asset at each end.
-fn rollforward_fields(r: &Rollforward, c: Currency) -> Map<String, Value> {
-    let mut m = Map::new();
-    for walk in &r.walks {
-        let mut w = walk_json(walk, c);
-        if walk.balance == Walked::NetContractPosition {
-            w.insert("deferred_revenue".into(), json!({"opening": money(r.opening.deferred_revenue, c), "closing": money(r.closing.deferred_revenue, c)}));
-            w.insert("contract_asset".into(), json!({"opening": money(r.opening.contract_asset, c), "closing": money(r.closing.contract_asset, c)}));
+/// One balance: opening, movements by line, closing; the net contract position with its
+/// split into deferred revenue and contract asset at each end.
+struct WalkOut<'a> {
+    walk: &'a Walk,
+    rollforward: &'a Rollforward,
+    currency: Currency,
+}
+
+impl Serialize for WalkOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (w, r, c) = (self.walk, self.rollforward, self.currency);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("opening", &Amount(w.opening, c))?;
+        m.serialize_entry("movements", &Movements(w, c))?;
+        m.serialize_entry("closing", &Amount(w.closing, c))?;
+        if w.balance == Walked::NetContractPosition {
+            m.serialize_entry("deferred_revenue", &Ends(r.opening.deferred_revenue, r.closing.deferred_revenue, c))?;
+            m.serialize_entry("contract_asset", &Ends(r.opening.contract_asset, r.closing.contract_asset, c))?;
         }
-        m.insert(walk.balance.as_str().into(), Value::Object(w));
+        m.end()
     }
-    m
+}
+
+/// The four walks as entries keyed by balance.
+fn rollforward_entries<M: SerializeMap>(m: &mut M, r: &Rollforward, c: Currency) -> Result<(), M::Error> {
+    for walk in &r.walks {
+        m.serialize_entry(walk.balance.as_str(), &WalkOut { walk, rollforward: r, currency: c })?;
+    }
+    Ok(())
 }
 
 /// `balance,line,amount` rows of a rollforward, after `prefix`.
@@ -95,6 +150,48 @@ pub struct ContractRollforward {
     pub rollforward: Rollforward,
 }
 
+impl Serialize for ContractRollforward {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("contract_id", self.contract_id.as_str())?;
+        m.serialize_entry("currency", self.currency.code())?;
+        m.serialize_entry("from", &self.from.date.to_string())?;
+        m.serialize_entry("to", &self.to.date.to_string())?;
+        m.serialize_entry("known_at", &self.to.known_at)?;
+        rollforward_entries(&mut m, &self.rollforward, self.currency)?;
+        m.end()
+    }
+}
+
+/// One currency's totals of a portfolio rollforward.
+struct RollforwardTotal<'a> {
+    currency: Currency,
+    contracts: u64,
+    rollforward: &'a Rollforward,
+}
+
+impl Serialize for RollforwardTotal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("currency", self.currency.code())?;
+        m.serialize_entry("contracts", &self.contracts)?;
+        rollforward_entries(&mut m, self.rollforward, self.currency)?;
+        m.end()
+    }
+}
+
+impl Serialize for PortfolioRollforward {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("from", &self.from.date.to_string())?;
+        m.serialize_entry("to", &self.to.date.to_string())?;
+        m.serialize_entry("known_at", &self.to.known_at)?;
+        m.serialize_entry("totals", &self.totals_out())?;
+        m.serialize_entry("contracts", &self.contracts)?;
+        m.end()
+    }
+}
+
 impl ContractRollforward {
     pub fn of(state: &ContractState, from: &AsOf, to: &AsOf) -> Result<ContractRollforward, Overflow> {
         Ok(ContractRollforward { contract_id: state.contract_id.clone(), currency: state.currency(), from: *from, to: *to, rollforward: state.rollforward(from, to)? })
@@ -102,14 +199,7 @@ impl ContractRollforward {
 
     /// `GET /v1/contracts/{id}/rollforward`.
     pub fn json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("contract_id".into(), json!(self.contract_id.as_str()));
-        m.insert("currency".into(), json!(self.currency.code()));
-        m.insert("from".into(), json!(self.from.date.to_string()));
-        m.insert("to".into(), json!(self.to.date.to_string()));
-        m.insert("known_at".into(), json!(self.to.known_at));
-        m.extend(rollforward_fields(&self.rollforward, self.currency));
-        Value::Object(m)
+        to_value(self)
     }
 
     fn prefix(&self) -> Vec<String> {
@@ -152,29 +242,18 @@ impl PortfolioRollforward {
         Ok(())
     }
 
-    /// Totals per currency, as JSON objects (also the close preview's).
-    pub fn totals_json(&self) -> Vec<Value> {
-        self.totals
-            .iter()
-            .map(|(c, (count, r))| {
-                let mut m = Map::new();
-                m.insert("currency".into(), json!(c.code()));
-                m.insert("contracts".into(), json!(count));
-                m.extend(rollforward_fields(r, *c));
-                Value::Object(m)
-            })
-            .collect()
+    fn totals_out(&self) -> Vec<RollforwardTotal<'_>> {
+        self.totals.iter().map(|(c, (count, r))| RollforwardTotal { currency: *c, contracts: *count, rollforward: r }).collect()
+    }
+
+    /// Totals per currency, as JSON (also the close preview's).
+    pub fn totals_json(&self) -> Value {
+        to_value(&self.totals_out())
     }
 
     /// `GET /v1/portfolio/rollforward`.
     pub fn json(&self) -> Value {
-        json!({
-            "from": self.from.date.to_string(),
-            "to": self.to.date.to_string(),
-            "known_at": self.to.known_at,
-            "totals": self.totals_json(),
-            "contracts": self.contracts.iter().map(ContractRollforward::json).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
 
     pub fn totals_table(&self) -> Table {
@@ -205,20 +284,59 @@ impl PortfolioRollforward {
 // ---------------------------------------------------------------------------------------
 // RPO disclosure.
 
-fn years_json(years: &[Bucket], c: Currency) -> Vec<Value> {
-    years
-        .iter()
-        .map(|b| json!({"bucket": b.label, "after": b.after.to_string(), "through": b.through.to_string(), "amount": money(b.amount, c)}))
-        .collect()
+struct YearOut<'a>(&'a Bucket, Currency);
+
+impl Serialize for YearOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("bucket", &self.0.label)?;
+        m.serialize_entry("after", &self.0.after.to_string())?;
+        m.serialize_entry("through", &self.0.through.to_string())?;
+        m.serialize_entry("amount", &Amount(self.0.amount, self.1))?;
+        m.end()
+    }
 }
 
-fn rpo_fields(d: &RpoDisclosure, c: Currency) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("rpo".into(), money(d.rpo, c));
-    m.insert("next_12_months".into(), money(d.next_12_months, c));
-    m.insert("thereafter".into(), money(d.thereafter, c));
-    m.insert("years".into(), Value::Array(years_json(&d.years, c)));
-    m
+fn rpo_entries<M: SerializeMap>(m: &mut M, d: &RpoDisclosure, c: Currency) -> Result<(), M::Error> {
+    m.serialize_entry("rpo", &Amount(d.rpo, c))?;
+    m.serialize_entry("next_12_months", &Amount(d.next_12_months, c))?;
+    m.serialize_entry("thereafter", &Amount(d.thereafter, c))?;
+    m.serialize_entry("years", &d.years.iter().map(|b| YearOut(b, c)).collect::<Vec<_>>())
+}
+
+impl Serialize for ContractRpo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("contract_id", self.contract_id.as_str())?;
+        m.serialize_entry("as_of", &self.at.date.to_string())?;
+        m.serialize_entry("known_at", &self.at.known_at)?;
+        m.serialize_entry("currency", self.currency.code())?;
+        rpo_entries(&mut m, &self.disclosure, self.currency)?;
+        m.end()
+    }
+}
+
+struct RpoTotal<'a>(Currency, u64, &'a RpoDisclosure);
+
+impl Serialize for RpoTotal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("currency", self.0.code())?;
+        m.serialize_entry("contracts", &self.1)?;
+        rpo_entries(&mut m, self.2, self.0)?;
+        m.end()
+    }
+}
+
+impl Serialize for PortfolioRpo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("as_of", &self.at.date.to_string())?;
+        m.serialize_entry("known_at", &self.at.known_at)?;
+        m.serialize_entry("totals", &self.totals.iter().map(|(c, (n, d))| RpoTotal(*c, *n, d)).collect::<Vec<_>>())?;
+        m.serialize_entry("contracts", &self.contracts)?;
+        m.end()
+    }
 }
 
 fn rpo_rows(table: &mut Table, prefix: &[String], d: &RpoDisclosure, c: Currency) {
@@ -249,13 +367,7 @@ impl ContractRpo {
 
     /// `GET /v1/contracts/{id}/rpo`.
     pub fn json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("contract_id".into(), json!(self.contract_id.as_str()));
-        m.insert("as_of".into(), json!(self.at.date.to_string()));
-        m.insert("known_at".into(), json!(self.at.known_at));
-        m.insert("currency".into(), json!(self.currency.code()));
-        m.extend(rpo_fields(&self.disclosure, self.currency));
-        Value::Object(m)
+        to_value(self)
     }
 
     fn prefix(&self) -> Vec<String> {
@@ -313,23 +425,7 @@ impl PortfolioRpo {
 
     /// `GET /v1/portfolio/rpo`.
     pub fn json(&self) -> Value {
-        let totals: Vec<Value> = self
-            .totals
-            .iter()
-            .map(|(c, (count, d))| {
-                let mut m = Map::new();
-                m.insert("currency".into(), json!(c.code()));
-                m.insert("contracts".into(), json!(count));
-                m.extend(rpo_fields(d, *c));
-                Value::Object(m)
-            })
-            .collect();
-        json!({
-            "as_of": self.at.date.to_string(),
-            "known_at": self.at.known_at,
-            "totals": totals,
-            "contracts": self.contracts.iter().map(ContractRpo::json).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
 
     /// CSV sections `rows` and `totals`.
@@ -441,25 +537,56 @@ impl WaterfallBuilder {
     }
 }
 
+struct Scheduled<'a>(&'a [i128], Currency);
+
+impl Serialize for Scheduled<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| Amount(*a, self.1)))
+    }
+}
+
+/// A row of the waterfall; with `contracts`, a currency's totals.
+struct RowOut<'a>(&'a WaterfallRow, Option<u64>);
+
+impl Serialize for RowOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (r, c) = (self.0, self.0.currency);
+        let mut m = s.serialize_map(None)?;
+        match self.1 {
+            None => m.serialize_entry("contract_id", r.contract_id.as_str())?,
+            Some(_) => {}
+        }
+        m.serialize_entry("currency", c.code())?;
+        if let Some(n) = self.1 {
+            m.serialize_entry("contracts", &n)?;
+        }
+        m.serialize_entry("rpo", &Amount(r.rpo, c))?;
+        m.serialize_entry("remaining_conditional", &Amount(r.remaining_conditional, c))?;
+        m.serialize_entry("scheduled", &Scheduled(&r.scheduled, c))?;
+        m.end()
+    }
+}
+
+impl Serialize for Waterfall {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let columns: Vec<Value> =
+            self.columns.iter().map(|b| json!({"period": b.label, "after": b.after.to_string(), "through": b.through.to_string()})).collect();
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("as_of", &self.at.date.to_string())?;
+        m.serialize_entry("known_at", &self.at.known_at)?;
+        m.serialize_entry("granularity", granularity_str(self.granularity))?;
+        m.serialize_entry("columns", &columns)?;
+        m.serialize_entry("totals", &self.totals.values().map(|(n, t)| RowOut(t, Some(*n))).collect::<Vec<_>>())?;
+        m.serialize_entry("rows", &self.rows.iter().map(|r| RowOut(r, None)).collect::<Vec<_>>())?;
+        m.end()
+    }
+}
+
 impl Waterfall {
     /// `GET /v1/portfolio/waterfall`: a column list and, per contract and per currency, one
     /// amount per column.
     pub fn json(&self) -> Value {
-        let scheduled = |v: &[i128], c: Currency| v.iter().map(|a| money(*a, c)).collect::<Vec<_>>();
-        json!({
-            "as_of": self.at.date.to_string(),
-            "known_at": self.at.known_at,
-            "granularity": granularity_str(self.granularity),
-            "columns": self.columns.iter().map(|b| json!({"period": b.label, "after": b.after.to_string(), "through": b.through.to_string()})).collect::<Vec<_>>(),
-            "totals": self.totals.iter().map(|(c, (count, t))| json!({
-                "currency": c.code(), "contracts": count, "rpo": money(t.rpo, *c),
-                "remaining_conditional": money(t.remaining_conditional, *c), "scheduled": scheduled(&t.scheduled, *c),
-            })).collect::<Vec<_>>(),
-            "rows": self.rows.iter().map(|r| json!({
-                "contract_id": r.contract_id.as_str(), "currency": r.currency.code(), "rpo": money(r.rpo, r.currency),
-                "remaining_conditional": money(r.remaining_conditional, r.currency), "scheduled": scheduled(&r.scheduled, r.currency),
-            })).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
 
     /// Sections `rows` (scheduled per contract and period, long form so the columns are
@@ -695,6 +822,67 @@ pub struct PortfolioRevenue {
     pub periods: BTreeMap<Currency, BTreeMap<String, (Date, i128)>>,
 }
 
+struct PeriodOut<'a>(&'a str, Date, i128, Currency);
+
+impl Serialize for PeriodOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("period", self.0)?;
+        m.serialize_entry("period_end", &self.1.to_string())?;
+        m.serialize_entry("recognized", &Amount(self.2, self.3))?;
+        m.end()
+    }
+}
+
+/// A currency's totals with its periods, or (no periods) one contract's figures.
+struct FiguresOut<'a> {
+    contract_id: Option<&'a ContractId>,
+    currency: Currency,
+    contracts: Option<u64>,
+    figures: &'a Figures,
+    periods: Option<&'a BTreeMap<String, (Date, i128)>>,
+}
+
+impl Serialize for FiguresOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.currency;
+        let mut m = s.serialize_map(None)?;
+        if let Some(id) = self.contract_id {
+            m.serialize_entry("contract_id", id.as_str())?;
+        }
+        m.serialize_entry("currency", c.code())?;
+        if let Some(n) = self.contracts {
+            m.serialize_entry("contracts", &n)?;
+        }
+        figure_entries(&mut m, self.figures, c)?;
+        if let Some(periods) = self.periods {
+            m.serialize_entry("periods", &periods.iter().map(|(label, (end, r))| PeriodOut(label, *end, *r, c)).collect::<Vec<_>>())?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for PortfolioRevenue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let empty = BTreeMap::new();
+        let totals: Vec<FiguresOut> = self
+            .portfolio
+            .totals
+            .iter()
+            .map(|(c, t)| FiguresOut { contract_id: None, currency: *c, contracts: Some(t.contracts), figures: &t.figures, periods: Some(self.periods.get(c).unwrap_or(&empty)) })
+            .collect();
+        let contracts: Vec<FiguresOut> =
+            self.contracts.iter().map(|(id, c, f)| FiguresOut { contract_id: Some(id), currency: *c, contracts: None, figures: f, periods: None }).collect();
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("as_of", &self.at.date.to_string())?;
+        m.serialize_entry("known_at", &self.at.known_at)?;
+        m.serialize_entry("granularity", granularity_str(self.granularity))?;
+        m.serialize_entry("totals", &totals)?;
+        m.serialize_entry("contracts", &contracts)?;
+        m.end()
+    }
+}
+
 impl PortfolioRevenue {
     pub fn new(at: AsOf, granularity: Granularity) -> PortfolioRevenue {
         PortfolioRevenue { at, granularity, portfolio: Portfolio::default(), contracts: vec![], periods: BTreeMap::new() }
@@ -712,45 +900,9 @@ impl PortfolioRevenue {
         Ok(())
     }
 
+    /// `GET /v1/portfolio`.
     pub fn json(&self) -> Value {
-        let totals: Vec<Value> = self
-            .portfolio
-            .totals
-            .iter()
-            .map(|(c, t)| {
-                let mut m = Map::new();
-                m.insert("currency".into(), json!(c.code()));
-                m.insert("contracts".into(), json!(t.contracts));
-                m.extend(figures_fields(&t.figures, *c));
-                let periods: Vec<Value> = self
-                    .periods
-                    .get(c)
-                    .into_iter()
-                    .flatten()
-                    .map(|(label, (end, r))| json!({"period": label, "period_end": end.to_string(), "recognized": money(*r, *c)}))
-                    .collect();
-                m.insert("periods".into(), Value::Array(periods));
-                Value::Object(m)
-            })
-            .collect();
-        let contracts: Vec<Value> = self
-            .contracts
-            .iter()
-            .map(|(id, c, f)| {
-                let mut m = Map::new();
-                m.insert("contract_id".into(), json!(id.as_str()));
-                m.insert("currency".into(), json!(c.code()));
-                m.extend(figures_fields(f, *c));
-                Value::Object(m)
-            })
-            .collect();
-        json!({
-            "as_of": self.at.date.to_string(),
-            "known_at": self.at.known_at,
-            "granularity": granularity_str(self.granularity),
-            "totals": totals,
-            "contracts": contracts,
-        })
+        to_value(self)
     }
 
     /// Sections `rows` (contracts' figures), `totals` (per currency) and `periods` (revenue
