@@ -762,27 +762,12 @@ impl CorrectionsReport {
 // ---------------------------------------------------------------------------------------
 // Contract revenue and portfolio totals with periods.
 
-const FIGURE_COLUMNS: [&str; 12] = [
-    "headline",
-    "transaction_price",
-    "recognized",
-    "rpo",
-    "remaining_conditional",
-    "forfeited",
-    "cancelled",
-    "billed",
-    "collected",
-    "receivable",
-    "deferred_revenue",
-    "contract_asset",
-];
-
 fn figure_cells(f: &Figures, c: Currency) -> Vec<String> {
     figures_fields(f, c).into_iter().map(|(_, v)| v.as_str().unwrap_or_default().to_string()).collect()
 }
 
 fn columns_with_figures(first: &[&'static str]) -> Vec<&'static str> {
-    first.iter().copied().chain(FIGURE_COLUMNS).collect()
+    first.iter().copied().chain(figure_pairs(&Figures::default()).map(|(name, _)| name)).collect()
 }
 
 /// CSV of `GET /v1/contracts/{id}/revenue`: section `rows` = periods, `figures` = the totals.

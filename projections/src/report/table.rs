@@ -14,28 +14,14 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-/// Columns that hold amounts (grouped by thousands in tables for people).
-pub const MONEY_COLUMNS: &[&str] = &[
-    "amount",
-    "headline",
-    "transaction_price",
-    "recognized",
-    "rpo",
-    "remaining_conditional",
-    "forfeited",
-    "cancelled",
-    "billed",
-    "collected",
-    "receivable",
-    "deferred_revenue",
-    "contract_asset",
-    "next_12_months",
-    "thereafter",
-    "scheduled",
-    "before",
-    "after",
-    "delta",
-];
+/// Columns that hold amounts besides the figures of SPEC section 4 (all amounts are grouped
+/// by thousands in tables for people).
+const MONEY_COLUMNS: &[&str] = &["amount", "next_12_months", "thereafter", "scheduled", "before", "after", "delta"];
+
+/// Does the column hold amounts?
+pub fn is_money_column(name: &str) -> bool {
+    MONEY_COLUMNS.contains(&name) || super::figure_pairs(&crate::Figures::default()).iter().any(|(figure, _)| *figure == name)
+}
 
 impl Table {
     pub fn new(section: &str, columns: &[&str]) -> Table {
@@ -94,7 +80,7 @@ impl Table {
         if self.rows.len() == 1 {
             // One record reads best as a list of name and value.
             let width = self.columns.iter().map(String::len).max().unwrap_or(0);
-            let money = |c: &str| MONEY_COLUMNS.contains(&c);
+            let money = is_money_column;
             let values: Vec<String> = self.columns.iter().zip(&self.rows[0]).map(|(c, v)| if money(c) { group_thousands(v) } else { v.clone() }).collect();
             let value_width = values.iter().map(String::len).max().unwrap_or(0);
             for (c, v) in self.columns.iter().zip(&values) {
@@ -115,7 +101,7 @@ impl Table {
             out.push_str(&format!("  {}\n", shared.join(", ")));
         }
         let shown: Vec<usize> = (0..self.columns.len()).filter(|i| !constant[*i]).collect();
-        let money: Vec<bool> = self.columns.iter().map(|c| MONEY_COLUMNS.contains(&c.as_str())).collect();
+        let money: Vec<bool> = self.columns.iter().map(|c| is_money_column(c)).collect();
         let cell = |row: &[String], i: usize| if money[i] { group_thousands(&row[i]) } else { row[i].clone() };
         let widths: Vec<usize> = shown
             .iter()
