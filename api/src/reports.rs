@@ -297,7 +297,7 @@ fn corrections(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]
     // When each correcting event was recorded: the period it was posted in.
     let mut recorded: BTreeMap<u64, Timestamp> = BTreeMap::new();
     for seq in report.seqs() {
-        let event = ledger.event(seq).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let event = ledger.event(seq)?;
         if let Some(e) = event {
             recorded.insert(seq, e.event.recorded_at);
         }
@@ -320,7 +320,7 @@ pub fn read_closes(ledger: &Ledger) -> Result<Vec<Close>, ApiError> {
     let mut after = 0;
     // Bounded: one page per CLOSES_PAGE closes, and the stream ends.
     loop {
-        let page = ledger.stream_events(&Stream::Ledger, after, CLOSES_PAGE).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let page = ledger.stream_events(&Stream::Ledger, after, CLOSES_PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.event.version;
         for r in &page {

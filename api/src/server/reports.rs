@@ -25,7 +25,7 @@ async fn respond(app: Shared, headers: HeaderMap, kind: Kind, contract: Option<S
     let started = std::time::Instant::now();
     let rendered = tokio::task::spawn_blocking(move || reports::render(&ledger, kind, contract.as_ref(), &params, output))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))??;
+        .map_err(ApiError::task)??;
     metrics::histogram!("http_report_seconds", "report" => kind.name()).record(started.elapsed().as_secs_f64());
     let mut response = match rendered {
         Rendered::Json(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
