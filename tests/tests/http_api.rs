@@ -557,7 +557,11 @@ fn openapi_lists_every_route_and_every_listed_route_exists() {
     // Parameters are documented.
     let revenue = &paths["/v1/contracts/{id}/revenue"]["get"]["parameters"];
     let names: Vec<&str> = revenue.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["id", "as_of", "known_at", "granularity"]);
+    assert_eq!(names, ["id", "as_of", "known_at", "granularity", "format", "section"]);
+    // The finance close routes are listed too.
+    for route in ["/v1/contracts/{id}/rollforward", "/v1/portfolio/rollforward", "/v1/contracts/{id}/rpo", "/v1/portfolio/rpo", "/v1/portfolio/waterfall", "/v1/corrections", "/v1/periods", "/v1/periods/preview", "/v1/contracts/{id}/chart.svg", "/"] {
+        assert!(paths.contains_key(route), "{route} not in /openapi.json");
+    }
 }
 
 #[test]
