@@ -4,8 +4,8 @@
 //! bearer token the user gives it (kept in the tab's session storage), and follows
 //! `/v1/stream` for the live timeline.
 //!
-//! Served with a restrictive Content-Security-Policy: scripts, styles and connections from
-//! this origin only, no inline script or style, no framing.
+//! Served with the server's restrictive Content-Security-Policy for HTML: scripts, styles and
+//! connections from this origin only, no inline script or style, no framing.
 
 pub mod chart;
 
@@ -23,27 +23,25 @@ const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const ICON_SVG: &str = include_str!("assets/icon.svg");
 
-/// No inline script or style, nothing from another origin, no framing, no forms posting
-/// elsewhere. `img-src data:` is for nothing today; kept out.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut r = (StatusCode::OK, body).into_response();
+/// The page's own headers; `X-Content-Type-Options: nosniff` (every response) and the CSP
+/// of HTML ([`crate::server::HTML_CSP`], set by [`crate::server::html`]) come from the
+/// server's edge rules.
+fn with_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    with_headers(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
+}
+
 /// The dashboard.
 #[utoipa::path(get, path = "/", tag = "dashboard", responses((status = 200, description = "The dashboard (HTML)", content_type = "text/html")))]
 pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+    with_headers(crate::server::html(INDEX_HTML))
 }
 
 /// The dashboard's script.
@@ -81,6 +79,5 @@ pub async fn contract_chart(State(app): State<Shared>, headers: HeaderMap, Path(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
     let mut r = drawn.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
-    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(r)
 }

@@ -54,7 +54,6 @@ pub const HTML_CSP: &str =
 
 /// An HTML page with the restrictive Content-Security-Policy (the dashboard's pages use
 /// this; any other `text/html` response gets the same policy from the router's edge layer).
-#[allow(dead_code, reason = "for the dashboard's pages (issue 12), which will be its first caller")]
 pub fn html(body: impl Into<axum::body::Body>) -> Response {
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body.into()).into_response();
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
