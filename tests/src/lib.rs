@@ -2,6 +2,7 @@
 //! make scratch data.
 
 pub mod audit;
+pub mod browser;
 pub mod nats;
 pub mod server;
 pub mod tls;
