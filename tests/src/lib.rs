@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod nats;
 pub mod server;
+pub mod soak;
 pub mod tls;
 pub mod witness;
 pub mod workload;
