@@ -7,7 +7,7 @@
 //! u64::MAX, dates near years 1 and 9999) as often as ordinary ones.
 
 use arbitrary::Unstructured;
-use events::{Date, Proposal, RecordedEvent, Timestamp};
+use events::{format_minor_units, Currency, Date, Proposal, RecordedEvent, Timestamp};
 use projections::report::{contract_json, portfolio_json, revenue_json};
 use projections::{AsOf, Book, ContractState, Granularity, Portfolio};
 use serde_json::{json, Value};
@@ -158,12 +158,12 @@ fn check_contract(state: &ContractState, dates: &BTreeSet<Date>, positions: &[u6
 
 const CONTRACTS: [&str; 3] = ["c0", "c1", "c2"];
 const MILESTONES: [&str; 3] = ["m0", "m1", "m2"]; // tranches wait on m0 or m1; m2 is unknown
-const CURRENCIES: [(&str, u32); 3] = [("USD", 2), ("JPY", 0), ("KWD", 3)];
+const CURRENCIES: [&str; 3] = ["USD", "JPY", "KWD"]; // exponents 2, 0, 3
 
 struct Gen<'a, 'b> {
     u: &'a mut Unstructured<'b>,
-    /// Exponent of each contract's currency, as its grant said.
-    exponents: [u32; 3],
+    /// Each contract's currency, as its grant said.
+    currencies: [Currency; 3],
     /// Contracts a grant was proposed for (most histories start by granting).
     granted: [bool; 3],
     /// The date of each contract's grant: most events follow it.
@@ -173,7 +173,7 @@ struct Gen<'a, 'b> {
 
 fn from_bytes(data: &[u8]) -> Vec<Proposal> {
     let mut u = Unstructured::new(data);
-    let mut g = Gen { u: &mut u, exponents: [2; 3], granted: [false; 3], grant_dates: [None; 3], events: 0 };
+    let mut g = Gen { u: &mut u, currencies: [Currency::from_code("USD").expect("a currency"); 3], granted: [false; 3], grant_dates: [None; 3], events: 0 };
     let mut out = vec![];
     while out.len() < EVENTS_MAX {
         let Ok(value) = g.event() else { break };
@@ -224,13 +224,14 @@ impl Gen<'_, '_> {
     }
 
     /// An amount in the contract's currency; now and then with a decimal too many, or signed.
-    fn amount(&mut self, exponent: u32) -> R<String> {
+    fn amount(&mut self, currency: Currency) -> R<String> {
         let minor = self.minor()?;
         Ok(match self.u.int_in_range(0u8..=31)? {
-            0 => format!("{}0", decimal(minor, exponent + 1)),
-            1 => decimal(-minor, exponent),
+            0 if currency.exponent() == 0 => format!("{}.5", format_minor_units(minor, currency)),
+            0 => format!("{}5", format_minor_units(minor, currency)),
+            1 => format_minor_units(-minor, currency),
             2 => "0".into(),
-            _ => decimal(minor, exponent),
+            _ => format_minor_units(minor, currency),
         })
     }
 
@@ -258,7 +259,7 @@ impl Gen<'_, '_> {
     fn event(&mut self) -> R<Value> {
         let c = self.contract()?;
         let id = CONTRACTS[c];
-        let exp = self.exponents[c];
+        let cur = self.currencies[c];
         let date = match self.grant_dates[c] {
             Some(granted) if self.u.int_in_range(0u8..=3)? != 0 => self.later(granted)?,
             _ => self.date()?,
@@ -268,7 +269,7 @@ impl Gen<'_, '_> {
         }
         let mut event = match self.u.int_in_range(0u8..=11)? {
             0 | 1 => return self.grant(c, date),
-            2 => wire(id, "capacity_changed", date, json!({"gpus_delta": self.gpus_delta()?, "amount_delta": self.amount(exp)?})),
+            2 => wire(id, "capacity_changed", date, json!({"gpus_delta": self.gpus_delta()?, "amount_delta": self.amount(cur)?})),
             3 | 4 => {
                 let outcome = *self.u.choose(&["achieved", "failed", "waived"])?;
                 wire(id, "milestone_reached", date, json!({"milestone": self.u.choose(&MILESTONES)?, "outcome": outcome}))
@@ -276,17 +277,17 @@ impl Gen<'_, '_> {
             5 => {
                 let due = self.later(date)?;
                 let invoice = format!("i{}", self.u.int_in_range(0..=3)?);
-                wire(id, "invoice_issued", date, json!({"invoice_id": invoice, "amount": self.amount(exp)?, "due_date": due.to_string()}))
+                wire(id, "invoice_issued", date, json!({"invoice_id": invoice, "amount": self.amount(cur)?, "due_date": due.to_string()}))
             }
             6 => {
-                let mut data = json!({"payment_id": format!("p{}", self.u.int_in_range(0..=5)?), "amount": self.amount(exp)?});
+                let mut data = json!({"payment_id": format!("p{}", self.u.int_in_range(0..=5)?), "amount": self.amount(cur)?});
                 if self.u.arbitrary()? {
                     data["invoice_id"] = json!(format!("i{}", self.u.int_in_range(0..=3)?));
                 }
                 wire(id, "payment_received", date, data)
             }
-            7 => wire(id, "sla_credit_issued", date, json!({"amount": self.amount(exp)?, "reason": "r"})),
-            8 => wire(id, "contract_terminated", date, json!({"fee": self.amount(exp)?})),
+            7 => wire(id, "sla_credit_issued", date, json!({"amount": self.amount(cur)?, "reason": "r"})),
+            8 => wire(id, "contract_terminated", date, json!({"fee": self.amount(cur)?})),
             9 | 10 => {
                 let target = self.u.int_in_range(0..=self.events + 1)?;
                 wire(id, "event_reversed", date, json!({"target_seq": target, "reason": "r"}))
@@ -304,8 +305,9 @@ impl Gen<'_, '_> {
     }
 
     fn grant(&mut self, c: usize, date: Date) -> R<Value> {
-        let (code, exp) = *self.u.choose(&CURRENCIES)?;
-        self.exponents[c] = exp;
+        let code = *self.u.choose(&CURRENCIES)?;
+        let currency = Currency::from_code(code).expect("a currency");
+        self.currencies[c] = currency;
         self.granted[c] = true;
         self.grant_dates[c] = Some(date);
         let start = self.later(date)?;
@@ -323,7 +325,7 @@ impl Gen<'_, '_> {
             headline = headline.saturating_add(amount);
             let mut t = json!({
                 "id": format!("t{i}"),
-                "amount": decimal(amount, exp),
+                "amount": format_minor_units(amount, currency),
                 "window": {"start": start.add_days(s).unwrap_or(start).to_string(), "end": start.add_days(e).unwrap_or(end).to_string()},
             });
             match self.u.int_in_range(0u8..=2)? {
@@ -342,22 +344,11 @@ impl Gen<'_, '_> {
             json!({"provider": "P", "customer": "C", "currency": code,
                    "term": {"start": start.to_string(), "end": end.to_string()},
                    "cluster": {"site": "s", "gpu_model": "g", "gpus": self.gpus()?},
-                   "headline": decimal(headline, exp), "tranches": tranches}),
+                   "headline": format_minor_units(headline, currency), "tranches": tranches}),
         ))
     }
 }
 
 fn wire(contract: &str, kind: &str, date: Date, data: Value) -> Value {
     json!({"contract_id": contract, "type": kind, "effective_date": date.to_string(), "data": data})
-}
-
-/// Minor units as a decimal string with `exponent` decimals.
-fn decimal(minor: i128, exponent: u32) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    if exponent == 0 {
-        return format!("{sign}{m}");
-    }
-    let scale = 10u128.pow(exponent);
-    format!("{sign}{}.{:0w$}", m / scale, m % scale, w = exponent as usize)
 }

@@ -12,7 +12,7 @@
 //!
 //! Used by tests/tests/crash_soak.rs (a few cycles in CI) and scripts/crash-soak.sh N.
 
-use crate::server::{event, Api, Server};
+use crate::server::{event, small_grant, Api, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -156,7 +156,7 @@ impl Soak {
     pub fn start(seed: u64) -> Soak {
         let server = Server::start();
         for w in 0..WRITERS {
-            let reply = server.append_keyed(&grant(w), &format!("grant-{w}"));
+            let reply = server.append_keyed(&small_grant(&format!("soak-{w}")), &format!("grant-{w}"));
             assert_eq!(reply.status, 201, "{}", reply.text);
         }
         Soak {
@@ -307,20 +307,6 @@ impl Soak {
     }
 }
 
-/// A grant for writer `w`'s contract: 1,000,000.00 USD over 2026, firm.
-fn grant(w: usize) -> Value {
-    event(
-        &format!("soak-{w}"),
-        "lease_granted",
-        "2026-01-01",
-        json!({"provider": "P", "customer": "C", "currency": "USD",
-               "term": {"start": "2026-01-01", "end": "2027-01-01"},
-               "cluster": {"site": "s", "gpu_model": "H100", "gpus": 8},
-               "headline": "1000000.00",
-               "tranches": [{"id": "t", "amount": "1000000.00", "window": {"start": "2026-01-01", "end": "2027-01-01"}, "firm": true}]}),
-    )
-}
-
 fn credit(w: usize, reason: &str) -> Value {
     event(&format!("soak-{w}"), "sla_credit_issued", "2026-02-01", json!({"amount": "0.01", "reason": reason}))
 }
@@ -382,7 +368,7 @@ fn write_until_stopped(api: &Api, w: usize, cycle: usize, mut rng: Rng, acks: &M
 pub fn check_views(data: &Path) {
     let copy = tempfile::tempdir().expect("tempdir");
     let rebuilt_dir = copy.path().join("data");
-    copy_dir(data, &rebuilt_dir);
+    crate::audit::copy_dir(data, &rebuilt_dir);
     let incremental = {
         let ledger = ledger::Ledger::open(data, ledger::Options::default()).expect("open the ledger");
         ledger.persisted_views().expect("read the views")
@@ -394,17 +380,4 @@ pub fn check_views(data: &Path) {
     };
     assert_eq!(incremental.len(), rebuilt.len(), "as many views as a rebuild makes");
     assert!(incremental == rebuilt, "the persisted views differ from views rebuilt from the chain");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create the copy");
-    for entry in std::fs::read_dir(from).expect("read the data directory") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a file");
-        }
-    }
 }
