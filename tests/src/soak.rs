@@ -26,6 +26,8 @@ const WRITERS: usize = 3;
 const KILL_AFTER_MS: std::ops::Range<u64> = 5..300;
 /// Persisted views are compared with rebuilt ones every this many cycles (and after the last).
 const VIEWS_EVERY: usize = 10;
+/// A writer's pause between requests, in milliseconds (uniformly).
+const PAUSE_MS: std::ops::Range<u64> = 5..20;
 /// Most events one batch carries here.
 const BATCH_MAX: u64 = 4;
 
@@ -359,7 +361,9 @@ fn write_until_stopped(api: &Api, w: usize, cycle: usize, mut rng: Rng, acks: &M
                 return;
             }
         }
-        std::thread::sleep(Duration::from_millis(1 + rng.below(4)));
+        // A pause between requests keeps the ledger growing by tens of events a cycle, so a
+        // thousand cycles' per-cycle checks (`verify` reads the whole chain) stay quick.
+        std::thread::sleep(Duration::from_millis(PAUSE_MS.start + rng.below(PAUSE_MS.end - PAUSE_MS.start)));
     }
 }
 
