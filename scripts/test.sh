@@ -42,4 +42,11 @@ echo "== $(nats-server --version) at $(command -v nats-server); $(chromium --ver
 echo "== cargo test --workspace"
 started=$(date +%s)
 cargo test --workspace --no-fail-fast "$@"
+
+# The fuzz targets are a workspace of their own (fuzz/). Building AFL++ and the instrumented
+# targets takes longer than CI can spare, so CI replays every target's seeds and every kept
+# regression input through the same target functions, plus a bounded pass of mutated seeds;
+# scripts/fuzz.sh runs the real fuzzer. Sharing target/ reuses the dependencies just built.
+echo "== fuzz targets: replay of seeds, regressions and mutated seeds"
+cargo test --manifest-path fuzz/Cargo.toml --target-dir target --no-fail-fast "$@"
 echo "== all tests passed in $(( $(date +%s) - started ))s"

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod browser;
 pub mod nats;
 pub mod server;
+pub mod soak;
 pub mod tls;
 pub mod witness;
 pub mod workload;
