@@ -48,6 +48,8 @@ pub enum Suite {
     Audit,
     /// Outbox throughput to JetStream and append-to-follower latency (needs --nats).
     Nats,
+    /// Finance close reports (rollforward, waterfall, RPO) over 10,000 contracts.
+    Reports,
     All,
 }
 
@@ -76,6 +78,9 @@ pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, na
     }
     if matches!(suite, Suite::Projections | Suite::All) {
         crate::bench_projections::run(&scratch_dir(dir)?, events, contracts)?;
+    }
+    if matches!(suite, Suite::Reports | Suite::All) {
+        crate::bench_reports::run(&scratch_dir(dir)?, events, contracts)?;
     }
     if matches!(suite, Suite::Audit | Suite::All) {
         crate::bench_audit::run(&scratch_dir(dir)?, events, contracts)?;

@@ -38,7 +38,7 @@ fn contract_events(id: &str, n: usize) -> Vec<Proposal> {
     out
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
     (at(0.5), at(0.99), at(1.0))

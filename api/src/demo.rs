@@ -32,13 +32,18 @@ fn load(ledger: &Ledger) -> Result<(), String> {
 }
 
 pub fn run(data: PathBuf, listen: SocketAddr) -> Result<ExitCode, String> {
+    // The first thing a new user needs: where to look. (With port 0 the address is known
+    // only once bound; the server prints it then.)
+    if listen.port() != 0 {
+        println!("dashboard: http://{listen}/");
+    }
     println!("compute-ledger demo: data in {}", data.display());
     let base = format!("http://{listen}");
     let config = ServeConfig::local(data, listen);
     serve(config, |ledger| {
         load(ledger)?;
         println!(
-            "\nTry:\n  curl -s {base}/v1/contracts\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2026-12-31'\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2027-12-31&granularity=quarter'\n  curl -s '{base}/v1/portfolio?as_of=2027-06-30'\n  curl -s {base}/v1/chain/head\n  curl -sN {base}/v1/stream            # live events (Server-Sent Events)\n  curl -s {base}/openapi.json\n\nAppend an event (durable when answered):\n  curl -s -X POST {base}/v1/events -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"contract_id\":\"colossus-1\",\"type\":\"milestone_reached\",\"effective_date\":\"2027-07-15\",\"data\":{{\"milestone\":\"phase-2-delivery\",\"outcome\":\"achieved\"}}}}'\n"
+            "\nOpen the dashboard at {base}/ or try:\n  curl -s {base}/v1/contracts\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2026-12-31'\n  curl -s '{base}/v1/contracts/colossus-1/revenue?as_of=2027-12-31&granularity=quarter'\n  curl -s '{base}/v1/portfolio?as_of=2027-06-30'\n  curl -s '{base}/v1/portfolio/rollforward?from=2026-09-30&to=2026-12-31&format=csv'\n  curl -s '{base}/v1/portfolio/waterfall?as_of=2026-12-31&granularity=quarter'\n  curl -s {base}/v1/chain/head\n  curl -sN {base}/v1/stream            # live events (Server-Sent Events)\n  curl -s {base}/openapi.json\n\nAppend an event (durable when answered):\n  curl -s -X POST {base}/v1/events -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"contract_id\":\"colossus-1\",\"type\":\"milestone_reached\",\"effective_date\":\"2027-07-15\",\"data\":{{\"milestone\":\"phase-2-delivery\",\"outcome\":\"achieved\"}}}}'\n"
         );
         Ok(())
     })

@@ -14,10 +14,13 @@ mod bench_audit;
 mod bench_http;
 mod bench_nats;
 mod bench_projections;
+mod bench_reports;
 mod audit;
 mod cli;
+mod dashboard;
 mod demo;
 mod report;
+mod reports;
 mod server;
 mod witness;
 
@@ -320,24 +323,51 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Revenue figures of one contract (with periods), or of the portfolio, as of a date
-    /// and, to reproduce an earlier report exactly, as known at a ledger position.
+    /// A finance report (revenue, rollforward, rpo, waterfall, corrections, closes,
+    /// close-preview) of one contract or the portfolio, from a data directory or a running
+    /// server, as a table, CSV or JSON (the same JSON and CSV as the HTTP API).
     Report {
-        #[arg(long, env = "CLEDGER_DATA")]
-        data: PathBuf,
-        /// One contract; without it, the portfolio (totals per currency and every contract).
+        #[arg(value_enum, default_value = "revenue")]
+        kind: reports::Kind,
+        /// Data directory (the ledger must not be served meanwhile; use --url then).
+        #[arg(long, env = "CLEDGER_DATA", required_unless_present = "url")]
+        data: Option<PathBuf>,
+        /// A running server, e.g. http://127.0.0.1:8080 (wins over --data).
+        #[arg(long)]
+        url: Option<String>,
+        /// File holding the bearer token for --url (finance, auditor or admin role).
+        #[arg(long, requires = "url")]
+        token_file: Option<PathBuf>,
+        /// One contract; without it, the portfolio (per currency, never summed across them).
         #[arg(long)]
         contract: Option<String>,
-        /// Business date D (end of day, inclusive), YYYY-MM-DD.
+        /// Business date D (end of day, inclusive), YYYY-MM-DD; default today (UTC).
         #[arg(long)]
-        as_of: String,
+        as_of: Option<String>,
+        /// Rollforward: the period (FROM, TO].
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
         /// Ledger position K: only events with seq <= K count (default: the head).
         #[arg(long)]
         known_at: Option<u64>,
-        #[arg(long, default_value = "month", value_parser = ["month", "quarter"])]
-        granularity: String,
+        /// Corrections: compare what was known at FROM_KNOWN_AT with TO_KNOWN_AT (default: the head).
+        #[arg(long)]
+        from_known_at: Option<u64>,
+        #[arg(long)]
+        to_known_at: Option<u64>,
+        /// Close preview: the period end to close.
+        #[arg(long)]
+        period_end: Option<String>,
+        /// month (default) or quarter.
+        #[arg(long)]
+        granularity: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: report::Format,
+        /// CSV section (rows, totals, ...; default the first).
+        #[arg(long)]
+        section: Option<String>,
     },
     /// Drop the materialized views and rebuild them from the chain, verifying every hash.
     Rebuild {
@@ -498,14 +528,46 @@ fn main() -> ExitCode {
         Command::Prove { proof: ProveCommand::Consistency { data, from, to } } => audit::prove_consistency(&data, from, to),
         Command::Key { data, origin } => audit::key(&data, origin.as_deref()),
         Command::Log { data, contract, json, after, limit } => cli::log(&data, contract.as_deref(), json, after, limit),
-        Command::Report { data, contract, as_of, known_at, granularity, format } => report::report(report::ReportArgs {
-            data: &data,
-            contract: contract.as_deref(),
-            as_of: &as_of,
+        Command::Report {
+            kind,
+            data,
+            url,
+            token_file,
+            contract,
+            as_of,
+            from,
+            to,
             known_at,
-            granularity: &granularity,
+            from_known_at,
+            to_known_at,
+            period_end,
+            granularity,
             format,
-        }),
+            section,
+        } => {
+            let source = match (url, data) {
+                (Some(url), _) => Some(report::Source::Url { url, token_file }),
+                (None, Some(data)) => Some(report::Source::Data(data)),
+                (None, None) => None,
+            };
+            let params: Vec<(&'static str, String)> = [
+                ("as_of", as_of),
+                ("from", from),
+                ("to", to),
+                ("known_at", known_at.map(|k| k.to_string())),
+                ("from_known_at", from_known_at.map(|k| k.to_string())),
+                ("to_known_at", to_known_at.map(|k| k.to_string())),
+                ("period_end", period_end),
+                ("granularity", granularity),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect();
+            match source {
+                Some(source) => report::report(report::ReportArgs { kind, source, contract, params, format, section }),
+                None => Err("give --data DIR or --url URL".to_string()),
+            }
+        }
         Command::Rebuild { data } => report::rebuild(&data),
         Command::Migrate { data } => report::migrate(&data),
         Command::Bench { dir, events, contracts, suite, nats } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref()),

@@ -1,186 +1,188 @@
-//! `cledger report` and `cledger rebuild`: finance's views from a data directory.
+//! `cledger report` and `cledger rebuild`.
+//!
+//! `report` runs every finance report against a data directory (`--data`, the ledger must
+//! not be served meanwhile: sled locks it) or a running server (`--url`). Its flags become
+//! the query parameters of the report's HTTP route, so both ways go through
+//! [`crate::reports::render`] and print the same JSON and CSV.
 
 use crate::cli::{open_ledger, progress};
-use events::{format_minor_units, ContractId, Currency, Date};
-use projections::report::{figures_fields, portfolio_json, revenue_json};
-use projections::{AsOf, Figures, Granularity, Portfolio};
+use crate::reports::{self, Kind, Output, Rendered};
+use crate::server::params::Params;
+use crate::server::ApiError;
+use events::ContractId;
+use projections::report::Table;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Aligned tables for people, thousands grouped.
     Table,
+    /// One CSV section (`--section`, default the first): fixed columns, plain decimals.
     Csv,
+    /// The report's JSON, as the HTTP API returns it.
     Json,
 }
 
-const FIGURE_NAMES: [&str; 12] = [
-    "headline",
-    "transaction_price",
-    "recognized",
-    "rpo",
-    "remaining_conditional",
-    "forfeited",
-    "cancelled",
-    "billed",
-    "collected",
-    "receivable",
-    "deferred_revenue",
-    "contract_asset",
-];
-
-fn figure_values(f: &Figures, currency: Currency) -> Vec<String> {
-    figures_fields(f, currency).into_iter().map(|(_, v)| v.as_str().unwrap_or_default().to_string()).collect()
+/// Where the report is computed.
+pub enum Source {
+    Data(PathBuf),
+    Url { url: String, token_file: Option<PathBuf> },
 }
 
-pub struct ReportArgs<'a> {
-    pub data: &'a Path,
-    pub contract: Option<&'a str>,
-    pub as_of: &'a str,
-    pub known_at: Option<u64>,
-    pub granularity: &'a str,
+pub struct ReportArgs {
+    pub kind: Kind,
+    pub source: Source,
+    pub contract: Option<String>,
+    /// (query parameter, value) for every flag given.
+    pub params: Vec<(&'static str, String)>,
     pub format: Format,
+    pub section: Option<String>,
 }
 
-pub fn report(args: ReportArgs<'_>) -> Result<ExitCode, String> {
-    let date = Date::parse(args.as_of).map_err(|e| format!("--as-of: {e}"))?;
-    let granularity = Granularity::parse(args.granularity).ok_or("--granularity: month or quarter")?;
-    let ledger = open_ledger(args.data)?;
-    let at = ledger.as_of(date, args.known_at).map_err(|e| format!("--known-at: {e}"))?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = match args.contract {
-        Some(id) => {
-            let id = ContractId::parse(id).map_err(|r| format!("--contract: {}", r.message))?;
-            let text = ledger
-                .with_contract(&id, &at, |state| contract_report(state, &at, granularity, args.format))
-                .ok_or_else(|| format!("no contract `{id}` known at seq {}", at.known_at))??;
-            out.write_all(text.as_bytes())
+/// A refusal in the words of the command line: `--as-of: ...` rather than `as_of: ...`.
+fn flag_error(e: ApiError) -> String {
+    match &e.field {
+        Some(field) if field != "contract" && field != "id" => {
+            let flag = format!("--{}", field.replace('_', "-"));
+            let message = e.message.replace(&format!("`{field}`"), &format!("`{flag}`"));
+            format!("{flag}: {message}")
         }
-        None => {
-            let mut portfolio = Portfolio::default();
-            let mut rows: Vec<(ContractId, Currency, Figures)> = vec![];
-            let mut failed = None;
-            ledger.for_each_contract(&at, |state| match portfolio.add(state, &at) {
-                Ok(Some(f)) => rows.push((state.contract_id.clone(), state.currency(), f)),
-                Ok(None) => {}
-                Err(e) => failed = Some(format!("{}: {e}", state.contract_id)),
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            out.write_all(portfolio_report(&portfolio, &rows, &at, args.format).as_bytes())
-        }
-    };
-    if written.and_then(|_| out.flush()).is_err() {
-        // The reader went away (`| head`); nothing more to say.
-        return Ok(ExitCode::SUCCESS);
+        Some(_) => format!("--contract: {}", e.message),
+        None => e.message,
     }
+}
+
+fn query(params: &[(&'static str, String)], extra: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        q.append_pair(name, value);
+    }
+    for (name, value) in extra {
+        q.append_pair(name, value);
+    }
+    q.finish()
+}
+
+fn print(text: &str) -> Result<ExitCode, String> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // The reader may go away (`| head`): nothing more to say then.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     Ok(ExitCode::SUCCESS)
 }
 
-fn contract_report(state: &projections::ContractState, at: &AsOf, granularity: Granularity, format: Format) -> Result<String, String> {
-    let currency = state.currency();
-    match format {
-        Format::Json => {
-            let value = revenue_json(state, at, granularity).map_err(|e| e.to_string())?;
-            Ok(format!("{}\n", serde_json::to_string_pretty(&value).expect("JSON values serialize")))
+/// JSON for people and scripts alike: indented, the keys in the report's order.
+fn pretty(json: &[u8], what: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("{what}: not JSON: {e}"))?;
+    Ok(format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON values serialize")))
+}
+
+fn tables_text(kind: Kind, contract: Option<&ContractId>, tables: &[Table]) -> String {
+    let mut s = match contract {
+        Some(id) => format!("{} report of {id}\n", kind.name()),
+        None => format!("{} report\n", kind.name()),
+    };
+    for t in tables {
+        s.push('\n');
+        s.push_str(&t.to_text());
+    }
+    s
+}
+
+pub fn report(args: ReportArgs) -> Result<ExitCode, String> {
+    let contract = args.contract.as_deref().map(|c| ContractId::parse(c).map_err(|r| format!("--contract: {}", r.message))).transpose()?;
+    let path = args.kind.path(contract.as_ref()).map_err(|m| format!("--contract: {m}"))?;
+    let sections = args.kind.sections(contract.is_some());
+    if let Some(s) = &args.section
+        && (args.format != Format::Csv || !sections.contains(&s.as_str())) {
+            return Err(format!("--section: `{s}` needs --format csv and one of {}", sections.join(", ")));
         }
-        Format::Table => {
-            let figures = state.figures(at).map_err(|e| e.to_string())?;
-            let periods = state.periods(at, granularity).map_err(|e| e.to_string())?;
-            let mut s = format!("{} ({currency}) as of {}, known at seq {}\n\n", state.contract_id, at.date, at.known_at);
-            let values = figure_values(&figures, currency);
-            let width = values.iter().map(String::len).max().unwrap_or(0);
-            for (name, value) in FIGURE_NAMES.iter().zip(&values) {
-                s += &format!("  {name:<22} {value:>width$}\n");
+    // Checked here for both sources, so a mistake is named by its flag.
+    let params = Params::parse(Some(&query(&args.params, &[])), args.kind.params()).map_err(|e| {
+        let this_takes: Vec<String> = args.kind.params().iter().map(|p| format!("--{}", p.replace('_', "-"))).collect();
+        match &e.field {
+            Some(f) if !args.kind.params().contains(&f.as_str()) => {
+                format!("--{}: the {} report does not take it; it takes: {}", f.replace('_', "-"), args.kind.name(), this_takes.join(", "))
             }
-            let amounts: Vec<String> = periods.iter().map(|p| format_minor_units(p.recognized, currency)).collect();
-            let width = amounts.iter().map(String::len).max().unwrap_or(0).max("recognized".len());
-            s += &format!("\n  {:<8} {:>width$}\n", "period", "recognized");
-            for (p, amount) in periods.iter().zip(&amounts) {
-                s += &format!("  {:<8} {amount:>width$}\n", p.period);
-            }
-            Ok(s)
+            _ => flag_error(e),
         }
-        Format::Csv => {
-            let periods = state.periods(at, granularity).map_err(|e| e.to_string())?;
-            let mut s = String::from("contract_id,currency,as_of,known_at,period,period_end,recognized\n");
-            for p in periods {
-                s += &format!(
-                    "{},{currency},{},{},{},{},{}\n",
-                    state.contract_id,
-                    at.date,
-                    at.known_at,
-                    p.period,
-                    p.end,
-                    format_minor_units(p.recognized, currency)
-                );
+    })?;
+    match args.source {
+        Source::Data(data) => {
+            let output = match args.format {
+                Format::Json => Output::Json,
+                Format::Csv => Output::Csv(args.section.clone().unwrap_or_else(|| sections[0].to_string())),
+                Format::Table => Output::Tables,
+            };
+            let ledger = open_ledger(&data)?;
+            match reports::render(&ledger, args.kind, contract.as_ref(), &params, output).map_err(flag_error)? {
+                Rendered::Json(bytes) => print(&pretty(&bytes, "the report")?),
+                Rendered::Csv(text) => print(&text),
+                Rendered::Tables(tables) => print(&tables_text(args.kind, contract.as_ref(), &tables)),
             }
-            Ok(s)
+        }
+        Source::Url { url, token_file } => {
+            let client = Client::new(&url, token_file.as_deref())?;
+            match args.format {
+                Format::Json => {
+                    let text = client.get(&path, &query(&args.params, &[("format", "json")]))?;
+                    print(&pretty(text.as_bytes(), &format!("{url}{path}"))?)
+                }
+                Format::Csv => {
+                    let section = args.section.clone().unwrap_or_else(|| sections[0].to_string());
+                    print(&client.get(&path, &query(&args.params, &[("format", "csv"), ("section", &section)]))?)
+                }
+                Format::Table => {
+                    let mut tables = vec![];
+                    for section in sections {
+                        let text = client.get(&path, &query(&args.params, &[("format", "csv"), ("section", section)]))?;
+                        tables.push(Table::from_csv(section, &text).map_err(|e| format!("{url}{path} section {section}: {e}"))?);
+                    }
+                    print(&tables_text(args.kind, contract.as_ref(), &tables))
+                }
+            }
         }
     }
 }
 
-fn portfolio_report(portfolio: &Portfolio, rows: &[(ContractId, Currency, Figures)], at: &AsOf, format: Format) -> String {
-    match format {
-        Format::Json => {
-            let mut value = portfolio_json(portfolio, at);
-            let contracts: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(id, currency, f)| {
-                    let mut m = serde_json::Map::new();
-                    m.insert("contract_id".into(), id.as_str().into());
-                    m.insert("currency".into(), currency.code().into());
-                    m.extend(figures_fields(f, *currency));
-                    serde_json::Value::Object(m)
-                })
-                .collect();
-            value["contracts"] = serde_json::Value::Array(contracts);
-            format!("{}\n", serde_json::to_string_pretty(&value).expect("JSON values serialize"))
+/// A server's reports over HTTP.
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    fn new(url: &str, token_file: Option<&Path>) -> Result<Client, String> {
+        let token = token_file
+            .map(|f| std::fs::read_to_string(f).map(|t| t.trim().to_string()).map_err(|e| format!("--token-file {}: {e}", f.display())))
+            .transpose()?;
+        let http = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(300)).build().map_err(|e| e.to_string())?;
+        Ok(Client { base: url.trim_end_matches('/').to_string(), token, http })
+    }
+
+    /// GET, the body of a 200; otherwise the server's error, in its words.
+    fn get(&self, path: &str, query: &str) -> Result<String, String> {
+        let url = format!("{}{path}?{query}", self.base);
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
-        Format::Csv => {
-            let mut s = format!("contract_id,currency,{}\n", FIGURE_NAMES.join(","));
-            for (id, currency, f) in rows {
-                s += &format!("{id},{currency},{}\n", figure_values(f, *currency).join(","));
-            }
-            for (currency, t) in &portfolio.totals {
-                s += &format!("TOTAL ({}),{currency},{}\n", t.contracts, figure_values(&t.figures, *currency).join(","));
-            }
-            s
+        let response = request.send().map_err(|e| format!("{}: {e}", self.base))?;
+        let status = response.status();
+        let text = response.text().map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
+            return Ok(text);
         }
-        Format::Table => {
-            let columns = ["headline", "transaction_price", "recognized", "rpo", "remaining_conditional", "deferred_revenue"];
-            let pick = |f: &Figures, c: Currency| -> Vec<String> {
-                let all = figure_values(f, c);
-                columns.iter().map(|name| all[FIGURE_NAMES.iter().position(|n| n == name).expect("a figure")].clone()).collect()
-            };
-            let mut table: Vec<Vec<String>> = vec![];
-            let mut header = vec!["contract".to_string(), "ccy".to_string()];
-            header.extend(columns.iter().map(|c| c.to_string()));
-            table.push(header);
-            for (id, currency, f) in rows {
-                let mut row = vec![id.to_string(), currency.to_string()];
-                row.extend(pick(f, *currency));
-                table.push(row);
+        let error = serde_json::from_str::<serde_json::Value>(&text).ok().map(|v| v["error"].clone());
+        Err(match error {
+            Some(e) if e["code"].is_string() => {
+                let field = e["field"].as_str().map(|f| format!(" (--{})", f.replace('_', "-"))).unwrap_or_default();
+                format!("the server refused ({status}): {}{field}: {}", e["code"].as_str().unwrap_or_default(), e["message"].as_str().unwrap_or_default())
             }
-            for (currency, t) in &portfolio.totals {
-                let mut row = vec![format!("TOTAL ({})", t.contracts), currency.to_string()];
-                row.extend(pick(&t.figures, *currency));
-                table.push(row);
-            }
-            let widths: Vec<usize> = (0..table[0].len()).map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-            let mut s = format!("portfolio as of {}, known at seq {}\n\n", at.date, at.known_at);
-            for row in &table {
-                let cells: Vec<String> = row
-                    .iter()
-                    .enumerate()
-                    .map(|(i, cell)| if i < 2 { format!("{cell:<w$}", w = widths[i]) } else { format!("{cell:>w$}", w = widths[i]) })
-                    .collect();
-                s += &format!("  {}\n", cells.join("  "));
-            }
-            s
-        }
+            _ => format!("the server answered {status}: {text}"),
+        })
     }
 }
 

@@ -147,3 +147,20 @@ fn another_key_missing_lines_and_swapped_events_are_refused() {
     let swapped: String = swapped.iter().map(|l| format!("{l}\n")).collect();
     assert!(verify(swapped.as_bytes(), None).unwrap_err().starts_with("seq 2"));
 }
+
+/// Found by fuzzing (fuzz/regressions/bundle/): `to: u64::MAX` in the header, or a
+/// consistency proof `from: u64::MAX`, overflowed the range checks (a panic in debug builds).
+#[test]
+fn ranges_at_the_end_of_u64_are_refused_not_overflowed() {
+    let b = bundle(3, 6);
+    let huge_to = b.replacen("\"to\":6}", &format!("\"to\":{}}}", u64::MAX), 1);
+    assert_ne!(huge_to, b);
+    let err = verify(huge_to.as_bytes(), Some(signer().verifier())).unwrap_err();
+    // The header promises events up to u64::MAX: the checkpoint line stands where seq 7 must.
+    assert!(err.starts_with("seq 7: not an event line"), "{err}");
+
+    let huge_from = b.replacen("\"from\":2,", &format!("\"from\":{},", u64::MAX), 1);
+    assert_ne!(huge_from, b);
+    let err = verify(huge_from.as_bytes(), Some(signer().verifier())).unwrap_err();
+    assert!(err.contains("the consistency proof is not from the tree before the bundle"), "{err}");
+}

@@ -6,9 +6,13 @@
 //! - [`admit`] (`rules`): SPEC section 4's rules for a proposed event.
 //! - [`Figures`] (`figures`): headline, transaction price, recognized revenue, RPO, … as of
 //!   any date and known at any position.
+//! - `close`: the reports a period close is made of (rollforward, RPO disclosure, waterfall,
+//!   corrections, the dashboard's chart), each a function of one state and points of view;
+//!   `report` renders them as JSON and CSV.
 
 mod book;
 mod chain;
+mod close;
 mod figures;
 mod rules;
 pub mod report;
@@ -17,6 +21,7 @@ mod view;
 
 pub use book::Book;
 pub use chain::{fold, seal, Sealing, Tip};
+pub use close::*;
 pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 pub use rules::admit;
 pub use state::*;

@@ -187,11 +187,31 @@ impl ContractState {
         }
         let mut previous = 0i128;
         let mut day = start;
+        // After the last day anything of the contract happens (an event takes effect, a
+        // tranche window earns), revenue no longer moves: later periods are computed once.
+        let last_change = self
+            .tranches
+            .iter()
+            .map(|t| t.window.end)
+            .chain(self.events.values().map(|e| e.origin.date))
+            .chain(self.reversals.iter().map(|r| r.origin.date))
+            .max()
+            .unwrap_or(start);
+        let mut settled: Option<i128> = None;
         // One step per period; dates are bounded (year 9999), so this loop is too.
         loop {
             let (label, period_end) = granularity.period_of(day);
             let end = period_end.min(at.date);
-            let recognized = self.recognized(&at.with_date(end))?;
+            let recognized = match settled {
+                Some(r) => r,
+                None => {
+                    let r = self.recognized(&at.with_date(end))?;
+                    if end > last_change {
+                        settled = Some(r);
+                    }
+                    r
+                }
+            };
             out.push(PeriodRevenue { period: label, end, recognized: recognized.checked_sub(previous).ok_or(Overflow)? });
             previous = recognized;
             match period_end.add_days(1) {

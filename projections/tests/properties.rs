@@ -11,14 +11,21 @@
 //! - appending an event effective after D changes nothing at D;
 //! - on a day with no event of the contract and inside no tranche window, nothing changes;
 //! - the figures at (D, known_at = K) are those of a book built from the first K events only;
-//! - folding the recorded events again gives the same book; portfolio totals are the sums.
+//! - folding the recorded events again gives the same book; portfolio totals are the sums;
+//! - the close reports: every rollforward walk has opening + movements = closing, its
+//!   openings and closings are the revenue object at A and at B, and each movement line is
+//!   zero when no event of its kind takes effect in (A, B]; the RPO buckets and every
+//!   waterfall row add up to `rpo`, and when nothing happens after D they equal the revenue
+//!   the contract then recognizes; corrections between two positions add up to the change in
+//!   recognized revenue and name only events of (A, B].
 
 /// Events are recorded on 2040-01-01 and after: later than every date the tests use, so
 /// every period they close has ended (`period_not_ended` is tested in ledger/tests/rules.rs).
 const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
 
 use events::{Date, Proposal, RecordedEvent, Timestamp};
-use projections::{AsOf, Book, ContractState, Figures, Granularity, Portfolio, report};
+use events::EventKind;
+use projections::{add_years, AsOf, Book, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
@@ -507,6 +514,8 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
         }
     }
 
+    check_close_reports(&book)?;
+
     // Quiet days: no event of the contract takes effect that day and no tranche window holds
     // it, so no figure changes from the day before.
     for state in book.contracts.values() {
@@ -645,6 +654,164 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
             totals.figures.deferred_revenue,
             mine.iter().map(|f| f.deferred_revenue).sum::<i128>()
         );
+    }
+    Ok(())
+}
+
+/// Does an event of `kinds` take effect in (a, b] (known at `k`)?
+fn happens(state: &ContractState, kinds: &[EventKind], a: Date, b: Date, k: u64) -> bool {
+    state.events.values().any(|e| kinds.contains(&e.kind) && e.origin.seq <= k && a < e.origin.date && e.origin.date <= b)
+}
+
+fn check_rollforward(state: &ContractState, from: &AsOf, to: &AsOf) -> Result<(), TestCaseError> {
+    let r = state.rollforward(from, to).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (fa, fb) = (state.figures(from).unwrap(), state.figures(to).unwrap());
+    let ctx = || format!("{} ({}, {}] known at {}: {r:?}", state.contract_id, from.date, to.date, to.known_at);
+    prop_assert_eq!(r.opening, fa, "opening = the revenue object at A, {}", ctx());
+    prop_assert_eq!(r.closing, fb, "closing = the revenue object at B, {}", ctx());
+    for walk in &r.walks {
+        let sum: i128 = walk.opening + walk.movements.iter().sum::<i128>();
+        prop_assert_eq!(sum, walk.closing, "{} rolls forward, {}", walk.balance.as_str(), ctx());
+    }
+    let (net, receivable, rpo, cond) =
+        (r.walk(Walked::NetContractPosition), r.walk(Walked::Receivable), r.walk(Walked::Rpo), r.walk(Walked::RemainingConditional));
+    prop_assert_eq!((net.opening, net.closing), (fa.billed - fa.recognized, fb.billed - fb.recognized), "{}", ctx());
+    prop_assert_eq!(net.opening, fa.deferred_revenue - fa.contract_asset, "{}", ctx());
+    prop_assert_eq!((receivable.opening, receivable.closing), (fa.receivable, fb.receivable), "{}", ctx());
+    prop_assert_eq!((rpo.opening, rpo.closing), (fa.rpo, fb.rpo), "{}", ctx());
+    prop_assert_eq!((cond.opening, cond.closing), (fa.remaining_conditional, fb.remaining_conditional), "{}", ctx());
+    prop_assert_eq!(rpo.line(Line::Recognized), fa.recognized - fb.recognized, "{}", ctx());
+    prop_assert_eq!(receivable.line(Line::Billed), fb.billed - fa.billed, "{}", ctx());
+    prop_assert_eq!(receivable.line(Line::Collected), fa.collected - fb.collected, "{}", ctx());
+    // Each line moves only when an event of its kind takes effect in the period.
+    let (a, b, k) = (from.date, to.date, to.known_at);
+    use EventKind::*;
+    let quiet = |line: Line, kinds: &[EventKind]| -> Result<(), TestCaseError> {
+        if !happens(state, kinds, a, b, k) {
+            prop_assert_eq!(rpo.line(line) + cond.line(line), 0, "{} without {:?} in the period, {}", line.as_str(), kinds, ctx());
+        }
+        Ok(())
+    };
+    quiet(Line::Reversals, &[EventReversed])?;
+    quiet(Line::Fees, &[ContractTerminated])?;
+    // A standing termination also cancels value that newly counts under it.
+    quiet(Line::Cancellations, &[ContractTerminated, MilestoneReached, CapacityChanged, LeaseGranted])?;
+    quiet(Line::Credits, &[SlaCreditIssued])?;
+    quiet(Line::CapacityIncreases, &[CapacityChanged])?;
+    quiet(Line::CapacityDecreases, &[CapacityChanged])?;
+    quiet(Line::MilestonesAchieved, &[MilestoneReached, LeaseGranted])?;
+    quiet(Line::Achieved, &[MilestoneReached, LeaseGranted])?;
+    quiet(Line::Forfeited, &[MilestoneReached, ContractTerminated, LeaseGranted])?;
+    quiet(Line::NewContracts, &[LeaseGranted])?;
+    prop_assert!(rpo.line(Line::CapacityIncreases) >= 0 && rpo.line(Line::CapacityDecreases) <= 0, "{}", ctx());
+    prop_assert!(rpo.line(Line::Credits) <= 0 && rpo.line(Line::Fees) >= 0 && cond.line(Line::Forfeited) <= 0, "{}", ctx());
+    Ok(())
+}
+
+fn check_rpo_and_waterfall(state: &ContractState, at: &AsOf) -> Result<(), TestCaseError> {
+    let f = state.figures(at).unwrap();
+    let d = state.rpo_disclosure(at).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let ctx = || format!("{} at {} known at {}: {d:?}", state.contract_id, at.date, at.known_at);
+    prop_assert_eq!(d.rpo, f.rpo, "{}", ctx());
+    prop_assert_eq!(d.years.iter().map(|b| b.amount).sum::<i128>(), f.rpo, "the yearly buckets add up to rpo, {}", ctx());
+    prop_assert_eq!(d.next_12_months + d.thereafter, f.rpo, "{}", ctx());
+    prop_assert_eq!(d.years[0].amount, d.next_12_months, "{}", ctx());
+    prop_assert_eq!(d.years[0].through, add_years(at.date, 1), "{}", ctx());
+    for pair in d.years.windows(2) {
+        prop_assert_eq!(pair[0].through, pair[1].after, "consecutive buckets, {}", ctx());
+    }
+    // When nothing of the contract takes effect after D, the schedule is what the revenue
+    // object then recognizes (an independent check of "as it stands at D").
+    let later = state.events.values().any(|e| e.origin.seq <= at.known_at && e.origin.date > at.date);
+    let year = add_years(at.date, 1);
+    if !later {
+        let recognized = |date: Date| state.figures(&at.with_date(date)).unwrap().recognized;
+        prop_assert_eq!(d.next_12_months, recognized(year) - f.recognized, "next 12 months, {}", ctx());
+        prop_assert_eq!(d.thereafter, recognized(Date::parse("9999-12-31").unwrap()) - recognized(year), "thereafter, {}", ctx());
+    }
+    for g in [Granularity::Month, Granularity::Quarter] {
+        let mut builder = report::WaterfallBuilder::new(*at, g);
+        builder.add(state).unwrap();
+        let w = builder.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if state.grant.origin.date > at.date || !state.known_at(at.known_at) {
+            prop_assert!(w.rows.is_empty());
+            continue;
+        }
+        let row = &w.rows[0];
+        prop_assert_eq!(row.scheduled.iter().sum::<i128>(), f.rpo, "waterfall row adds up to rpo, {}", ctx());
+        prop_assert_eq!(row.remaining_conditional, f.remaining_conditional);
+        if !later {
+            for (column, amount) in w.columns.iter().zip(&row.scheduled) {
+                let recognized = |date: Date| state.figures(&at.with_date(date)).unwrap().recognized;
+                prop_assert_eq!(*amount, recognized(column.through) - recognized(column.after), "waterfall {} of {}", column.label, ctx());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_corrections(state: &ContractState, as_of: Date, a: u64, b: u64) -> Result<(), TestCaseError> {
+    let corrections = state.corrections(as_of, a, b, Granularity::Month).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let recognized = |k: u64| state.figures(&AsOf { date: as_of, known_at: k }).unwrap().recognized;
+    let delta: i128 = corrections.iter().map(|c| c.after - c.before).sum();
+    prop_assert_eq!(delta, recognized(b) - recognized(a), "{} corrections at {} from {} to {}: {:?}", state.contract_id, as_of, a, b, corrections);
+    let before = state.periods(&AsOf { date: as_of, known_at: a }, Granularity::Month).unwrap();
+    let after = state.periods(&AsOf { date: as_of, known_at: b }, Granularity::Month).unwrap();
+    for p in &after {
+        let was = before.iter().find(|x| x.period == p.period).map_or(0, |x| x.recognized);
+        let listed = corrections.iter().find(|c| c.period == p.period);
+        prop_assert_eq!(listed.is_some(), was != p.recognized, "period {} listed iff it changed", p.period);
+        if let Some(c) = listed {
+            prop_assert_eq!((c.before, c.after), (was, p.recognized));
+            prop_assert!(!c.causes.is_empty(), "a correction has causes: {:?}", c);
+            for cause in &c.causes {
+                prop_assert!(a < cause.seq && cause.seq <= b && cause.effective_date <= as_of, "{:?}", cause);
+                prop_assert!(state.events.contains_key(&cause.seq));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The close reports of every contract, at a spread of dates and positions.
+fn check_close_reports(book: &Book) -> Result<(), TestCaseError> {
+    let head = book.head_seq;
+    for state in book.contracts.values() {
+        let dates = all_dates(state, &[Date::parse("2027-06-30").unwrap()]);
+        // Every fourth date, so the check stays fast, plus the first and last.
+        let mut sample: Vec<Date> = dates.iter().copied().step_by(4).chain(dates.last().copied()).collect();
+        sample.dedup();
+        for k in [head, head / 2] {
+            for (i, a) in sample.iter().enumerate() {
+                let at = AsOf { date: *a, known_at: k };
+                check_rpo_and_waterfall(state, &at)?;
+                for b in sample.iter().skip(i + 1).step_by(2) {
+                    check_rollforward(state, &at, &AsOf { date: *b, known_at: k })?;
+                }
+            }
+        }
+        for d in sample.iter().step_by(3) {
+            for (a, b) in [(0, head), (head / 3, head), (head / 2, (3 * head) / 4)] {
+                if a < b {
+                    check_corrections(state, *d, a, b)?;
+                }
+            }
+        }
+    }
+    // Portfolio rollforward totals are the per-currency sums of the contracts'.
+    let (from, to) = (AsOf::date(Date::parse("2026-02-28").unwrap()), AsOf::date(Date::parse("2026-05-31").unwrap()));
+    let mut portfolio = report::PortfolioRollforward::new(from, to);
+    for state in book.contracts.values() {
+        portfolio.add(state).unwrap();
+    }
+    for (currency, (count, total)) in &portfolio.totals {
+        let mine: Vec<_> = portfolio.contracts.iter().filter(|r| r.currency == *currency).collect();
+        prop_assert_eq!(*count, mine.len() as u64);
+        for balance in Walked::ALL {
+            let w = total.walk(balance);
+            prop_assert_eq!(w.closing, mine.iter().map(|r| r.rollforward.walk(balance).closing).sum::<i128>());
+            prop_assert_eq!(w.opening + w.movements.iter().sum::<i128>(), w.closing);
+        }
     }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! make scratch data.
 
 pub mod audit;
+pub mod browser;
 pub mod nats;
 pub mod server;
+pub mod soak;
 pub mod tls;
 pub mod witness;
 pub mod workload;

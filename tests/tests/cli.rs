@@ -161,7 +161,7 @@ fn verify_refuses_an_overlong_bundle_line_from_a_file_or_a_server_naming_it() {
     let header = header.as_str();
     let long = format!("{{\"seq\":1,\"pad\":\"{}\"}}", "x".repeat(4 * 1024 * 1024));
     std::fs::write(&bundle, format!("{header}\n{long}\n")).unwrap();
-    let (code, stdout, stderr) = e2e::run(&["verify", bundle.to_str().unwrap()]);
+    let (code, stdout, stderr) = e2e::run(&["verify", bundle.to_str().unwrap(), "--trust-bundle-key"]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.contains("line 2 is longer than 1048576 bytes"), "{stdout}");
 
@@ -184,7 +184,7 @@ fn verify_refuses_an_overlong_bundle_line_from_a_file_or_a_server_naming_it() {
             }
         }
     });
-    let (code, stdout, stderr) = e2e::run(&["verify", "--url", &format!("http://127.0.0.1:{port}")]);
+    let (code, stdout, stderr) = e2e::run(&["verify", "--url", &format!("http://127.0.0.1:{port}"), "--trust-bundle-key"]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.contains("line 2 is longer than 1048576 bytes"), "{stdout}");
     server.join().unwrap();

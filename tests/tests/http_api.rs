@@ -199,7 +199,14 @@ fn several_contracts_page_by_id_and_portfolio_totals_stay_per_currency() {
     assert_eq!((by("EUR")["contracts"].as_u64(), by("EUR")["recognized"].as_str()), (Some(1), Some("3000.00")));
     assert_eq!(by("USD")["remaining_conditional"], "3250.00");
     // known_at: only the first grant.
-    let p = server.get_json("/v1/portfolio?as_of=2026-12-31&known_at=1");
+    let mut p = server.get_json("/v1/portfolio?as_of=2026-12-31&known_at=1");
+    // Revenue per month of the currency: the one grant's, adding up to its total.
+    let periods = p["totals"][0].as_object_mut().unwrap().remove("periods").unwrap();
+    let periods = periods.as_array().unwrap();
+    assert_eq!((periods.len(), periods[0]["period"].as_str(), periods[11]["period"].as_str()), (12, Some("2026-01"), Some("2026-12")));
+    let cents: i64 = periods.iter().map(|x| x["recognized"].as_str().unwrap().replace('.', "").parse::<i64>().unwrap()).sum();
+    assert_eq!(cents, 300_000);
+    assert_eq!(p["contracts"].as_array().unwrap().len(), 1);
     assert_eq!(p["totals"], json!([{"currency": "USD", "contracts": 1, "headline": "3650.00", "transaction_price": "3000.00", "recognized": "3000.00",
         "rpo": "0.00", "remaining_conditional": "650.00", "forfeited": "0.00", "cancelled": "0.00", "billed": "0.00", "collected": "0.00",
         "receivable": "0.00", "deferred_revenue": "0.00", "contract_asset": "3000.00"}]));
@@ -550,7 +557,11 @@ fn openapi_lists_every_route_and_every_listed_route_exists() {
     // Parameters are documented.
     let revenue = &paths["/v1/contracts/{id}/revenue"]["get"]["parameters"];
     let names: Vec<&str> = revenue.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["id", "as_of", "known_at", "granularity"]);
+    assert_eq!(names, ["id", "as_of", "known_at", "granularity", "format", "section"]);
+    // The finance close routes are listed too.
+    for route in ["/v1/contracts/{id}/rollforward", "/v1/portfolio/rollforward", "/v1/contracts/{id}/rpo", "/v1/portfolio/rpo", "/v1/portfolio/waterfall", "/v1/corrections", "/v1/periods", "/v1/periods/preview", "/v1/contracts/{id}/chart.svg", "/"] {
+        assert!(paths.contains_key(route), "{route} not in /openapi.json");
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ enum Access {
     Open,
 }
 
-const ROUTES: [(&str, &str, Access); 20] = [
+const ROUTES: [(&str, &str, Access); 28] = [
     ("POST", "/v1/events", Access::Write),
     ("POST", "/v1/events/batch", Access::Write),
     ("GET", "/v1/events", Access::Audit),
@@ -21,6 +21,14 @@ const ROUTES: [(&str, &str, Access); 20] = [
     ("GET", "/v1/contracts/c/events", Access::Audit),
     ("GET", "/v1/contracts/c/revenue?as_of=2026-12-31", Access::Finance),
     ("GET", "/v1/portfolio?as_of=2026-12-31", Access::Finance),
+    ("GET", "/v1/contracts/c/rollforward?from=2026-01-01&to=2026-03-31", Access::Finance),
+    ("GET", "/v1/portfolio/rollforward?from=2026-01-01&to=2026-03-31", Access::Finance),
+    ("GET", "/v1/contracts/c/rpo?as_of=2026-12-31", Access::Finance),
+    ("GET", "/v1/portfolio/rpo?as_of=2026-12-31", Access::Finance),
+    ("GET", "/v1/portfolio/waterfall?as_of=2026-12-31", Access::Finance),
+    ("GET", "/v1/corrections?from_known_at=0", Access::Finance),
+    ("GET", "/v1/periods", Access::Finance),
+    ("GET", "/v1/periods/preview?period_end=2026-03-31", Access::Finance),
     ("GET", "/v1/chain/head", Access::Audit),
     ("GET", "/v1/stream", Access::Audit),
     ("GET", "/v1/checkpoints/latest", Access::Audit),
@@ -42,6 +50,8 @@ fn expected(access: Access, role: Option<&str>, method: &str) -> (u16, Option<&'
         (Access::Open, _) => (200, None),
         (_, None | Some("stranger")) => (401, Some("unauthorized")),
         (_, Some("admin")) | (Access::Write, Some("writer")) | (Access::Finance, Some("finance")) | (Access::Audit, Some("auditor")) => (success, None),
+        // Auditors test the figures: they read every finance route (and write nothing).
+        (Access::Finance, Some("auditor")) => (success, None),
         _ => (403, Some("forbidden")),
     }
 }

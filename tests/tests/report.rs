@@ -79,7 +79,8 @@ fn tables_csv_portfolio_and_rebuild() {
     let data = sample(dir.path());
     let table = ok(&["report", "--data", &data, "--contract", "colossus-1", "--as-of", "2027-06-30", "--granularity", "quarter"]);
     assert!(table.contains("2027-Q2"), "{table}");
-    assert!(table.lines().any(|l| l.trim_start().starts_with("recognized")));
+    // Amounts for people: thousands grouped.
+    assert!(table.lines().any(|l| l.trim_start().starts_with("recognized") && l.contains(",")), "{table}");
     let csv = ok(&["report", "--data", &data, "--contract", "colossus-1", "--as-of", "2026-12-31", "--format", "csv"]);
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), "contract_id,currency,as_of,known_at,period,period_end,recognized");
@@ -91,7 +92,12 @@ fn tables_csv_portfolio_and_rebuild() {
     assert_eq!(v["totals"][0]["recognized"], "7907846715.32");
     assert_eq!(v["contracts"][0]["contract_id"], "colossus-1");
     let portfolio_csv = ok(&["report", "--data", &data, "--as-of", "2026-12-31", "--format", "csv"]);
-    assert!(portfolio_csv.starts_with("contract_id,currency,headline,transaction_price,recognized,rpo,"));
+    assert!(portfolio_csv.starts_with("contract_id,currency,as_of,known_at,headline,transaction_price,recognized,rpo,"), "{portfolio_csv}");
+    // Totals are a section of their own, never rows among the contracts.
+    assert!(!portfolio_csv.contains("TOTAL"), "{portfolio_csv}");
+    let totals_csv = ok(&["report", "--data", &data, "--as-of", "2026-12-31", "--format", "csv", "--section", "totals"]);
+    assert_eq!(totals_csv.lines().next().unwrap(), "currency,contracts,as_of,known_at,headline,transaction_price,recognized,rpo,remaining_conditional,forfeited,cancelled,billed,collected,receivable,deferred_revenue,contract_asset");
+    assert!(totals_csv.lines().nth(1).unwrap().starts_with("USD,1,2026-12-31,9,45000000000.00,"), "{totals_csv}");
     let rebuilt = ok(&["rebuild", "--data", &data]);
     assert!(rebuilt.starts_with("rebuilt the views of 1 contracts from 9 events, every hash verified"), "{rebuilt}");
     assert_eq!(ok(&["report", "--data", &data, "--as-of", "2026-12-31", "--format", "json"]), portfolio);

@@ -30,7 +30,8 @@ pub enum Role {
     Writer,
     /// Reads contracts, revenue and the portfolio.
     Finance,
-    /// Reads events, the chain, proofs and exports; subscribes to the stream.
+    /// Reads events, the chain, proofs and exports; subscribes to the stream; reads
+    /// figures and reports too (read-only), since auditors test them.
     Auditor,
     /// Everything.
     Admin,
@@ -59,7 +60,10 @@ impl Access {
     fn allows(self, role: Role) -> bool {
         matches!(
             (self, role),
-            (_, Role::Admin) | (Access::Write, Role::Writer) | (Access::Finance, Role::Finance) | (Access::Audit, Role::Auditor)
+            (_, Role::Admin)
+                | (Access::Write, Role::Writer)
+                | (Access::Finance, Role::Finance | Role::Auditor)
+                | (Access::Audit, Role::Auditor)
         )
     }
 }

@@ -10,10 +10,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use events::{Code, ContractId, Date, EventKind, Proposal, RecordedEvent, Rejection, Stream};
+use events::{Code, ContractId, EventKind, Proposal, RecordedEvent, Rejection, Stream};
 use ledger::{AppendError, AppendRequest, Appended, Mode, Receipt, TrySubmitError};
-use projections::report::{contract_json, portfolio_json, revenue_json};
-use projections::{Granularity, Portfolio};
+use crate::reports::today;
+use projections::report::contract_json;
+use projections::Granularity;
 use ledger::checkpoints::Issued;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -348,12 +349,6 @@ fn unknown_contract(id: &ContractId, known_at: u64) -> ApiError {
     ApiError::not_found("unknown_contract", format!("no contract `{id}` known at seq {known_at}"))
 }
 
-/// The business date of "now" in UTC, for views without `as_of`.
-pub fn today() -> Date {
-    let now = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
-    Date::new(now.year(), now.month(), now.day()).expect("today is within years 1 to 9999")
-}
-
 fn point_of_view(app: &Shared, params: &Params) -> Result<projections::AsOf, ApiError> {
     let date = params.date("as_of")?.unwrap_or_else(today);
     app.ledger.as_of(date, params.u64("known_at")?).map_err(|e| ApiError::bad_parameter("known_at", e.to_string()))
@@ -427,52 +422,6 @@ pub async fn contract_events(State(app): State<Shared>, headers: HeaderMap, Path
     let last = events.last().map(|e| e.event.version);
     let more = last.is_some_and(|l| l < version);
     Ok(page(events.iter().map(RecordedEvent::to_json).collect(), last, more))
-}
-
-/// Revenue figures and periods (SPEC section 4's object).
-#[utoipa::path(get, path = "/v1/contracts/{id}/revenue", tag = "finance",
-    params(("id" = String, Path), ("as_of" = Option<String>, Query, description = "YYYY-MM-DD, default today"),
-        ("known_at" = Option<u64>, Query, description = "Only events with seq <= known_at count"),
-        ("granularity" = Option<String>, Query, description = "month (default) or quarter")),
-    responses((status = 200, description = "contract_id, as_of, known_at, currency, headline, transaction_price, recognized, rpo, remaining_conditional, forfeited, cancelled, billed, collected, receivable, deferred_revenue, contract_asset, periods", body = Object),
-        (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
-pub async fn contract_revenue(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
-    app.auth.authorize(&headers, Access::Finance)?;
-    let id = contract_id(&id)?;
-    let params = Params::parse(query.as_deref(), &["as_of", "known_at", "granularity"])?;
-    let at = point_of_view(&app, &params)?;
-    let granularity = match params.str("granularity") {
-        None => Granularity::Month,
-        Some(g) => Granularity::parse(g).ok_or_else(|| ApiError::bad_parameter("granularity", "month or quarter"))?,
-    };
-    let revenue = app.ledger.with_contract(&id, &at, |s| revenue_json(s, &at, granularity)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
-    Ok(Json(revenue.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?))
-}
-
-/// Totals per currency across contracts (never summed across currencies).
-#[utoipa::path(get, path = "/v1/portfolio", tag = "finance",
-    params(("as_of" = Option<String>, Query), ("known_at" = Option<u64>, Query)),
-    responses((status = 200, description = "`{\"as_of\", \"known_at\", \"totals\": [{\"currency\", \"contracts\", figures...}]}`", body = Object), (status = 400, body = ErrorBody)))]
-pub async fn portfolio(State(app): State<Shared>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
-    app.auth.authorize(&headers, Access::Finance)?;
-    let params = Params::parse(query.as_deref(), &["as_of", "known_at"])?;
-    let at = point_of_view(&app, &params)?;
-    let ledger = app.ledger.clone();
-    // Tens of milliseconds for 10,000 contracts: off the executor.
-    let portfolio = tokio::task::spawn_blocking(move || {
-        let mut portfolio = Portfolio::default();
-        let mut failure = None;
-        ledger.for_each_contract(&at, |s| {
-            if let Err(e) = portfolio.add(s, &at) {
-                failure = Some(e);
-            }
-        });
-        failure.map_or(Ok(portfolio), Err)
-    })
-    .await
-    .map_err(ApiError::task)?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
-    Ok(Json(portfolio_json(&portfolio, &at)))
 }
 
 /// The last durable event.

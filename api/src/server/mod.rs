@@ -8,7 +8,8 @@ pub mod checkpointing;
 mod edge;
 mod error;
 mod handlers;
-mod params;
+pub(crate) mod params;
+mod reports;
 mod stream;
 pub mod tls;
 
@@ -28,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use edge::Limits;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use tls::TlsFiles;
 
 /// Largest body of `POST /v1/events`.
@@ -53,7 +54,6 @@ pub const HTML_CSP: &str =
 
 /// An HTML page with the restrictive Content-Security-Policy (the dashboard's pages use
 /// this; any other `text/html` response gets the same policy from the router's edge layer).
-#[allow(dead_code, reason = "for the dashboard's pages (issue 12), which will be its first caller")]
 pub fn html(body: impl Into<axum::body::Body>) -> Response {
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body.into()).into_response();
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
@@ -365,8 +365,16 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::list_contracts))
         .routes(routes!(handlers::get_contract))
         .routes(routes!(handlers::contract_events))
-        .routes(routes!(handlers::contract_revenue))
-        .routes(routes!(handlers::portfolio))
+        .routes(routes!(reports::contract_revenue))
+        .routes(routes!(reports::contract_rollforward))
+        .routes(routes!(reports::contract_rpo))
+        .routes(routes!(reports::portfolio))
+        .routes(routes!(reports::portfolio_rollforward))
+        .routes(routes!(reports::portfolio_rpo))
+        .routes(routes!(reports::portfolio_waterfall))
+        .routes(routes!(reports::corrections))
+        .routes(routes!(reports::periods))
+        .routes(routes!(reports::periods_preview))
         .routes(routes!(handlers::chain_head))
         .routes(routes!(handlers::latest_checkpoint))
         .routes(routes!(handlers::list_checkpoints, handlers::issue_checkpoint))
@@ -379,6 +387,11 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(handlers::readyz))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi))
+        .routes(routes!(crate::dashboard::index))
+        .routes(routes!(crate::dashboard::app_js))
+        .routes(routes!(crate::dashboard::app_css))
+        .routes(routes!(crate::dashboard::icon))
+        .routes(routes!(crate::dashboard::contract_chart))
         .split_for_parts();
     // The document is built from the routes above; the handler serves this copy.
     let _ = handlers::OPENAPI.set(api);
@@ -661,6 +674,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         tracing::info!(data = %config.data.display(), head = ledger.head().seq, max_connections, "listening on {scheme}://{address}");
         // Tests and scripts read this line to find the port.
         println!("listening on {scheme}://{address}");
+        println!("dashboard: {scheme}://{address}/");
         use std::io::Write;
         std::io::stdout().flush().ok();
         let signal = async move {

@@ -9,7 +9,7 @@ use crate::Overflow;
 use events::{format_minor_units, Currency};
 use serde_json::{json, Map, Value};
 
-fn money(minor_units: i128, currency: Currency) -> Value {
+pub(crate) fn money(minor_units: i128, currency: Currency) -> Value {
     Value::String(format_minor_units(minor_units, currency))
 }
 
@@ -25,10 +25,10 @@ fn count(n: i128) -> Value {
     }
 }
 
-/// The figures of SPEC section 4, in the SPEC's key order.
-pub fn figures_fields(f: &Figures, currency: Currency) -> Map<String, Value> {
-    let mut m = Map::new();
-    for (key, value) in [
+/// The figures of SPEC section 4 with their JSON names, in the SPEC's key order: the one
+/// list both [`figures_fields`] and the serializers of the reports use.
+pub fn figure_pairs(f: &Figures) -> [(&'static str, i128); 12] {
+    [
         ("headline", f.headline),
         ("transaction_price", f.transaction_price),
         ("recognized", f.recognized),
@@ -41,7 +41,13 @@ pub fn figures_fields(f: &Figures, currency: Currency) -> Map<String, Value> {
         ("receivable", f.receivable),
         ("deferred_revenue", f.deferred_revenue),
         ("contract_asset", f.contract_asset),
-    ] {
+    ]
+}
+
+/// The figures of SPEC section 4, in the SPEC's key order.
+pub fn figures_fields(f: &Figures, currency: Currency) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (key, value) in figure_pairs(f) {
         m.insert(key.to_string(), money(value, currency));
     }
     m
@@ -150,3 +156,9 @@ pub fn portfolio_json(p: &Portfolio, at: &AsOf) -> Value {
         .collect();
     json!({"as_of": at.date.to_string(), "known_at": at.known_at, "totals": totals})
 }
+
+mod close;
+mod table;
+
+pub use close::*;
+pub use table::*;
