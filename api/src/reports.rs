@@ -180,12 +180,12 @@ fn each(ledger: &Ledger, at: &AsOf, mut f: impl FnMut(&ContractState) -> Result<
             && let Err(e) = f(s) {
                 failed = Some(e);
             }
-    });
+    })?;
     failed.map_or(Ok(()), |e| Err(overflow(e)))
 }
 
 fn one<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(&ContractState) -> Result<R, Overflow>) -> Result<R, ApiError> {
-    ledger.with_contract(id, at, f).ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
+    ledger.with_contract(id, at, f)?.ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
 }
 
 /// A report's JSON, serialized straight from its `Serialize` impl (no `Value` tree).
@@ -373,7 +373,7 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
     }
     // The window opens after the last close, or on the first grant's date.
     let mut first_grant: Option<Date> = None;
-    ledger.for_each_contract(&at, |s| first_grant = Some(first_grant.map_or(s.grant.origin.date, |d| d.min(s.grant.origin.date))));
+    ledger.for_each_contract(&at, |s| first_grant = Some(first_grant.map_or(s.grant.origin.date, |d| d.min(s.grant.origin.date))))?;
     let start = match (last_closed, first_grant) {
         (Some(last), _) => Some(last),
         (None, Some(first)) => first.add_days(-1),

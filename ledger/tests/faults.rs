@@ -135,5 +135,5 @@ fn a_reader_that_panics_holding_a_contract_does_not_stop_the_writer() {
     // Before the fix the poisoned lock made the writer's `lock().expect` panic: writes died.
     append(&ledger, &event("c", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
     assert!(ledger.failure().is_none());
-    assert_eq!(ledger.with_contract(&id, &at, |s| s.version), Some(2));
+    assert_eq!(ledger.with_contract(&id, &at, |s| s.version).unwrap(), Some(2));
 }

@@ -104,7 +104,7 @@ fn a_format_1_store_migrates_with_its_chain_keys_and_signing_key() {
     // The views were rebuilt: the live state folds the old events.
     let id = events::ContractId::parse("keyed").unwrap();
     let at = ledger.as_of(events::Date::parse("2026-12-31").unwrap(), None).unwrap();
-    assert_eq!(ledger.with_contract(&id, &at, |s| s.version), Some(301));
+    assert_eq!(ledger.with_contract(&id, &at, |s| s.version).unwrap(), Some(301));
     assert_eq!(ledger.stream_events(&Stream::Contract(id), 299, 10).unwrap().len(), 2);
     drop(ledger);
     assert!(matches!(ledger::migrate::migrate(&dir, |_| {}), Err(ledger::migrate::MigrateError::LeftOver(_))), "the backup must be removed first");

@@ -74,7 +74,7 @@ fn a_refused_group_is_rolled_back_and_not_acknowledged() {
     // Nothing of it stayed: not the head, not contract b, not a's invoice, not the key.
     assert_eq!(ledger.head().seq, 1);
     let at = ledger.as_of(events::Date::parse("2026-12-31").unwrap(), None).unwrap();
-    assert_eq!(ledger.with_contract(&events::ContractId::parse("a").unwrap(), &at, |s| s.version), Some(1));
+    assert_eq!(ledger.with_contract(&events::ContractId::parse("a").unwrap(), &at, |s| s.version).unwrap(), Some(1));
     assert_eq!(ledger.contract_count(), 1);
     // The same request goes through once the log takes it, at the same seqs.
     let appended = ledger.append(batch).unwrap();

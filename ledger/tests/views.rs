@@ -37,7 +37,7 @@ fn incremental_views_equal_rebuilt_views() {
     ledger.close();
     let incremental = ledger.persisted_views().unwrap();
     drop(ledger);
-    assert!(incremental.len() >= 4, "views of 3 contracts plus meta: {}", incremental.len());
+    assert_eq!((incremental.states.len(), incremental.cursor), (3, head));
 
     let report = Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
     assert_eq!((report.events, report.contracts), (head, 3));
@@ -47,7 +47,7 @@ fn incremental_views_equal_rebuilt_views() {
     let at = ledger.as_of(Date::parse("2027-12-31").unwrap(), None).unwrap();
     for id in ["colossus-1", "a", "b"] {
         let id = ContractId::parse(id).unwrap();
-        let live = ledger.with_contract(&id, &at, |s| s.clone()).unwrap();
+        let live = ledger.with_contract(&id, &at, |s| s.clone()).unwrap().unwrap();
         assert_eq!(Some(live), ledger.contract_state(&id).unwrap());
     }
 }
@@ -58,7 +58,7 @@ fn a_stale_cursor_catches_up_on_open_without_skipping() {
     append(&ledger, &small_grant("z")).unwrap();
     append(&ledger, &event("z", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
     ledger.close();
-    let old = ledger.persisted_views().unwrap();
+    let old = ledger.persisted_views_raw().unwrap();
     drop(ledger);
 
     let ledger = open(dir.path());
@@ -93,10 +93,10 @@ fn queries_see_only_durable_events_and_refuse_a_future_position() {
     assert!(ledger.as_of(Date::parse("2026-12-31").unwrap(), Some(head + 1)).is_err());
     let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), Some(4)).unwrap();
     let id = ContractId::parse("colossus-1").unwrap();
-    let version = ledger.with_contract(&id, &at, |s| s.version_at(at.known_at)).unwrap();
+    let version = ledger.with_contract(&id, &at, |s| s.version_at(at.known_at)).unwrap().unwrap();
     assert_eq!(version, 3, "known at seq 4, the contract had 3 events");
     let mut seen = vec![];
-    ledger.for_each_contract(&at, |s| seen.push(s.contract_id.to_string()));
+    ledger.for_each_contract(&at, |s| seen.push(s.contract_id.to_string())).unwrap();
     assert_eq!(seen, ["colossus-1"]);
     assert_eq!(ledger.ledger_facts().period_end, Some(Date::parse("2026-06-30").unwrap()));
 }
@@ -129,15 +129,20 @@ fn views_that_do_not_decode_are_rebuilt_on_open() {
 /// `UPDATE_EXPECT=1 cargo test -p ledger --test views`.
 #[test]
 fn the_views_encoding_is_pinned() {
-    let (_dir, ledger) = fresh();
+    let (dir, ledger) = fresh();
     append(&ledger, &small_grant("pin")).unwrap();
     append(&ledger, &event("pin", "invoice_issued", "2026-02-01", r#"{"invoice_id":"I1","amount":"10.00","due_date":"2026-03-01"}"#)).unwrap();
+    drop(ledger);
+    // A second save after two more events: a delta beside the snapshot.
+    let ledger = open(dir.path());
     append(&ledger, &event("pin", "payment_received", "2026-02-10", r#"{"payment_id":"P1","amount":"4.00","invoice_id":"I1"}"#)).unwrap();
     append(&ledger, &event("pin", "event_reversed", "2026-02-11", r#"{"target_seq":3,"reason":"bounced"}"#)).unwrap();
     ledger.close();
     let mut text = format!("VIEWS_FORMAT {}\n", ledger::views::VIEWS_FORMAT);
-    for (key, value) in ledger.persisted_views().unwrap() {
-        text.push_str(&format!("{} = {}\n", String::from_utf8_lossy(&key), hex(&value)));
+    let raw = ledger.persisted_views_raw().unwrap();
+    assert!(raw.iter().any(|(k, _)| k[0] == b'S') && raw.iter().any(|(k, _)| k[0] == b'D'), "a snapshot and a delta");
+    for (key, value) in raw {
+        text.push_str(&format!("{} = {}\n", key.escape_ascii(), hex(&value)));
     }
     expect_test::expect_file!["../../testdata/vectors/views.txt"].assert_eq(&text);
 }
@@ -146,3 +151,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+
+/// Saving views costs what changed: one event of one contract among many is saved as a delta
+/// of that event, and the other contracts' snapshots are not rewritten. A reopened ledger
+/// loads a contract only when it is used.
+#[test]
+fn views_save_what_changed_and_load_on_use() {
+    let (dir, ledger) = fresh();
+    let ids: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    for id in &ids {
+        append(&ledger, &small_grant(id)).unwrap();
+        for n in 0..5 {
+            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
+        }
+    }
+    drop(ledger);
+    let ledger = open(dir.path());
+    let before = ledger.persisted_views_raw().unwrap();
+    assert_eq!(ledger.loaded_contracts(), 0, "nothing is loaded until it is used");
+    append(&ledger, &event("c07", "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
+    assert_eq!(ledger.loaded_contracts(), 1, "the writer loaded the contract it changed");
+    ledger.close();
+    let after = ledger.persisted_views_raw().unwrap();
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.iter().find(|(bk, _)| bk == k).map(|(_, bv)| bv) != Some(v))
+        .map(|(k, _)| String::from_utf8_lossy(k).replace('\0', "/"))
+        .collect();
+    // The new delta of c07 (from version 7), and the cursor.
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(changed.iter().any(|k| k.starts_with("Dc07/")), "{changed:?}");
+    let delta = after.iter().find(|(k, _)| k.starts_with(b"Dc07")).unwrap();
+    assert!(delta.1.len() < 400, "a delta of one event is small: {} bytes", delta.1.len());
+    // The folded views equal a rebuild.
+    let incremental = ledger.persisted_views().unwrap();
+    drop(ledger);
+    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental);
+}

@@ -74,7 +74,7 @@ pub async fn contract_chart(State(app): State<Shared>, headers: HeaderMap, Path(
     let at = point_of_view(&app.ledger, params.date("as_of")?.unwrap_or_else(today), &params, "known_at")?;
     let drawn = app
         .ledger
-        .with_contract(&id, &at, |s| s.chart(&at).map(|points| chart::svg(id.as_str(), s.currency(), at.date, &points)))
+        .with_contract(&id, &at, |s| s.chart(&at).map(|points| chart::svg(id.as_str(), s.currency(), at.date, &points)))?
         .ok_or_else(|| ApiError::not_found("unknown_contract", format!("no contract `{id}` known at seq {}", at.known_at)))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
     let mut r = drawn.into_response();

@@ -381,8 +381,9 @@ pub async fn list_contracts(State(app): State<Shared>, headers: HeaderMap, RawQu
                     "version": s.version_at(at.known_at),
                 })
             })
+            .transpose()
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let last = ids.last().map(|(id, _)| id.to_string());
     Ok(Json(json!({ "contracts": contracts, "next_after": if more { last } else { None } })))
 }
@@ -397,7 +398,7 @@ pub async fn get_contract(State(app): State<Shared>, headers: HeaderMap, Path(id
     let id = contract_id(&id)?;
     let params = Params::parse(query.as_deref(), &["as_of", "known_at"])?;
     let at = point_of_view(&app, &params)?;
-    let view = app.ledger.with_contract(&id, &at, |s| s.view(&at)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
+    let view = app.ledger.with_contract(&id, &at, |s| s.view(&at))?.ok_or_else(|| unknown_contract(&id, at.known_at))?;
     let view = view.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "overflow", e.to_string()))?;
     Ok(Json(contract_json(&view)))
 }
@@ -413,7 +414,7 @@ pub async fn contract_events(State(app): State<Shared>, headers: HeaderMap, Path
     let after = params.u64("after")?.unwrap_or(0);
     let limit = params.limit()?;
     let at = app.ledger.as_of(today(), None).map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let version = app.ledger.with_contract(&id, &at, |s| s.version_at(at.known_at)).ok_or_else(|| unknown_contract(&id, at.known_at))?;
+    let version = app.ledger.with_contract(&id, &at, |s| s.version_at(at.known_at))?.ok_or_else(|| unknown_contract(&id, at.known_at))?;
     let ledger = app.ledger.clone();
     let stream = Stream::Contract(id);
     let events = tokio::task::spawn_blocking(move || ledger.stream_events(&stream, after, limit))
