@@ -10,6 +10,28 @@ use std::time::Instant;
 
 const CONCURRENT_WRITERS: usize = 16;
 
+/// Latency samples summarised by nearest rank: the one percentile every suite uses.
+pub struct Latencies {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub count: usize,
+}
+
+impl Latencies {
+    pub fn of(mut samples: Vec<std::time::Duration>) -> Latencies {
+        samples.sort();
+        let at = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            // Nearest rank: the sample at position round((n - 1) * q), q in [0, 1].
+            samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
+        };
+        Latencies { p50_ms: at(0.5), p99_ms: at(0.99), max_ms: at(1.0), count: samples.len() }
+    }
+}
+
 fn grant(contract: &str) -> Proposal {
     let json = format!(
         r#"{{"contract_id":"{contract}","type":"lease_granted","effective_date":"2026-05-01","data":{{"provider":"Neocloud Provider","customer":"Frontier Lab","currency":"USD","term":{{"start":"2026-06-01","end":"2029-06-01"}},"cluster":{{"site":"memphis-1","gpu_model":"H100","gpus":230000}},"headline":"45000000000.00","tranches":[{{"id":"base","amount":"40500000000.00","window":{{"start":"2026-06-01","end":"2029-06-01"}},"firm":true}},{{"id":"expansion","amount":"4500000000.00","window":{{"start":"2027-06-01","end":"2029-06-01"}},"milestone":"phase-2-delivery"}}]}}}}"#
@@ -50,6 +72,11 @@ pub enum Suite {
     Nats,
     /// Finance close reports (rollforward, waterfall, RPO) over 10,000 contracts.
     Reports,
+    /// The ledger at scale (`--events`, e.g. 10,000,000, over `--contracts`): import of
+    /// interleaved events, verify, rebuild, export, bundle verification and a server on the
+    /// result, each as a child process with its peak memory; disk per event; query latency.
+    /// Not part of `all`: at 10M events it takes a while and about 3 GB of scratch disk.
+    Scale,
     All,
 }
 
@@ -68,6 +95,10 @@ pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, na
     if suite == Suite::Nats {
         let url = nats.ok_or("--suite nats needs --nats URL (a scratch nats-server with sync_interval: always)")?;
         crate::bench_nats::run(&scratch_dir(dir)?, url)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if suite == Suite::Scale {
+        crate::bench_scale::run(&scratch_dir(dir)?, events, contracts)?;
         return Ok(ExitCode::SUCCESS);
     }
     if matches!(suite, Suite::Append | Suite::All) {

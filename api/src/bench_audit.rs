@@ -2,15 +2,10 @@
 //! proofs, and the throughput of export and of verifying the exported bundle.
 
 use crate::audit::verify_bundle;
+use crate::bench::Latencies;
 use ledger::checkpoints::load_or_create_signer;
 use ledger::{Ledger, Options};
-use std::time::{Duration, Instant};
-
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
-    (at(0.5), at(0.99))
-}
+use std::time::Instant;
 
 /// A deterministic spread of numbers in 1..=n (xorshift), so the proofs touch the whole tree.
 fn spread(n: u64, count: usize) -> Vec<u64> {
@@ -39,7 +34,8 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
             Ok(started.elapsed())
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let (p50, p99) = percentiles(samples);
+    let Latencies { p50_ms, p99_ms, .. } = Latencies::of(samples);
+    let (p50, p99) = (p50_ms * 1e3, p99_ms * 1e3);
     println!("  inclusion proof in a tree of {size}: p50 {p50:.0} us, p99 {p99:.0} us (2,000 random leaves)");
     let samples = seqs
         .iter()
@@ -49,7 +45,8 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
             Ok(started.elapsed())
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let (p50, p99) = percentiles(samples);
+    let Latencies { p50_ms, p99_ms, .. } = Latencies::of(samples);
+    let (p50, p99) = (p50_ms * 1e3, p99_ms * 1e3);
     println!("  consistency proof to a tree of {size}: p50 {p50:.0} us, p99 {p99:.0} us (2,000 random sizes)");
     let started = Instant::now();
     std::hint::black_box(ledger.merkle_root(size).map_err(|e| e.to_string())?);

@@ -4,19 +4,13 @@
 //! Server and clients run in this one process on loopback (the server on its own tokio
 //! runtime), so on a 2-core machine they share the CPU: the numbers are a floor.
 
+use crate::bench::Latencies;
 use crate::server::{auth::Auth, App};
 use ledger::{Ledger, Options};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MEASURE_FOR: Duration = Duration::from_secs(5);
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
-}
 
 fn grant(contract: &str) -> String {
     format!(
@@ -97,12 +91,13 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
             let commits_before = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed);
             let (events, latencies) = writers(&client, &base, clients, &format!("w{clients}")).await?;
             let commits = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
+            let latencies = Latencies::of(latencies);
             println!(
                 "  {clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2}   ({:.1} events per fsync)",
                 events as f64 / MEASURE_FOR.as_secs_f64(),
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.99),
-                percentile(&latencies, 1.0),
+                latencies.p50_ms,
+                latencies.p99_ms,
+                latencies.max_ms,
                 events as f64 / commits.max(1) as f64
             );
         }
@@ -129,13 +124,13 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
             latencies.push(started.elapsed());
         }
         let (events, _) = load.await.map_err(|e| e.to_string())??;
-        latencies.sort();
+        let latencies = Latencies::of(latencies);
         println!(
             "  revenue query under load (16 writers, {:.0} appends/s meanwhile): {} queries, p50 {:.2} ms, p99 {:.2} ms",
             events as f64 / MEASURE_FOR.as_secs_f64(),
-            latencies.len(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99)
+            latencies.count,
+            latencies.p50_ms,
+            latencies.p99_ms
         );
         Ok::<(), String>(())
     })?;

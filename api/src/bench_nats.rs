@@ -4,6 +4,7 @@
 //! Start the server with `sync_interval: always` (as in production) on a scratch store:
 //! the benchmark creates and then deletes a stream of its own name.
 
+use crate::bench::Latencies;
 use events::Proposal;
 use bus::{run_follower, run_publisher, NatsStatus, StreamSettings};
 use ledger::{AppendRequest, Ledger, Mode, Options};
@@ -27,10 +28,6 @@ fn grant() -> Proposal {
 fn append(ledger: &Ledger, events: Vec<Proposal>) -> Result<u64, String> {
     let appended = ledger.append(AppendRequest { events, mode: Mode::Atomic, idempotency_key: None, actor: "bench".into() }).map_err(|e| e.to_string())?;
     Ok(appended.receipts.last().map_or(0, |r| r.seq))
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
 }
 
 pub fn run(scratch: &tempfile::TempDir, url: &str) -> Result<(), String> {
@@ -88,13 +85,13 @@ pub fn run(scratch: &tempfile::TempDir, url: &str) -> Result<(), String> {
         // About 200 appends a second: a steady trickle, not a backlog.
         std::thread::sleep(Duration::from_millis(5));
     }
-    samples.sort();
+    let samples = Latencies::of(samples);
     println!(
         "  append to follower (append acknowledged -> published -> consumed -> verified and synced by the follower), {} samples: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        samples.len(),
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99),
-        percentile(&samples, 1.0)
+        samples.count,
+        samples.p50_ms,
+        samples.p99_ms,
+        samples.max_ms
     );
     let _ = shutdown_tx.send(true);
     runtime.block_on(async {

@@ -1,6 +1,7 @@
 //! `cledger bench --suite projections`: views rebuild speed on a large ledger, and the
 //! latency of a revenue query (one contract with 10,000 events) and of the portfolio.
 
+use crate::bench::Latencies;
 use events::{ContractId, Date, Proposal};
 use ledger::{AppendRequest, Ledger, Mode, Options};
 use projections::report::revenue_json;
@@ -36,12 +37,6 @@ fn contract_events(id: &str, n: usize) -> Vec<Proposal> {
         i += 1;
     }
     out
-}
-
-pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    (at(0.5), at(0.99), at(1.0))
 }
 
 /// Loads a ledger of about `events` events: `contracts` contracts of equal length and one
@@ -107,7 +102,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
             started.elapsed()
         })
         .collect();
-    let (p50, p99, max) = percentiles(samples);
+    let Latencies { p50_ms: p50, p99_ms: p99, max_ms: max, .. } = Latencies::of(samples);
     println!("  revenue query, 1 contract of {BIG_CONTRACT_EVENTS} events (figures + 31 monthly periods): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     let small = ContractId::parse("c000000").expect("an id");
     let samples: Vec<Duration> = (0..200)
@@ -117,7 +112,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
             started.elapsed()
         })
         .collect();
-    let (p50, p99, _) = percentiles(samples);
+    let Latencies { p50_ms: p50, p99_ms: p99, max_ms: _, .. } = Latencies::of(samples);
     println!("  revenue query, 1 contract of {per_contract} events: p50 {p50:.3} ms, p99 {p99:.3} ms");
     let samples: Vec<Duration> = (0..20)
         .map(|_| {
@@ -132,7 +127,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
             started.elapsed()
         })
         .collect();
-    let (p50, p99, max) = percentiles(samples);
+    let Latencies { p50_ms: p50, p99_ms: p99, max_ms: max, .. } = Latencies::of(samples);
     println!("  portfolio query, {} contracts: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms", ledger.contract_count());
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! ([`crate::reports::render`]: every contract read through `for_each_contract`, the
 //! report's JSON or CSV rendered). Numbers are printed, never asserted.
 
-use crate::bench_projections::{load, percentiles};
+use crate::bench::Latencies;
+use crate::bench_projections::load;
 use crate::reports::{render, Kind, Output};
 use crate::server::params::Params;
 use ledger::{Ledger, Options};
@@ -48,7 +49,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
                 started.elapsed()
             })
             .collect();
-        let (p50, p99, max) = percentiles(samples);
+        let Latencies { p50_ms: p50, p99_ms: p99, max_ms: max, .. } = Latencies::of(samples);
         println!("  {what:<34} p50 {p50:>7.1} ms  p99 {p99:>7.1} ms  max {max:>7.1} ms");
     }
     for (what, kind, query, output) in cases {
@@ -67,7 +68,7 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
                 Ok(started.elapsed())
             })
             .collect::<Result<_, String>>()?;
-        let (p50, p99, max) = percentiles(samples);
+        let Latencies { p50_ms: p50, p99_ms: p99, max_ms: max, .. } = Latencies::of(samples);
         println!("  {what:<34} p50 {p50:>7.1} ms  p99 {p99:>7.1} ms  max {max:>7.1} ms  ({} KiB)", bytes / 1024);
     }
     Ok(())

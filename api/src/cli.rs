@@ -87,7 +87,10 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
     let bar = progress(len, "importing");
     bar.set_style(ProgressStyle::with_template("importing {wide_bar} {bytes}/{total_bytes} eta {eta}").expect("valid template"));
     let mut lines = BoundedLines::new(reader, IMPORT_LINE_BYTES_MAX);
-    let mut chunk: Vec<(usize, Proposal)> = Vec::with_capacity(IMPORT_CHUNK_LINES);
+    // A chunk's proposals go to the ledger whole; their line numbers stay here to name a
+    // refused line.
+    let mut chunk: Vec<Proposal> = Vec::with_capacity(IMPORT_CHUNK_LINES);
+    let mut chunk_lines: Vec<usize> = Vec::with_capacity(IMPORT_CHUNK_LINES);
     let (mut appended, mut replayed, mut first_seq, mut last_seq) = (0u64, 0u64, None, 0u64);
     let mut refusal: Option<String> = None;
     loop {
@@ -104,7 +107,10 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
             bar.inc(buffer.len() as u64);
             if !buffer.iter().all(u8::is_ascii_whitespace) {
                 match Proposal::parse_json(buffer) {
-                    Ok(p) => chunk.push((lines.number, p)),
+                    Ok(p) => {
+                        chunk.push(p);
+                        chunk_lines.push(lines.number);
+                    }
                     Err(r) => refusal = Some(format!("line {}: {r}", lines.number)),
                 }
             }
@@ -112,13 +118,13 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
         if chunk.len() >= IMPORT_CHUNK_LINES || at_end || refusal.is_some() {
             if !chunk.is_empty() {
                 let request = AppendRequest {
-                    events: chunk.iter().map(|(_, p)| p.clone()).collect(),
+                    events: std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_LINES)),
                     mode: Mode::Prefix,
                     idempotency_key: None,
                     actor: actor.to_string(),
                 };
                 let outcome = ledger.append(request).map_err(|e| match e {
-                    AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", chunk[index].0),
+                    AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", chunk_lines[index]),
                     AppendError::RequestRefused(rejection) => rejection.to_string(),
                     other => other.to_string(),
                 })?;
@@ -133,9 +139,9 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
                 }
                 if let Some((index, rejection)) = outcome.refused {
                     // A refusal in the ledger comes before any later parse error.
-                    refusal = Some(format!("line {}: {rejection}", chunk[index].0));
+                    refusal = Some(format!("line {}: {rejection}", chunk_lines[index]));
                 }
-                chunk.clear();
+                chunk_lines.clear();
             }
             if refusal.is_some() || at_end {
                 break;

@@ -15,6 +15,7 @@ mod bench_http;
 mod bench_nats;
 mod bench_projections;
 mod bench_reports;
+mod bench_scale;
 mod audit;
 mod cli;
 mod dashboard;

@@ -827,18 +827,26 @@ fn open_error(dir: &Path, e: ReadError) -> OpenError {
     }
 }
 
+/// Most bytes sled keeps in its page cache.
+pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Opens sled in `dir`. Background flushing is off: the writer flushes (and fsyncs) at
 /// each commit, and nothing else needs to reach the disk on a timer.
 ///
 /// sled releases its file lock only when its last internal handle goes, which its I/O
 /// threads may hold for a moment after the `Db` is dropped; a reopen right after a close in
 /// the same process waits for that (a bounded retry) instead of failing as "in use".
+///
+/// sled's page cache is bounded at [`SLED_CACHE_BYTES`] instead of its default 1 GiB: the
+/// ledger's hot data (live contract states) is held by the views, the blocks are read in
+/// order and the kernel's page cache keeps them anyway, so a large sled cache mostly made
+/// every process on a big store hold a gigabyte it did not need.
 fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
     const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
     const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+        match sled::Config::new().path(dir).flush_every_ms(None).cache_capacity(SLED_CACHE_BYTES).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
                 if started.elapsed() >= LOCK_WAIT {

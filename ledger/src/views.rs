@@ -38,6 +38,11 @@ pub const PERSIST_EVERY_MS: u128 = 2_000;
 /// before they reach this size (so a small contract is not rewritten at every save).
 pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
 
+/// Events since the last save whose bytes a save reads in one pass, block by block, to
+/// write the deltas; a save that follows more (saves failed for a while) reads each event
+/// it needs by itself instead, so a save never holds more than this many events' bytes.
+const SAVE_READ_AHEAD_MAX: u64 = 100_000;
+
 /// Keys of the `views` tree.
 const KEY_FORMAT: &[u8] = b"Mformat";
 const KEY_CURSOR: &[u8] = b"Mcursor";
@@ -118,11 +123,38 @@ pub struct Views {
     tree: sled::Tree,
     chain: sled::Tree,
     contracts: RwLock<BTreeMap<ContractId, Arc<Slot>>>,
+    /// The cursor of the last save that succeeded (what the tree's `Mcursor` says).
+    saved_cursor: Mutex<u64>,
+}
+
+/// The canonical bytes of the events a save writes as deltas: the events since the last
+/// save, read once in seq order when first needed, else one at a time from the chain.
+struct SaveReader<'a> {
+    chain: &'a sled::Tree,
+    since: u64,
+    cursor: u64,
+    recent: Option<Vec<store::Record>>,
+}
+
+impl SaveReader<'_> {
+    fn canonical(&mut self, seq: u64) -> Result<std::borrow::Cow<'_, [u8]>, ReadError> {
+        let in_window = seq > self.since && seq <= self.cursor && self.cursor - self.since <= SAVE_READ_AHEAD_MAX;
+        if !in_window {
+            return Ok(std::borrow::Cow::Owned(store::record(self.chain, seq)?.canonical));
+        }
+        if self.recent.is_none() {
+            self.recent = Some(store::records(self.chain, self.since + 1, self.cursor).collect::<Result<_, _>>()?);
+        }
+        let recent = self.recent.as_deref().unwrap_or_default();
+        let record = recent.get((seq - self.since - 1) as usize).ok_or_else(|| corrupt(seq, "event missing"))?;
+        assert_eq!(record.seq, seq, "records are read in seq order without gaps");
+        Ok(std::borrow::Cow::Borrowed(&record.canonical))
+    }
 }
 
 impl Views {
-    fn new(chain: sled::Tree, tree: sled::Tree) -> Views {
-        Views { tree, chain, contracts: RwLock::new(BTreeMap::new()) }
+    fn new(chain: sled::Tree, tree: sled::Tree, saved_cursor: u64) -> Views {
+        Views { tree, chain, contracts: RwLock::new(BTreeMap::new()), saved_cursor: Mutex::new(saved_cursor) }
     }
 
     // The map is only changed whole-entry by the writer; a reader's panic cannot leave it
@@ -200,11 +232,13 @@ impl Views {
     pub fn persist(&self, dirty: &BTreeSet<ContractId>, ledger: &LedgerFacts, cursor: u64, io: &Io, op: Op) -> Result<(), ReadError> {
         let mut batch = sled::Batch::default();
         let mut saved: Vec<(Arc<Slot>, Persisted)> = Vec::with_capacity(dirty.len());
+        let since = *self.saved_cursor.lock();
+        let mut reader = SaveReader { chain: &self.chain, since, cursor, recent: None };
         for id in dirty {
             let Some(slot) = self.get(id) else { continue };
             let guard = slot.loaded.lock();
             let Some(loaded) = guard.as_ref() else { continue };
-            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut batch)? else { continue };
+            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch)? else { continue };
             drop(guard);
             saved.push((slot, persisted));
         }
@@ -212,6 +246,7 @@ impl Views {
         batch.insert(KEY_CURSOR, &cursor.to_be_bytes());
         batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
         io.run(op, || self.tree.apply_batch(batch))?;
+        *self.saved_cursor.lock() = cursor;
         for (slot, persisted) in saved {
             if let Some(loaded) = slot.loaded.lock().as_mut() {
                 loaded.persisted = persisted;
@@ -223,31 +258,33 @@ impl Views {
     /// Adds one contract's save to `batch`: a delta of its events since the last save, or a
     /// snapshot (replacing its deltas) once the deltas would outweigh it. What the tree will
     /// hold of it afterwards; `None` if nothing changed.
-    fn stage_save(&self, id: &ContractId, loaded: &Loaded, cursor: u64, batch: &mut sled::Batch) -> Result<Option<Persisted>, ReadError> {
+    fn stage_save(&self, id: &ContractId, loaded: &Loaded, cursor: u64, reader: &mut SaveReader<'_>, batch: &mut sled::Batch) -> Result<Option<Persisted>, ReadError> {
         let (state, persisted) = (&loaded.state, loaded.persisted);
         if state.version <= persisted.version && persisted.version > 0 {
             return Ok(None);
         }
-        let seqs = state.seqs_after(persisted.version, cursor, usize::MAX);
-        let mut delta = Vec::with_capacity(4 + seqs.len() * 128);
-        delta.extend_from_slice(&(seqs.len() as u32).to_be_bytes());
-        for seq in &seqs {
-            let record = store::record(&self.chain, *seq)?;
-            delta.extend_from_slice(&(record.canonical.len() as u32).to_be_bytes());
-            delta.extend_from_slice(&record.canonical);
-        }
-        let threshold = persisted.snapshot_bytes.max(SNAPSHOT_MIN_BYTES);
-        if persisted.version == 0 || persisted.delta_bytes + delta.len() > threshold {
-            let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("the state of {id} does not encode: {e}")))?;
-            for key in self.tree.scan_prefix(delta_prefix(id)).keys() {
-                batch.remove(key?);
+        if persisted.version > 0 {
+            let seqs = state.seqs_after(persisted.version, cursor, usize::MAX);
+            let mut delta = Vec::with_capacity(4 + seqs.len() * 128);
+            delta.extend_from_slice(&(seqs.len() as u32).to_be_bytes());
+            for seq in &seqs {
+                let canonical = reader.canonical(*seq)?;
+                delta.extend_from_slice(&(canonical.len() as u32).to_be_bytes());
+                delta.extend_from_slice(&canonical);
             }
-            let saved = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
-            batch.insert(snapshot_key(id), snapshot);
-            return Ok(Some(saved));
+            let threshold = persisted.snapshot_bytes.max(SNAPSHOT_MIN_BYTES);
+            if persisted.delta_bytes + delta.len() <= threshold {
+                batch.insert(delta_key(id, persisted.version + 1), delta.as_slice());
+                return Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }));
+            }
         }
-        batch.insert(delta_key(id, persisted.version + 1), delta.as_slice());
-        Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }))
+        let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("the state of {id} does not encode: {e}")))?;
+        for key in self.tree.scan_prefix(delta_prefix(id)).keys() {
+            batch.remove(key?);
+        }
+        let saved = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
+        batch.insert(snapshot_key(id), snapshot);
+        Ok(Some(saved))
     }
 }
 
@@ -332,7 +369,7 @@ pub fn open(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Opened, 
             metrics::counter!("ledger_views_rebuilt_total").increment(1);
             tree.clear()?;
             let rebuilt = fold_chain(chain, head, |_, _| {})?;
-            let views = Views::new(chain.clone(), tree.clone());
+            let views = Views::new(chain.clone(), tree.clone(), 0);
             let dirty = rebuilt.states.keys().cloned().collect();
             for state in rebuilt.states.into_values() {
                 views.insert_new(state);
@@ -357,7 +394,7 @@ fn open_persisted(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Op
         (None, None) if tree.is_empty() => (0, LedgerFacts::default()),
         (format, cursor) => return Err(LoadError::Views(format!("format {format:?}, cursor {cursor:?}, chain head {head}"))),
     };
-    let views = Views::new(chain.clone(), tree.clone());
+    let views = Views::new(chain.clone(), tree.clone(), cursor);
     {
         let mut map = views.write();
         for item in chain.scan_prefix([keys::CONTRACT]) {

@@ -51,8 +51,9 @@ struct Group {
     events: BTreeMap<u64, RecordedEvent>,
     event_count: usize,
     /// Each contract the group changed and where to roll it back to (`None`: created by
-    /// it), for a group the replicated log refuses.
-    marks: Vec<(ContractId, Option<Mark>)>,
+    /// it), for a group the replicated log refuses. A map: a group may touch thousands of
+    /// contracts, and each event asks whether its contract is here.
+    marks: HashMap<ContractId, Option<Mark>>,
 }
 
 /// How a group ended.
@@ -72,7 +73,8 @@ struct Undo {
     ledger: LedgerFacts,
     /// Each contract the request changed and where to roll it back to (`None`: created by
     /// it). A mark costs nothing to take; rolling back costs what the request folded.
-    contracts: Vec<(ContractId, Option<Mark>)>,
+    /// Contracts are independent, so the order they are rolled back in does not matter.
+    contracts: HashMap<ContractId, Option<Mark>>,
     writes_len: usize,
     keys: Vec<String>,
     seqs: Vec<u64>,
@@ -250,7 +252,7 @@ impl Writer {
     /// facts and every contract it changed go back to where they were before it.
     fn rollback_group(&mut self, group: Group, start: (ChainHead, Frontier, LedgerFacts)) {
         (self.head, self.frontier, self.ledger) = start;
-        for (id, mark) in group.marks.into_iter().rev() {
+        for (id, mark) in group.marks {
             match (mark, self.shared.views.get(&id)) {
                 (Some(mark), Some(slot)) => match self.shared.views.lock(&slot, &id, self.head.seq) {
                     Ok(mut state) => state.rollback(&mark),
@@ -577,7 +579,7 @@ impl Writer {
             head: self.head,
             frontier: self.frontier.clone(),
             ledger: self.ledger.clone(),
-            contracts: vec![],
+            contracts: HashMap::new(),
             writes_len: group.writes.len(),
             keys: vec![],
             seqs: vec![],
@@ -631,12 +633,8 @@ impl Writer {
         // Where to roll the contract back to, once per contract per request (and per group).
         if let Stream::Contract(id) = &event.stream {
             let mark = contract.as_deref().map(ContractState::mark);
-            if !undo.contracts.iter().any(|(c, _)| c == id) {
-                undo.contracts.push((id.clone(), mark));
-            }
-            if !group.marks.iter().any(|(c, _)| c == id) {
-                group.marks.push((id.clone(), mark));
-            }
+            undo.contracts.entry(id.clone()).or_insert(mark);
+            group.marks.entry(id.clone()).or_insert(mark);
         }
         self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| {
             metrics::counter!("ledger_invariant_violations_total").increment(1);
@@ -709,10 +707,9 @@ impl Writer {
             Some((id, slot)) => Some(self.shared.views.lock(slot, id, self.head.seq).map_err(|e| e.to_string())?),
             None => None,
         };
-        if let Some(id) = event.stream.contract_id()
-            && !group.marks.iter().any(|(c, _)| c == id) {
-                group.marks.push((id.clone(), contract.as_deref().map(ContractState::mark)));
-            }
+        if let Some(id) = event.stream.contract_id() {
+            group.marks.entry(id.clone()).or_insert_with(|| contract.as_deref().map(ContractState::mark));
+        }
         self.fold_staged(event, contract.as_deref_mut(), group).map_err(|e| e.to_string())?;
         drop(contract);
         self.stage(recorded.clone(), group);
