@@ -75,6 +75,52 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A chunk of an import handed to the writer, awaiting its answer.
+struct InFlight {
+    answer: ledger::AppendAnswer,
+    /// The file's line number of each proposal, to name a refused line.
+    lines: Vec<usize>,
+}
+
+/// What an import has stored so far.
+#[derive(Default)]
+struct Imported {
+    appended: u64,
+    replayed: u64,
+    first_seq: Option<u64>,
+    last_seq: u64,
+}
+
+impl Imported {
+    /// Waits for a chunk's answer and counts it; `Some(message)` if the ledger refused a line.
+    fn settle(&mut self, chunk: InFlight) -> Result<Option<String>, String> {
+        let lines = chunk.lines;
+        let outcome = chunk
+            .answer
+            .recv()
+            .map_err(|_| "the ledger stopped before it answered".to_string())?
+            .map_err(|e| match e {
+                AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", lines[index]),
+                AppendError::RequestRefused(rejection) => rejection.to_string(),
+                other => other.to_string(),
+            })?;
+        for r in &outcome.receipts {
+            if r.replayed {
+                self.replayed += 1;
+            } else {
+                self.appended += 1;
+                self.first_seq.get_or_insert(r.seq);
+                self.last_seq = r.seq;
+            }
+        }
+        Ok(outcome.refused.map(|(index, rejection)| format!("line {}: {rejection}", lines[index])))
+    }
+}
+
+/// Imports an NDJSON file in chunks of [`IMPORT_CHUNK_LINES`], each one request in `Prefix`
+/// mode. The next chunk is parsed while the writer stores the one before (one chunk in
+/// flight at most), and is only sent once that one is answered in full, so a refused line
+/// still means nothing of it or after it was written.
 pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String> {
     let (reader, len): (Box<dyn Read>, u64) = if file == Path::new("-") {
         (Box::new(std::io::stdin()), 0)
@@ -87,11 +133,10 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
     let bar = progress(len, "importing");
     bar.set_style(ProgressStyle::with_template("importing {wide_bar} {bytes}/{total_bytes} eta {eta}").expect("valid template"));
     let mut lines = BoundedLines::new(reader, IMPORT_LINE_BYTES_MAX);
-    // A chunk's proposals go to the ledger whole; their line numbers stay here to name a
-    // refused line.
     let mut chunk: Vec<Proposal> = Vec::with_capacity(IMPORT_CHUNK_LINES);
     let mut chunk_lines: Vec<usize> = Vec::with_capacity(IMPORT_CHUNK_LINES);
-    let (mut appended, mut replayed, mut first_seq, mut last_seq) = (0u64, 0u64, None, 0u64);
+    let mut imported = Imported::default();
+    let mut in_flight: Option<InFlight> = None;
     let mut refusal: Option<String> = None;
     loop {
         let next = match lines.next_line() {
@@ -116,6 +161,14 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
             }
         }
         if chunk.len() >= IMPORT_CHUNK_LINES || at_end || refusal.is_some() {
+            // The chunk before this one is answered first: a line it refused ends the import
+            // here, before anything of this chunk is sent (and before this chunk's own refusal,
+            // which comes later in the file).
+            if let Some(previous) = in_flight.take()
+                && let Some(refused) = imported.settle(previous)? {
+                    refusal = Some(refused);
+                    break;
+                }
             if !chunk.is_empty() {
                 let request = AppendRequest {
                     events: std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_LINES)),
@@ -123,32 +176,21 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
                     idempotency_key: None,
                     actor: actor.to_string(),
                 };
-                let outcome = ledger.append(request).map_err(|e| match e {
-                    AppendError::Rejected { index, rejection } => format!("line {}: {rejection}", chunk_lines[index]),
-                    AppendError::RequestRefused(rejection) => rejection.to_string(),
-                    other => other.to_string(),
-                })?;
-                for r in &outcome.receipts {
-                    if r.replayed {
-                        replayed += 1;
-                    } else {
-                        appended += 1;
-                        first_seq.get_or_insert(r.seq);
-                        last_seq = r.seq;
-                    }
-                }
-                if let Some((index, rejection)) = outcome.refused {
-                    // A refusal in the ledger comes before any later parse error.
-                    refusal = Some(format!("line {}: {rejection}", chunk_lines[index]));
-                }
-                chunk_lines.clear();
+                let answer = ledger.submit(request).map_err(|e| e.to_string())?;
+                in_flight = Some(InFlight { answer, lines: std::mem::replace(&mut chunk_lines, Vec::with_capacity(IMPORT_CHUNK_LINES)) });
             }
             if refusal.is_some() || at_end {
                 break;
             }
         }
     }
+    if let Some(last) = in_flight.take()
+        && let Some(refused) = imported.settle(last)? {
+            // A refusal in the ledger comes before any later parse error.
+            refusal = Some(refused);
+        }
     bar.finish_and_clear();
+    let Imported { appended, replayed, first_seq, last_seq } = imported;
     let range = first_seq.map_or(String::new(), |f| format!(" (seq {f} to {last_seq})"));
     println!("imported {appended} events{range}; {replayed} already present (idempotency key matched)");
     match refusal {

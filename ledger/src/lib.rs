@@ -211,6 +211,9 @@ pub trait Replicator: Send + Sync {
     fn replicate(&self, group: &ReplicationGroup<'_>) -> Result<(), ReplicationError>;
 }
 
+/// The answer to a submitted request, to wait for (`recv`, or `.await`).
+pub type AppendAnswer = oneshot::Receiver<Result<Appended, AppendError>>;
+
 #[derive(Debug)]
 pub enum TrySubmitError {
     /// The queue is full; here is the request back.
@@ -437,7 +440,7 @@ impl Ledger {
 
     /// Queues a request; the answer arrives on the returned channel once durable. The
     /// receiver can be awaited (async) or `recv`ed (blocking).
-    pub fn submit(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
+    pub fn submit(&self, request: AppendRequest) -> Result<AppendAnswer, AppendError> {
         let (reply, answer) = oneshot::channel();
         let sender = lock(&self.jobs).clone().ok_or_else(|| self.unavailable())?;
         sender.send(Job::Append { request, reply }).map_err(|_| self.unavailable())?;
