@@ -5,6 +5,7 @@
 use events::{
     Cluster, Code, Condition, ContractId, Currency, Date, Event, EventBody, EventKind, Outcome, Rejection, Window,
 };
+use crate::seqmap::SeqMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -140,7 +141,7 @@ pub struct ContractState {
     pub credits: Vec<CreditFact>,
     pub terminations: Vec<TerminationFact>,
     pub reversals: Vec<ReversalFact>,
-    pub events: BTreeMap<u64, EventFact>,
+    pub events: SeqMap<EventFact>,
     /// Indexes, so that deciding on the next event does not scan the contract's history.
     pub invoice_index: BTreeMap<String, usize>,
     pub payment_index: BTreeMap<String, usize>,
@@ -234,7 +235,7 @@ impl ContractState {
             credits: vec![],
             terminations: vec![],
             reversals: vec![],
-            events: BTreeMap::new(),
+            events: SeqMap::default(),
             invoice_index: BTreeMap::new(),
             payment_index: BTreeMap::new(),
             paid_by_invoice: BTreeMap::new(),
