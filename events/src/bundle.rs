@@ -262,10 +262,39 @@ impl BundleVerifier {
         self.checkpoint(line, &header)
     }
 
-    fn event(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
-        let seq = self.next_seq;
+    /// While event lines are due: the seq of the next one and how many are left.
+    pub fn events_due(&self) -> Option<(u64, u64)> {
+        let header = self.header.as_ref()?;
+        (self.done.is_none() && self.next_seq <= header.to).then(|| (self.next_seq, header.to - self.next_seq + 1))
+    }
+
+    /// The checks of one event line that need nothing but the line and its seq (parse,
+    /// decode, hash, JSON against the bytes): independent of every other line, so a caller
+    /// may run them for many lines at once, then hand each result to
+    /// [`BundleVerifier::accept_event`] in seq order.
+    pub fn check_event_line(seq: u64, line: &str) -> Result<RecordedEvent, BundleFailure> {
         let parsed: EventLine = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
-        let recorded = check_event_fields(seq, parsed.seq, &parsed.hash, &parsed.prev_hash, &parsed.canonical, &parsed.event)?;
+        check_event_fields(seq, parsed.seq, &parsed.hash, &parsed.prev_hash, &parsed.canonical, &parsed.event)
+    }
+
+    /// The in-order checks of the next event (checked by [`BundleVerifier::check_event_line`]
+    /// with the seq [`BundleVerifier::events_due`] gave): the link to the one before, time
+    /// not going back, and the tree.
+    pub fn accept_event(&mut self, recorded: &RecordedEvent) -> Result<(), BundleFailure> {
+        let Some(header) = self.header.clone() else { return Err(general("an event line before the header")) };
+        if self.events_due().map(|(seq, _)| seq) != Some(recorded.seq()) {
+            return Err(at(recorded.seq(), "an event out of its place in the bundle"));
+        }
+        self.link(recorded, &header)
+    }
+
+    fn event(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
+        let recorded = Self::check_event_line(self.next_seq, line)?;
+        self.link(&recorded, header)
+    }
+
+    fn link(&mut self, recorded: &RecordedEvent, header: &Header) -> Result<(), BundleFailure> {
+        let seq = self.next_seq;
         let expected_prev = match (self.last_hash, header.from) {
             (Some(h), _) => Some(h),
             (None, 1) => Some(Digest::ZERO),
