@@ -141,6 +141,19 @@ enum Command {
         /// `ledger.json.<contract>.<type>` (stream LEDGER_JSON).
         #[arg(long, requires = "nats", conflicts_with = "follow")]
         nats_json: bool,
+        /// Replicated mode: the LEDGER stream (R3 on a 3-node cluster) is the commit log.
+        /// Run the same command on every node; one leads (by a lease in NATS KV), the others
+        /// follow and take over when it fails. Needs --advertise.
+        #[arg(long, requires = "nats", requires = "advertise", conflicts_with_all = ["follow", "nats_json"])]
+        replicated: bool,
+        /// Replicated mode: this node's URL as clients reach it (`http://HOST:PORT`), named to
+        /// clients that write to another node.
+        #[arg(long, requires = "replicated")]
+        advertise: Option<String>,
+        /// Replicated mode: the writer's lease lapses this long after its last renewal
+        /// (renewed four times as often); failover takes about this long.
+        #[arg(long, default_value_t = 3000, requires = "replicated")]
+        lease_ttl_ms: u64,
     },
     /// Run a C2SP tlog-witness: cosign the checkpoints of the logs given, each only if it
     /// extends the last one cosigned (kept durably, across restarts).
@@ -467,6 +480,9 @@ fn main() -> ExitCode {
             witnesses,
             witness_quorum,
             nats_json,
+            replicated,
+            advertise,
+            lease_ttl_ms,
         } => server::serve(
             server::ServeConfig {
                 signing_key,
@@ -486,6 +502,9 @@ fn main() -> ExitCode {
                     follow,
                     leader_url,
                     json: nats_json,
+                    replicated,
+                    advertise,
+                    lease_ttl_ms,
                 }),
                 data,
                 listen,
