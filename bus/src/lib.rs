@@ -662,8 +662,18 @@ async fn follow_until_error(
         let mut events = Vec::with_capacity(batch.len());
         let mut keys = vec![];
         let mut bad = None;
+        let head = ledger.head().seq;
         for message in &batch {
             match checked_event(message) {
+                // Already stored (committed by this node's own writer before it started
+                // following): it must be the very same event.
+                Ok((recorded, _)) if recorded.event.seq <= head => {
+                    let ours = ledger.event(recorded.event.seq).map_err(transient)?;
+                    if ours.as_ref().map(|e| e.hash) != Some(recorded.hash) {
+                        bad = Some(broken(VerifyFailure { seq: recorded.event.seq, reason: format!("the stream holds {}, this node {:?}", recorded.hash, ours.map(|e| e.hash)) }));
+                        break;
+                    }
+                }
                 Ok((recorded, k)) => {
                     events.push(recorded);
                     keys.extend(k);

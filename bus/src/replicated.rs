@@ -455,6 +455,10 @@ async fn follow_until_lease(
     ledger.set_leading(false);
     cluster.set_lease_until(None);
     cluster.set_role(Role::Follower);
+    // A barrier through the writer's queue: a group it was publishing when this node stopped
+    // leading (a paused writer whose batch JetStream took) is committed before the follower
+    // reads the head to start from. Appends queued after `set_leading(false)` are refused.
+    ledger.replicate(vec![]).await.map_err(transient)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(run_follower(ledger.clone(), client.clone(), settings.name.clone(), cluster.status.clone(), stopped));
     let outcome = async {
