@@ -50,6 +50,9 @@ pub enum Suite {
     Nats,
     /// Finance close reports (rollforward, waterfall, RPO) over 10,000 contracts.
     Reports,
+    /// Appends over HTTP from 1, 16 and 64 clients to a running replicated cluster's
+    /// leader (needs --url of any node; `scripts/cluster.sh up`).
+    Replicated,
     All,
 }
 
@@ -64,7 +67,12 @@ fn scratch_dir(dir: Option<&Path>) -> Result<tempfile::TempDir, String> {
     .map_err(|e| format!("cannot create a scratch directory: {e}"))
 }
 
-pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, nats: Option<&str>) -> Result<ExitCode, String> {
+pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, nats: Option<&str>, url: Option<&str>) -> Result<ExitCode, String> {
+    if suite == Suite::Replicated {
+        let url = url.ok_or("--suite replicated needs --url URL (a node of a replicated cluster: scripts/cluster.sh up)")?;
+        crate::bench_http::run_replicated(url)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if suite == Suite::Nats {
         let url = nats.ok_or("--suite nats needs --nats URL (a scratch nats-server with sync_interval: always)")?;
         crate::bench_nats::run(&scratch_dir(dir)?, url)?;

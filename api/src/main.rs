@@ -411,6 +411,9 @@ enum Command {
         /// NATS server for `--suite nats`.
         #[arg(long)]
         nats: Option<String>,
+        /// A node of a replicated cluster for `--suite replicated`.
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -589,7 +592,7 @@ fn main() -> ExitCode {
         }
         Command::Rebuild { data } => report::rebuild(&data),
         Command::Migrate { data } => report::migrate(&data),
-        Command::Bench { dir, events, contracts, suite, nats } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref()),
+        Command::Bench { dir, events, contracts, suite, nats, url } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref(), url.as_deref()),
     };
     match result {
         Ok(code) => code,
