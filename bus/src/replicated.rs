@@ -656,3 +656,32 @@ async fn watch_members(kv: kv::Store, cluster: Arc<Cluster>, ledger: Arc<Ledger>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_records_survive_the_trip_through_headers() {
+        let records = [
+            ("k-1", KeyRecord { fingerprint: Digest([7; 32]), first_seq: 41, count: 3 }),
+            ("a key with spaces and ünïcode", KeyRecord { fingerprint: Digest([0; 32]), first_seq: u64::MAX - 1, count: u32::MAX }),
+        ];
+        let mut headers = HeaderMap::new();
+        for (key, record) in &records {
+            headers.append(KEY_HEADER, key_header(key, record).as_str());
+        }
+        let parsed = parse_keys(Some(&headers)).unwrap();
+        assert_eq!(parsed, records.iter().map(|(k, r)| (k.to_string(), *r)).collect::<Vec<_>>());
+        assert_eq!(parse_keys(None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_malformed_record_is_refused_not_guessed() {
+        for bad in ["", "6b", "6b 00 1 1", "zz 0707070707070707070707070707070707070707070707070707070707070707 1 1", "6b 0707070707070707070707070707070707070707070707070707070707070707 x 1", "6b 0707070707070707070707070707070707070707070707070707070707070707 1 1 extra"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(KEY_HEADER, bad);
+            assert!(parse_keys(Some(&headers)).is_err(), "`{bad}` was accepted");
+        }
+    }
+}
