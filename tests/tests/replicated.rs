@@ -5,7 +5,7 @@
 //! SIGKILLs the leader, SIGSTOPs it past its lease and wakes it (it must be fenced), and
 //! SIGKILLs a nats-server and restarts it. At the end every node is read: every acknowledged
 //! (seq, hash) is on every node, the chains are identical and verify, and no request
-//! produced two events. Failover times (leader gone → first acknowledged append on another
+//! produced two events, and every node's views equal a rebuild. Failover times (leader gone → first acknowledged append on another
 //! node) are printed.
 //!
 //! `CLEDGER_NEMESIS_ROUNDS=N` runs N rounds (default 3: one of each fault; CI). A long run:
@@ -272,6 +272,17 @@ fn acknowledged_appends_survive_leader_kills_pauses_and_nats_failures_on_every_n
         .collect();
     nats::eventually(WAIT, "appends acknowledged", || record.acks.lock().unwrap().len() >= 20);
 
+    // An auditor keeps the first leader's checkpoint; later leaders' must extend it.
+    let verifier = cluster.nodes[0]
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("verifier_key=").nth(1).map(|k| k.split_whitespace().next().unwrap_or("").to_string()))
+        .expect("the node logs its verifier key");
+    let kept = cluster._keys.path().join("kept-checkpoint");
+    let audit = |url: &str| e2e::run(&["verify", "--url", url, "--key", &verifier, "--trusted-checkpoint", &kept.display().to_string()]);
+    nats::eventually(WAIT, "the first leader's checkpoint verifies", || audit(&cluster.urls[first]).0 == 0);
+    let kept_first = std::fs::read_to_string(&kept).expect("a kept checkpoint");
+
     let mut failovers: Vec<(String, Duration)> = vec![];
     for round in 0..rounds {
         match round % 3 {
@@ -381,13 +392,13 @@ fn acknowledged_appends_survive_leader_kills_pauses_and_nats_failures_on_every_n
     assert!(events.iter().all(|e| e["event"]["contract_id"].is_string()), "events carry their contract");
     let n_events = events.len();
 
+    // The last leader's checkpoints extend the one kept from the first leader.
+    let last_leader = cluster.leader(None);
+    let (code, out, err) = audit(&cluster.urls[last_leader]);
+    assert_eq!(code, 0, "the last leader's export does not extend the first leader's checkpoint: {out}\n{err}");
+    assert_ne!(std::fs::read_to_string(&kept).expect("kept"), kept_first, "the kept checkpoint moved forward");
     // The chains verify, on every node, from their stores; each node's latest checkpoint
     // (signed by whichever node led when it was made) verifies with the one cluster key.
-    let verifier = cluster.nodes[0]
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("verifier_key=").nth(1).map(|k| k.split_whitespace().next().unwrap_or("").to_string()))
-        .expect("the node logs its verifier key");
     let dirs: Vec<_> = cluster.nodes.iter().map(|n| n.data.clone()).collect();
     for node in &mut cluster.nodes {
         node.stop_ok();
@@ -395,6 +406,8 @@ fn acknowledged_appends_survive_leader_kills_pauses_and_nats_failures_on_every_n
     for dir in &dirs {
         let (code, out, err) = e2e::run(&["verify", "--data", &dir.display().to_string(), "--key", &verifier]);
         assert_eq!(code, 0, "verify {}: {out}\n{err}", dir.display());
+        // Views kept by leading and by following equal views rebuilt from the chain.
+        e2e::soak::check_views(dir);
     }
 
     let mut times: Vec<Duration> = failovers.iter().map(|(_, d)| *d).collect();
