@@ -268,6 +268,7 @@ impl Replicator for StreamReplicator {
         match published {
             Ok(Ok(())) => {
                 let last = group.after + group.events.len() as u64;
+                crash_point(last);
                 self.cluster.status.confirmed.store(last, Ordering::Relaxed);
                 self.cluster.status.stream_last.store(last, Ordering::Relaxed);
                 self.cluster.status.published_total.fetch_add(group.events.len() as u64, Ordering::Relaxed);
@@ -286,6 +287,18 @@ impl Replicator for StreamReplicator {
 
     fn group_events_max(&self) -> usize {
         ATOMIC_BATCH_MAX
+    }
+}
+
+/// Fault injection for tests: with `CLEDGER_CRASH_AFTER_REPLICATED=N` in the environment,
+/// the process aborts as soon as JetStream acknowledged a group reaching seq N, before the
+/// writer commits it to sled and answers: the worst moment for a writer to die.
+fn crash_point(last: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("CLEDGER_CRASH_AFTER_REPLICATED").ok().and_then(|v| v.parse().ok()));
+    if at.is_some_and(|n| last >= n) {
+        eprintln!("CLEDGER_CRASH_AFTER_REPLICATED: aborting after JetStream acknowledged seq {last}, before the local commit");
+        std::process::abort();
     }
 }
 

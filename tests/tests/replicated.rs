@@ -152,6 +152,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// The cluster, its nodes started with `env`.
+    fn start_with(env: &[(&str, &str)]) -> Cluster {
         let nats = nats::cluster(3);
         let nats_urls = nats.iter().map(NatsNode::url).collect::<Vec<_>>().join(",");
         let keys = tempfile::tempdir().expect("tempdir");
@@ -178,7 +183,8 @@ impl Cluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            nodes.push(Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, ..Options::default() }));
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            nodes.push(Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, env, ..Options::default() }));
             urls.push(url);
         }
         Cluster { nats, nodes, urls, alive: vec![true; 3], nats_urls, _keys: keys }
@@ -421,4 +427,54 @@ fn acknowledged_appends_survive_leader_kills_pauses_and_nats_failures_on_every_n
         times.last().copied().unwrap_or_default(),
         started.elapsed()
     );
+}
+
+/// One keyed POST of `body` to `url` (no retries): status, body, replayed header.
+fn post_keyed(url: &str, key: &str, body: &Value) -> Result<(u16, Value, bool), reqwest::Error> {
+    let response = http(Duration::from_secs(10))
+        .post(format!("{url}/v1/events"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string())
+        .send()?;
+    let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+    Ok((response.status().as_u16(), response.json().unwrap_or(Value::Null), replayed))
+}
+
+#[test]
+fn a_writer_that_dies_after_the_stream_took_its_group_loses_nothing_and_a_retry_replays() {
+    if !nats::available() {
+        return;
+    }
+    // Every node would abort once JetStream acknowledged seq 3, before its own commit.
+    let mut cluster = Cluster::start_with(&[("CLEDGER_CRASH_AFTER_REPLICATED", "3")]);
+    let first = cluster.leader(None);
+    let url = cluster.urls[first].clone();
+    assert_eq!(post_keyed(&url, "g", &small_grant("crash")).expect("grant").0, 201);
+    assert_eq!(post_keyed(&url, "i1", &invoice("crash", "I1", "1.00")).expect("i1").0, 201);
+    // The group of seq 3 reaches the stream's quorum; the writer dies before answering.
+    let lost = post_keyed(&url, "i2", &invoice("crash", "I2", "1.00"));
+    assert!(lost.is_err(), "the dying writer answered: {lost:?}");
+    let status = cluster.nodes[first].wait_crash(WAIT);
+    assert!(!status.success(), "the writer aborted: {status:?}");
+    cluster.alive[first] = false;
+    let reader = StreamReader::connect(&cluster.nats_urls);
+    assert_eq!(reader.state("LEDGER").expect("stream").2, 3, "the stream holds the group the writer never acknowledged");
+    // The client retries with its key on the new leader: the original event, not a copy.
+    let next = cluster.leader(Some(first));
+    let (code, body, replayed) = post_keyed(&cluster.urls[next], "i2", &invoice("crash", "I2", "1.00")).expect("retry");
+    assert_eq!((code, body["seq"].as_u64(), replayed), (201, Some(3), true), "{body}");
+    let hash = reader.message("LEDGER", 3).headers["Ledger-Hash"].clone();
+    assert_eq!(body["hash"].as_str(), Some(hash.as_str()));
+    // The dead node comes back (without the fault) and copies seq 3 from the stream.
+    let mut options = cluster.nodes[first].options();
+    options.env.clear();
+    cluster.nodes[first].set_options(options);
+    cluster.nodes[first].start_again();
+    cluster.alive[first] = true;
+    nats::eventually(WAIT, "the restarted node holds seq 3", || cluster.nodes[first].head_seq() >= 3);
+    let event = cluster.nodes[first].get_json("/v1/events/3");
+    assert_eq!(event["hash"].as_str(), Some(hash.as_str()));
+    let heads: Vec<u64> = (0..3).map(|i| cluster.nodes[i].head_seq()).collect();
+    assert!(heads.iter().all(|h| *h == 3), "every node holds exactly the 3 events: {heads:?}");
 }
