@@ -755,7 +755,12 @@ fn cluster_json(app: &super::App, c: &bus::replicated::Cluster) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let head = app.ledger.head().seq;
     let stream_last = c.status.stream_last.load(Relaxed).max(head);
-    let role = if app.ledger.is_leading() { "leader" } else { c.role().as_str() };
+    // A lease holder whose writer was just fenced is catching up, not taking writes.
+    let role = match (app.ledger.is_leading(), c.role()) {
+        (true, _) => "leader",
+        (false, bus::replicated::Role::Leader) => "candidate",
+        (false, role) => role.as_str(),
+    };
     let members: Vec<Value> = c
         .members()
         .into_iter()
