@@ -77,6 +77,9 @@ pub enum Suite {
     /// result, each as a child process with its peak memory; disk per event; query latency.
     /// Not part of `all`: at 10M events it takes a while and about 3 GB of scratch disk.
     Scale,
+    /// Appends over HTTP from 1, 16 and 64 clients to a running replicated cluster's
+    /// leader (needs --url of any node; `scripts/cluster.sh up`).
+    Replicated,
     All,
 }
 
@@ -91,7 +94,12 @@ fn scratch_dir(dir: Option<&Path>) -> Result<tempfile::TempDir, String> {
     .map_err(|e| format!("cannot create a scratch directory: {e}"))
 }
 
-pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, nats: Option<&str>) -> Result<ExitCode, String> {
+pub fn run(dir: Option<&Path>, events: usize, contracts: usize, suite: Suite, nats: Option<&str>, url: Option<&str>) -> Result<ExitCode, String> {
+    if suite == Suite::Replicated {
+        let url = url.ok_or("--suite replicated needs --url URL (a node of a replicated cluster: scripts/cluster.sh up)")?;
+        crate::bench_http::run_replicated(url)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if suite == Suite::Nats {
         let url = nats.ok_or("--suite nats needs --nats URL (a scratch nats-server with sync_interval: always)")?;
         crate::bench_nats::run(&scratch_dir(dir)?, url)?;

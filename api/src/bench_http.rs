@@ -138,3 +138,33 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
     ledger.close();
     Ok(())
 }
+
+/// `cledger bench --suite replicated --url URL`: the same appends over HTTP from 1, 16 and 64
+/// clients, sent to the leader of a running replicated cluster (found through `URL`'s
+/// `GET /v1/cluster`; `scripts/cluster.sh up` makes one). Each append is acknowledged only
+/// once JetStream stored it on a quorum; compare with `--suite http` (local-only) on the
+/// same machine.
+pub fn run_replicated(url: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().map_err(|e| e.to_string())?;
+        let view: serde_json::Value = client.get(format!("{}/v1/cluster", url.trim_end_matches('/'))).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+        let leader = view["leader"].as_str().ok_or_else(|| format!("{url} names no leader (yet): {view}"))?.to_string();
+        println!("cledger bench --suite replicated: leader {leader}, {}s per measurement, single-event POSTs", MEASURE_FOR.as_secs());
+        println!("  {:>8} {:>12} {:>10} {:>10} {:>10}", "clients", "appends/s", "p50 ms", "p99 ms", "max ms");
+        // Contracts of this run only: a cluster keeps what earlier runs appended.
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for clients in [1usize, 16, 64] {
+            let (events, latencies) = writers(&client, &leader, clients, &format!("r{run}-w{clients}")).await?;
+            let latencies = Latencies::of(latencies);
+            println!(
+                "  {clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
+                events as f64 / MEASURE_FOR.as_secs_f64(),
+                latencies.p50_ms,
+                latencies.p99_ms,
+                latencies.max_ms
+            );
+        }
+        Ok::<(), String>(())
+    })
+}

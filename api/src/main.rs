@@ -142,6 +142,19 @@ enum Command {
         /// `ledger.json.<contract>.<type>` (stream LEDGER_JSON).
         #[arg(long, requires = "nats", conflicts_with = "follow")]
         nats_json: bool,
+        /// Replicated mode: the LEDGER stream (R3 on a 3-node cluster) is the commit log.
+        /// Run the same command on every node; one leads (by a lease in NATS KV), the others
+        /// follow and take over when it fails. Needs --advertise.
+        #[arg(long, requires = "nats", requires = "advertise", conflicts_with_all = ["follow", "nats_json"])]
+        replicated: bool,
+        /// Replicated mode: this node's URL as clients reach it (`http://HOST:PORT`), named to
+        /// clients that write to another node.
+        #[arg(long, requires = "replicated")]
+        advertise: Option<String>,
+        /// Replicated mode: the writer's lease lapses this long after its last renewal
+        /// (renewed four times as often); failover takes about this long.
+        #[arg(long, default_value_t = 3000, requires = "replicated")]
+        lease_ttl_ms: u64,
     },
     /// Run a C2SP tlog-witness: cosign the checkpoints of the logs given, each only if it
     /// extends the last one cosigned (kept durably, across restarts).
@@ -399,6 +412,9 @@ enum Command {
         /// NATS server for `--suite nats`.
         #[arg(long)]
         nats: Option<String>,
+        /// A node of a replicated cluster for `--suite replicated`.
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -468,6 +484,9 @@ fn main() -> ExitCode {
             witnesses,
             witness_quorum,
             nats_json,
+            replicated,
+            advertise,
+            lease_ttl_ms,
         } => server::serve(
             server::ServeConfig {
                 signing_key,
@@ -487,6 +506,9 @@ fn main() -> ExitCode {
                     follow,
                     leader_url,
                     json: nats_json,
+                    replicated,
+                    advertise,
+                    lease_ttl_ms,
                 }),
                 data,
                 listen,
@@ -571,7 +593,7 @@ fn main() -> ExitCode {
         }
         Command::Rebuild { data } => report::rebuild(&data),
         Command::Migrate { data } => report::migrate(&data),
-        Command::Bench { dir, events, contracts, suite, nats } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref()),
+        Command::Bench { dir, events, contracts, suite, nats, url } => bench::run(dir.as_deref(), events, contracts, suite, nats.as_deref(), url.as_deref()),
     };
     match result {
         Ok(code) => code,

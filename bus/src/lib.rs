@@ -19,6 +19,8 @@
 //! The follower copies the stream into its own ledger through [`Ledger::replicate`], which
 //! checks every hash and link before storing.
 
+pub mod replicated;
+
 use ledger::{Ledger, VerifyFailure};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
@@ -42,7 +44,7 @@ pub const CHECKPOINT_STREAM_NAME: &str = "LEDGER_CHECKPOINTS";
 pub const LEDGER_WIDE_TOKEN: &str = "~ledger";
 
 /// Messages in one atomic batch (the server's limit).
-const ATOMIC_BATCH_MAX: usize = 1_000;
+pub const ATOMIC_BATCH_MAX: usize = 1_000;
 /// Publishes in flight at once.
 const IN_FLIGHT_MAX: usize = 512;
 /// Events read from sled at a time.
@@ -585,20 +587,11 @@ pub async fn run_follower(
 }
 
 /// The event a stream message carries, if its bytes decode, are of its stream sequence,
-/// and hash to what its `Ledger-Hash` header says.
-fn checked_event(message: &jetstream::Message) -> Result<RecordedEvent, NatsError> {
+/// and hash to what its `Ledger-Hash` header says; with the idempotency records it carries
+/// (replicated mode's `Ledger-Key` headers; none in outbox mode).
+fn checked_event(message: &jetstream::Message) -> Result<(RecordedEvent, Vec<(String, ledger::KeyRecord)>), NatsError> {
     let info = message.info().map_err(transient)?;
-    let seq = info.stream_sequence;
-    let recorded = RecordedEvent::from_canonical(message.payload.to_vec())
-        .map_err(|e| broken(VerifyFailure { seq, reason: format!("the message does not decode: {e}") }))?;
-    if recorded.event.seq != seq {
-        return Err(broken(VerifyFailure { seq, reason: format!("the message holds event seq {}", recorded.event.seq) }));
-    }
-    let claimed = message.headers.as_ref().and_then(|h| h.get("Ledger-Hash")).map(|v| v.as_str().to_string());
-    if claimed.as_deref() != Some(recorded.hash.to_hex().as_str()) {
-        return Err(broken(VerifyFailure { seq, reason: format!("the bytes hash to {}, the Ledger-Hash header says {claimed:?}", recorded.hash) }));
-    }
-    Ok(recorded)
+    replicated::checked_message(info.stream_sequence, &message.payload, message.headers.as_ref())
 }
 
 fn broken(failure: VerifyFailure) -> NatsError {
@@ -667,17 +660,31 @@ async fn follow_until_error(
         // Check each message; the good ones before a bad one are still stored, so the
         // follower stops exactly at the first event it cannot accept.
         let mut events = Vec::with_capacity(batch.len());
+        let mut keys = vec![];
         let mut bad = None;
+        let head = ledger.head().seq;
         for message in &batch {
             match checked_event(message) {
-                Ok(recorded) => events.push(recorded),
+                // Already stored (committed by this node's own writer before it started
+                // following): it must be the very same event.
+                Ok((recorded, _)) if recorded.event.seq <= head => {
+                    let ours = ledger.event(recorded.event.seq).map_err(transient)?;
+                    if ours.as_ref().map(|e| e.hash) != Some(recorded.hash) {
+                        bad = Some(broken(VerifyFailure { seq: recorded.event.seq, reason: format!("the stream holds {}, this node {:?}", recorded.hash, ours.map(|e| e.hash)) }));
+                        break;
+                    }
+                }
+                Ok((recorded, k)) => {
+                    events.push(recorded);
+                    keys.extend(k);
+                }
                 Err(e) => {
                     bad = Some(e);
                     break;
                 }
             }
         }
-        let replicated = ledger.replicate(events).await.map_err(transient)?;
+        let replicated = ledger.replicate_with_keys(events, keys).await.map_err(transient)?;
         status.confirmed.store(replicated.head.seq, Ordering::Relaxed);
         metrics::counter!("follower_events_total").increment(replicated.stored as u64);
         if let Some(failure) = replicated.refused {

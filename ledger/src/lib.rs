@@ -209,6 +209,13 @@ pub enum ReplicationError {
 /// quorum. A group it refuses is rolled back and never acknowledged.
 pub trait Replicator: Send + Sync {
     fn replicate(&self, group: &ReplicationGroup<'_>) -> Result<(), ReplicationError>;
+
+    /// Most events the log takes in one atomic append. The writer never hands it a larger
+    /// group (it closes a group early, and refuses a request larger than this), so a
+    /// request's events are never split between two appends of the log.
+    fn group_events_max(&self) -> usize {
+        GROUP_EVENTS_MAX
+    }
 }
 
 /// The answer to a submitted request, to wait for (`recv`, or `.await`).

@@ -111,6 +111,11 @@ pub(crate) struct Writer {
     last_persist: Instant,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     replicator: Option<Arc<dyn Replicator>>,
+    /// Most events in one group: [`GROUP_EVENTS_MAX`], or less if the replicated log takes
+    /// fewer in one atomic append.
+    group_events_max: usize,
+    /// A job taken from the queue that did not fit in the last group: it starts the next.
+    carried: Option<Job>,
     jobs: Receiver<Job>,
 }
 
@@ -147,18 +152,32 @@ impl Writer {
             events_since_persist: 0,
             last_persist: Instant::now(),
             clock: options.clock,
+            group_events_max: options.replicator.as_ref().map_or(GROUP_EVENTS_MAX, |r| r.group_events_max().clamp(1, GROUP_EVENTS_MAX)),
             replicator: options.replicator,
+            carried: None,
             jobs,
         }
     }
 
     pub(crate) fn run(mut self) {
-        while let Ok(first) = self.jobs.recv() {
+        loop {
+            let first = match self.carried.take() {
+                Some(job) => job,
+                None => match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
             let mut jobs = vec![first];
             let mut events = jobs[0].events();
-            // Take whatever else is already waiting, up to the group bound.
-            while events < GROUP_EVENTS_MAX {
+            // Take whatever else is already waiting, up to the group bound; a job that would
+            // cross it starts the next group.
+            while events < self.group_events_max {
                 match self.jobs.try_recv() {
+                    Ok(job) if events + job.events() > self.group_events_max => {
+                        self.carried = Some(job);
+                        break;
+                    }
                     Ok(job) => {
                         events += job.events();
                         jobs.push(job);
@@ -209,20 +228,35 @@ impl Writer {
     fn process(&mut self, jobs: &[Job]) -> (Vec<Outcome>, GroupEnd) {
         let mut group = Group::default();
         let start = (self.head, self.frontier.clone(), self.ledger.clone());
+        // Events staged by copying from the replicated log (already stored there).
+        let mut copied = 0;
         let outcomes = jobs
             .iter()
             .map(|job| match job {
                 Job::Append { request, .. } => Outcome::Append(self.decide(request, &mut group)),
-                Job::Replicate { events, keys, .. } => Outcome::Replicate(Ok(self.replicate(events, keys, &mut group))),
+                Job::Replicate { events, keys, .. } => {
+                    let before = group.events.len();
+                    let outcome = Outcome::Replicate(Ok(self.replicate(events, keys, &mut group)));
+                    copied += group.events.len() - before;
+                    outcome
+                }
             })
             .collect();
         if group.writes.is_empty() && group.events.is_empty() {
             return (outcomes, GroupEnd::Committed);
         }
         // Replicated mode: the group is stored by a quorum before it is committed here;
-        // events copied from the replicated log are already there.
-        let appended = jobs.iter().any(|j| matches!(j, Job::Append { .. }));
-        if let (Some(replicator), true, false) = (&self.replicator, appended, group.events.is_empty()) {
+        // events copied from the replicated log are already there. A node copies only while
+        // it does not lead, and appends only while it leads, so a group holds one kind; one
+        // that held both would be refused whole rather than half published.
+        let appended = group.events.len() > copied;
+        if self.replicator.is_some() && appended && copied > 0 {
+            metrics::counter!("ledger_groups_not_replicated_total").increment(1);
+            self.rollback_group(group, start);
+            let mixed = ReplicationError::Unavailable("the node was copying the replicated log while appending; retry".into());
+            return (outcomes, GroupEnd::NotReplicated(mixed));
+        }
+        if let (Some(replicator), true) = (&self.replicator, appended) {
             let durable = start.0.seq;
             let replication = ReplicationGroup {
                 after: durable,
@@ -388,6 +422,10 @@ impl Writer {
         }
         if request.events.len() > REQUEST_EVENTS_MAX {
             return whole(Rejection::new(Code::BatchTooLarge, None, format!("at most {REQUEST_EVENTS_MAX} events a request")));
+        }
+        // Replicated mode: a request is published in one atomic append of the log.
+        if request.events.len() > self.group_events_max {
+            return whole(Rejection::new(Code::BatchTooLarge, None, format!("at most {} events a request in replicated mode", self.group_events_max)));
         }
         if let Err(rejection) = events::check_text("actor", &request.actor) {
             return whole(rejection);

@@ -16,6 +16,10 @@ struct Log {
     events: Mutex<Vec<RecordedEvent>>,
     keys: Mutex<Vec<(String, KeyRecord)>>,
     refuse_next: Mutex<Option<ReplicationError>>,
+    /// Most events it takes at once (0: the ledger's own bound).
+    max: usize,
+    /// The size of every group it took.
+    sizes: Mutex<Vec<usize>>,
 }
 
 impl Replicator for Log {
@@ -28,9 +32,14 @@ impl Replicator for Log {
             return Err(ReplicationError::Fenced(format!("the log ends at {}, not {}", events.len(), group.after)));
         }
         assert_eq!(group.events.first().map(|e| e.event.seq), Some(group.after + 1));
+        self.sizes.lock().unwrap().push(group.events.len());
         events.extend(group.events.iter().map(|e| (*e).clone()));
         self.keys.lock().unwrap().extend(group.keys.iter().map(|(k, r)| (k.to_string(), *r)));
         Ok(())
+    }
+
+    fn group_events_max(&self) -> usize {
+        if self.max == 0 { ledger::GROUP_EVENTS_MAX } else { self.max }
     }
 }
 
@@ -115,4 +124,39 @@ fn a_fenced_writer_stops_writing_follows_and_replays_a_retry_after_failover() {
     let rest: Vec<RecordedEvent> = log.events.lock().unwrap()[1..].to_vec();
     assert_eq!(runtime.block_on(a.replicate(rest)).unwrap().stored, 1);
     assert_eq!(a.head(), b.head());
+}
+
+#[test]
+fn groups_never_exceed_what_the_log_takes_in_one_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log { max: 3, ..Log::default() });
+    let ledger = Arc::new(replicated(dir.path(), &log));
+    ledger.set_leading(true);
+    // A request larger than one append of the log is refused whole, never split.
+    let big = AppendRequest {
+        events: (0..4).map(|i| proposal(&small_grant(&format!("big{i}")))).collect(),
+        mode: Mode::Atomic,
+        idempotency_key: None,
+        actor: "t@example".into(),
+    };
+    assert!(matches!(ledger.append(big), Err(AppendError::RequestRefused(r)) if r.code == events::Code::BatchTooLarge));
+    // Many requests at once: the writer closes each group at the bound.
+    let answers: Vec<_> = (0..40)
+        .map(|i| {
+            let request = AppendRequest {
+                events: (0..2).map(|j| proposal(&small_grant(&format!("c{i}-{j}")))).collect(),
+                mode: Mode::Atomic,
+                idempotency_key: Some(format!("k{i}")),
+                actor: "t@example".into(),
+            };
+            ledger.submit(request).unwrap()
+        })
+        .collect();
+    for answer in answers {
+        assert_eq!(answer.recv().unwrap().unwrap().receipts.len(), 2);
+    }
+    let sizes = log.sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 80);
+    assert!(sizes.iter().all(|s| *s <= 3 && *s % 2 == 0), "{sizes:?}");
+    assert_eq!(ledger.head().seq, 80);
 }

@@ -122,6 +122,18 @@ impl NatsNode {
         }
     }
 
+    /// SIGKILL: the node dies at once, mid-whatever (its store stays for a restart).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts the node again with the same ports and store.
     pub fn restart(&mut self) {
         self.stop();

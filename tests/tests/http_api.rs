@@ -527,7 +527,7 @@ fn openapi_lists_every_route_and_every_listed_route_exists() {
     let required = [
         "POST /v1/events", "POST /v1/events/batch", "GET /v1/events", "GET /v1/events/{seq}", "GET /v1/contracts", "GET /v1/contracts/{id}",
         "GET /v1/contracts/{id}/events", "GET /v1/contracts/{id}/revenue", "GET /v1/portfolio", "GET /v1/chain/head", "GET /v1/stream",
-        "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json",
+        "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /v1/cluster",
     ];
     let missing: Vec<&str> = required.iter().copied().filter(|r| !listed.iter().any(|l| l == r)).collect();
     assert!(missing.is_empty(), "not in /openapi.json: {missing:?}; listed: {listed:?}");
@@ -562,6 +562,15 @@ fn openapi_lists_every_route_and_every_listed_route_exists() {
     for route in ["/v1/contracts/{id}/rollforward", "/v1/portfolio/rollforward", "/v1/contracts/{id}/rpo", "/v1/portfolio/rpo", "/v1/portfolio/waterfall", "/v1/corrections", "/v1/periods", "/v1/periods/preview", "/v1/contracts/{id}/chart.svg", "/"] {
         assert!(paths.contains_key(route), "{route} not in /openapi.json");
     }
+}
+
+#[test]
+fn the_embedded_server_says_it_leads_alone() {
+    let server = Server::start();
+    server.append_ok(&small_grant("c"));
+    let cluster = server.get_json("/v1/cluster");
+    assert_eq!((cluster["mode"].as_str(), cluster["role"].as_str(), cluster["head"].as_u64()), (Some("embedded"), Some("leader"), Some(1)));
+    assert!(cluster["leader"].is_null());
 }
 
 #[test]

@@ -11,7 +11,7 @@ enum Access {
     Open,
 }
 
-const ROUTES: [(&str, &str, Access); 28] = [
+const ROUTES: [(&str, &str, Access); 29] = [
     ("POST", "/v1/events", Access::Write),
     ("POST", "/v1/events/batch", Access::Write),
     ("GET", "/v1/events", Access::Audit),
@@ -38,6 +38,7 @@ const ROUTES: [(&str, &str, Access); 28] = [
     ("GET", "/v1/export", Access::Audit),
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
+    ("GET", "/v1/cluster", Access::Open),
     ("GET", "/metrics", Access::Open),
     ("GET", "/openapi.json", Access::Open),
 ];

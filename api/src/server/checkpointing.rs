@@ -288,7 +288,8 @@ pub async fn checkpoint_loop(ledger: Arc<Ledger>, checkpoints: Arc<Checkpointing
     loop {
         let size = ledger.head().seq;
         let mut wait = every;
-        if done != Some(size) {
+        // Replicated mode: only the leader signs (elsewhere `is_leading` is always true).
+        if done != Some(size) && ledger.is_leading() {
             match checkpoints.checkpoint_now(&ledger).await {
                 Ok(round) if round.quorum => done = Some(round.issued.checkpoint.size),
                 Ok(_) => wait = every.min(RETRY_WITHOUT_QUORUM),

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Extra members of the error object (`current_version`, `index`, `leader`, ...).
     pub extra: Map<String, Value>,
+    /// `Retry-After` seconds, on a refusal the client should retry.
+    pub retry_after: Option<u64>,
 }
 
 /// The error body, for the OpenAPI document.
@@ -36,7 +38,7 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, extra: Map::new() }
+        ApiError { status, code, message: message.into(), field: None, extra: Map::new(), retry_after: None }
     }
 
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
@@ -46,6 +48,12 @@ impl ApiError {
 
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
         self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -157,6 +165,10 @@ impl IntoResponse for ApiError {
         }
         error.extend(self.extra);
         metrics::counter!("http_errors_total", "code" => self.code).increment(1);
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -95,8 +95,13 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// A follower holds a copy of its leader's ledger: writes go to the leader.
+/// A follower holds a copy of its leader's ledger: writes go to the leader. In replicated
+/// mode, a node that does not lead names the leader (421 `not_leader`), or, with no leader
+/// yet, answers 503 `no_leader` with `Retry-After`.
 fn refuse_on_follower(app: &Shared) -> Result<(), ApiError> {
+    if let Some(cluster) = app.nats.as_ref().and_then(|n| n.cluster.as_ref()) {
+        return if app.ledger.is_leading() { Ok(()) } else { Err(not_leader(cluster)) };
+    }
     match &app.nats {
         Some(n) if n.follow => {
             let leader = n.leader_url.clone();
@@ -134,6 +139,26 @@ async fn append(app: &Shared, request: AppendRequest) -> Result<Appended, Append
         metrics::counter!("http_appends_total").increment(1);
     }
     outcome
+}
+
+/// Replicated mode: where writes go now. The leader as last seen in the lease, unless that
+/// is this node (its writer was fenced a moment ago, or it is taking over): then none yet.
+pub(crate) fn not_leader(cluster: &bus::replicated::Cluster) -> ApiError {
+    match cluster.leader().filter(|url| *url != cluster.advertise) {
+        Some(url) => ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", format!("this node is not the leader; send writes to the leader at {url}"))
+            .with("leader", json!(url)),
+        None => ApiError::unavailable_code("no_leader", "no node leads the cluster right now (a failover is under way); retry shortly with the same Idempotency-Key")
+            .with("leader", Value::Null)
+            .retry_after(1),
+    }
+}
+
+fn append_error_in(app: &Shared, e: AppendError, batch: bool) -> ApiError {
+    match (e, app.nats.as_ref().and_then(|n| n.cluster.as_ref())) {
+        (AppendError::NotLeader, Some(cluster)) => not_leader(cluster),
+        (AppendError::NotReplicated(m), Some(_)) => ApiError::from(AppendError::NotReplicated(m)).retry_after(1),
+        (e, _) => append_error(e, batch),
+    }
 }
 
 fn append_error(e: AppendError, batch: bool) -> ApiError {
@@ -187,7 +212,7 @@ pub async fn append_event(State(app): State<Shared>, headers: HeaderMap, body: B
     let proposal = Proposal::parse_json(&bytes)?;
     check_principal(&caller, std::slice::from_ref(&proposal), false)?;
     let request = AppendRequest { events: vec![proposal], mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
-    let appended = append(&app, request).await.map_err(|e| append_error(e, false))?;
+    let appended = append(&app, request).await.map_err(|e| append_error_in(&app, e, false))?;
     let receipt = &appended.receipts[0];
     Ok(created(receipt_json(receipt), receipt.replayed))
 }
@@ -301,7 +326,7 @@ pub async fn append_batch(State(app): State<Shared>, headers: HeaderMap, body: B
     }
     check_principal(&caller, &proposals, true)?;
     let request = AppendRequest { events: proposals, mode: Mode::Atomic, idempotency_key: key, actor: caller.name };
-    let appended = append(&app, request).await.map_err(|e| append_error(e, true))?;
+    let appended = append(&app, request).await.map_err(|e| append_error_in(&app, e, true))?;
     let replayed = appended.receipts.iter().all(|r| r.replayed);
     let receipts: Vec<Value> = appended.receipts.iter().map(receipt_json).collect();
     Ok(created(json!({ "receipts": receipts }), replayed))
@@ -535,6 +560,12 @@ pub async fn list_checkpoints(State(app): State<Shared>, headers: HeaderMap, Raw
 pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     app.auth.authorize(&headers, Access::Audit)?;
     let c = checkpoints(&app)?;
+    // Replicated mode: only the leader signs, so checkpoints move forward in one order.
+    if let Some(cluster) = app.nats.as_ref().and_then(|n| n.cluster.as_ref())
+        && !app.ledger.is_leading()
+    {
+        return Err(not_leader(cluster));
+    }
     let round = c.checkpoint_now(&app.ledger).await.map_err(round_error)?;
     Ok((StatusCode::CREATED, Json(c.json(&round.issued))).into_response())
 }
@@ -694,19 +725,78 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
     let writer = app.ledger.failure().map(|f| {
         json!({"kind": f.kind.as_str(), "reason": f.reason, "at": f.at.to_rfc3339()})
     });
+    let cluster = app.nats.as_ref().and_then(|n| n.cluster.as_ref()).map(|c| cluster_json(&app, c));
     let failure = app
         .ledger
         .failure()
         .map(|f| format!("the ledger writer stopped: {}", f.reason))
-        .or_else(|| app.nats.as_ref().and_then(|n| n.status.failure().or_else(|| n.json_status.as_ref().and_then(|j| j.failure()))));
+        .or_else(|| app.nats.as_ref().and_then(|n| n.status.failure().or_else(|| n.json_status.as_ref().and_then(|j| j.failure()))))
+        .or_else(|| app.nats.as_ref().and_then(|n| n.cluster.as_ref()).and_then(|c| c.status.failure()))
+        .or_else(|| {
+            // A follower too far behind serves stale reads: not ready until it catches up.
+            let lag = cluster.as_ref().and_then(|c| c["lag_events"].as_u64()).unwrap_or(0);
+            (lag > READY_LAG_EVENTS_MAX).then(|| format!("this node is {lag} events behind the stream (more than {READY_LAG_EVENTS_MAX})"))
+        });
     match failure {
-        None => Json(json!({"ready": true, "head": head, "nats": nats, "witnessing": witnesses})).into_response(),
+        None => Json(json!({"ready": true, "head": head, "nats": nats, "cluster": cluster, "witnessing": witnesses})).into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": reason, "writer_failure": writer, "head": head, "nats": nats, "witnessing": witnesses})),
+            Json(json!({"ready": false, "reason": reason, "writer_failure": writer, "head": head, "nats": nats, "cluster": cluster, "witnessing": witnesses})),
         )
             .into_response(),
     }
+}
+
+/// A replicated node further behind the stream than this is not ready.
+const READY_LAG_EVENTS_MAX: u64 = 10_000;
+
+/// The cluster as this node sees it (replicated mode).
+fn cluster_json(app: &super::App, c: &bus::replicated::Cluster) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let head = app.ledger.head().seq;
+    let stream_last = c.status.stream_last.load(Relaxed).max(head);
+    // A lease holder whose writer was just fenced is catching up, not taking writes.
+    let role = match (app.ledger.is_leading(), c.role()) {
+        (true, _) => "leader",
+        (false, bus::replicated::Role::Leader) => "candidate",
+        (false, role) => role.as_str(),
+    };
+    let members: Vec<Value> = c
+        .members()
+        .into_iter()
+        .map(|m| json!({"url": m.url, "role": m.role, "head": m.head, "lag_events": stream_last.saturating_sub(m.head)}))
+        .collect();
+    json!({
+        "mode": "replicated",
+        "role": role,
+        "leader": c.leader(),
+        "self": c.advertise,
+        "head": head,
+        "stream_last": stream_last,
+        "lag_events": stream_last.saturating_sub(head),
+        "terms": c.terms.load(Relaxed),
+        "fenced": c.fenced.load(Relaxed),
+        "lease_ttl_ms": c.timing.ttl.as_millis() as u64,
+        "members": members,
+        "failure": c.status.failure(),
+    })
+}
+
+/// Who leads the cluster, and this node's place in it.
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations",
+    responses((status = 200, description = "`{\"role\": \"leader\"|\"follower\"|\"candidate\", \"leader\": URL or null, \"head\", \"stream_last\", \"lag_events\", \"members\": [...]}`", body = Object)))]
+/// Unauthenticated, like `/readyz`: clients need it to find the leader, and it shows no
+/// contract data.
+pub async fn cluster(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let head = app.ledger.head().seq;
+    Ok(Json(match &app.nats {
+        Some(n) => match &n.cluster {
+            Some(c) => cluster_json(&app, c),
+            None if n.follow => json!({"mode": "follower", "role": "follower", "leader": n.leader_url, "head": head}),
+            None => json!({"mode": "outbox", "role": "leader", "leader": null, "head": head}),
+        },
+        None => json!({"mode": "embedded", "role": "leader", "leader": null, "head": head}),
+    }))
 }
 
 /// The OpenAPI document, built from the same route list the server runs.

@@ -80,6 +80,12 @@ pub struct NatsConfig {
     pub leader_url: Option<String>,
     /// Also publish every event's JSON on `ledger.json.<contract>.<type>` (stream LEDGER_JSON).
     pub json: bool,
+    /// Replicated mode: the stream is the commit log; one node writes at a time, by lease.
+    pub replicated: bool,
+    /// Replicated mode: this node's URL as clients reach it (named in the lease).
+    pub advertise: Option<String>,
+    /// Replicated mode: the lease lapses this long after its last renewal.
+    pub lease_ttl_ms: u64,
 }
 
 pub struct ServeConfig {
@@ -165,6 +171,8 @@ pub struct NatsHandle {
     pub json_status: Option<Arc<bus::NatsStatus>>,
     pub follow: bool,
     pub leader_url: Option<String>,
+    /// Replicated mode: this node's view of the cluster.
+    pub cluster: Option<Arc<bus::replicated::Cluster>>,
 }
 
 /// Why `serve` could not connect to NATS. A refused credential stops the start (exit code
@@ -385,6 +393,7 @@ pub fn router(app: Shared) -> axum::Router {
         .routes(routes!(stream::stream))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::readyz))
+        .routes(routes!(handlers::cluster))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi))
         .routes(routes!(crate::dashboard::index))
@@ -593,7 +602,24 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     let tls = config.tls.clone().map(tls::TlsState::load).transpose().map_err(|e| format!("TLS: {e}"))?.map(Arc::new);
     let max_connections = edge::connection_cap(config.max_connections);
     let metrics = install_metrics()?;
-    let ledger = Arc::new(Ledger::open(&config.data, ledger_options()?).map_err(|e| e.to_string())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut options = ledger_options()?;
+    // Replicated mode: NATS first, since the ledger's writer publishes every group through
+    // it before committing; the node starts as a follower (the lease decides who writes).
+    let replicated = match config.nats.as_ref().filter(|n| n.replicated) {
+        Some(nc) => {
+            let advertise = nc.advertise.clone().ok_or("--replicated needs --advertise URL: this node's address as clients reach it")?;
+            if nc.follow || nc.json {
+                return Err("--replicated excludes --follow (a replicated node follows by itself when it does not lead) and --nats-json".into());
+            }
+            let client = runtime.block_on(connect_nats(nc)).map_err(|e| e.to_string())?;
+            let cluster = Arc::new(bus::replicated::Cluster::new(advertise, bus::replicated::LeaseTiming::from_ttl_ms(nc.lease_ttl_ms)));
+            options.replicator = Some(Arc::new(bus::replicated::StreamReplicator::new(cluster.clone(), client.clone(), runtime.handle().clone())));
+            Some((client, cluster, nc.replicas, nc.url.split(',').count()))
+        }
+        None => None,
+    };
+    let ledger = Arc::new(Ledger::open(&config.data, options).map_err(|e| e.to_string())?);
     let follow = config.nats.as_ref().is_some_and(|n| n.follow);
     let checkpoints = if follow {
         if !config.witnesses.witnesses.is_empty() {
@@ -610,7 +636,6 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         Some(Arc::new(checkpointing::Checkpointing::new(Arc::new(signer), cosigning)))
     };
     before_start(&ledger)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
         // Before anything can send it: SIGHUP's default action ends the process.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
@@ -619,7 +644,15 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut nats = None;
         let mut nats_tasks = vec![];
-        if let Some(nc) = &config.nats {
+        if let Some((client, cluster, replicas, urls)) = replicated {
+            // R3 on a cluster of three or more (unless --stream-replicas says otherwise).
+            let known = client.server_info().connect_urls.len().max(urls);
+            let replicas = if replicas > 1 { replicas } else { known.clamp(1, 3) };
+            let settings = bus::StreamSettings { replicas, ..Default::default() };
+            tracing::info!(advertise = %cluster.advertise, replicas, lease_ttl_ms = cluster.timing.ttl.as_millis() as u64, "replicated mode: following until this node takes the lease");
+            nats_tasks.push(tokio::spawn(bus::replicated::run_cluster(ledger.clone(), client.clone(), settings, cluster.clone(), shutdown_rx.clone())));
+            nats = Some(NatsHandle { client, status: cluster.status.clone(), json_status: None, follow: false, leader_url: None, cluster: Some(cluster) });
+        } else if let Some(nc) = &config.nats {
             let client = connect_nats(nc).await.map_err(|e| e.to_string())?;
             let settings = bus::StreamSettings { replicas: nc.replicas.max(1), ..Default::default() };
             check_stream_at_start(&ledger, &client, &settings, nc.follow).await?;
@@ -645,7 +678,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
                 }
                 nats_tasks.push(tokio::spawn(bus::run_publisher(ledger.clone(), client.clone(), settings, status.clone(), shutdown_rx.clone())));
             }
-            nats = Some(NatsHandle { client, status, json_status, follow: nc.follow, leader_url: nc.leader_url.clone() });
+            nats = Some(NatsHandle { client, status, json_status, follow: nc.follow, leader_url: nc.leader_url.clone(), cluster: None });
         }
         if let Some(c) = &checkpoints
             && !config.checkpoint_every.is_zero()
