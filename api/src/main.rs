@@ -56,6 +56,11 @@ enum Command {
         /// Most Server-Sent Events clients at once; more get 503 `too_many_streams`.
         #[arg(long, default_value_t = server::MAX_STREAMS_DEFAULT)]
         max_streams: usize,
+        /// Contract states readers keep in memory, counted in events (about 350 bytes
+        /// each): past it, a state a query loaded is dropped after the query if it is all
+        /// saved, so memory stays bounded and large portfolio queries load states again.
+        #[arg(long, default_value_t = ledger::views::RESIDENT_EVENTS_DEFAULT)]
+        views_resident_events: u64,
         /// Most connections at once (lowered to fit the open-file limit). At the cap the
         /// idlest connection is closed for a new one; if none is idle the new one is.
         #[arg(long, default_value_t = server::Limits::DEFAULT.max_connections)]
@@ -458,6 +463,7 @@ fn main() -> ExitCode {
             tokens,
             sse_stall_ms,
             max_streams,
+            views_resident_events,
             max_connections,
             header_read_timeout_ms,
             idle_timeout_ms,
@@ -522,6 +528,7 @@ fn main() -> ExitCode {
                 header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
                 idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
                 max_streams,
+                views_resident_events,
             },
             |_| Ok(()),
         ),

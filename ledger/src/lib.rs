@@ -303,6 +303,11 @@ pub struct Options {
     /// Replicated mode: every group goes through it before the local commit, and the
     /// ledger starts not taking writes until [`Ledger::set_leading`] says it leads.
     pub replicator: Option<Arc<dyn Replicator>>,
+    /// Readers keep the states they load in memory until the loaded states hold this many
+    /// events; beyond it, a state a reader loaded is unloaded after the read if all of it
+    /// is saved. Bounds a server's memory under reads (a portfolio query then reloads what
+    /// it needs each time); the writer's own states are not bounded by it.
+    pub views_resident_events: u64,
 }
 
 /// The system clock, in microseconds since the Unix epoch.
@@ -313,7 +318,7 @@ pub fn system_clock() -> Timestamp {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None }
+        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None, views_resident_events: views::RESIDENT_EVENTS_DEFAULT }
     }
 }
 
@@ -404,7 +409,8 @@ impl Ledger {
         let views_tree = db.open_tree("views").map_err(storage)?;
         // The directory of contracts, and the events after the views' cursor folded in;
         // views that cannot be used are rebuilt from the chain, never a reason not to start.
-        let opened = views::open(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
+        let mut opened = views::open(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
+        opened.views.set_resident_budget(options.views_resident_events);
         let ledger_facts = opened.ledger;
         if opened.cursor < head.seq || views_tree.is_empty() {
             // Events were folded in to catch up: save the result, so the next open does not
@@ -651,8 +657,13 @@ impl Ledger {
     /// through `at`.
     pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Result<Option<R>, ReadError> {
         let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
-        let state = self.shared.views.lock(&slot, id, self.head().seq)?;
-        Ok(state.known_at(at.known_at).then(|| f(&state)))
+        let (state, loaded_now) = self.shared.views.lock_reading(&slot, id, self.head().seq)?;
+        let result = state.known_at(at.known_at).then(|| f(&state));
+        drop(state);
+        if loaded_now {
+            self.shared.views.relieve(&slot);
+        }
+        Ok(result)
     }
 
     /// Runs `f` on every contract known at `at`, in id order, one contract locked (and, if
@@ -660,9 +671,13 @@ impl Ledger {
     pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) -> Result<(), ReadError> {
         let head = self.head().seq;
         for (id, slot) in self.shared.views.all() {
-            let state = self.shared.views.lock(&slot, &id, head)?;
+            let (state, loaded_now) = self.shared.views.lock_reading(&slot, &id, head)?;
             if state.known_at(at.known_at) {
                 f(&state);
+            }
+            drop(state);
+            if loaded_now {
+                self.shared.views.relieve(&slot);
             }
         }
         Ok(())

@@ -42,6 +42,9 @@ pub const PERSIST_EVERY_MS: u128 = 5_000;
 /// A contract's deltas are replaced by a snapshot once they would outweigh it, and never
 /// before they reach this size (so a small contract is not rewritten at every save).
 pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
+/// Default of [`crate::Options::views_resident_events`]: about 700 MiB of states at the
+/// ~350 bytes an event takes in memory.
+pub const RESIDENT_EVENTS_DEFAULT: u64 = 2_000_000;
 
 /// Events since the last save whose bytes a save reads in one pass, block by block, to
 /// write the deltas; a save that follows more (saves failed for a while) reads each event
@@ -112,6 +115,15 @@ struct Persisted {
 pub struct Loaded {
     pub state: ContractState,
     persisted: Persisted,
+    /// Its events when it was loaded: what it adds to [`Views`]' resident count.
+    resident_events: u64,
+}
+
+impl Loaded {
+    /// Everything it holds is in the views tree: unloading it loses nothing.
+    fn is_clean(&self) -> bool {
+        self.persisted.version > 0 && self.persisted.version == self.state.version
+    }
 }
 
 /// One contract's place in the views: its state once loaded.
@@ -130,6 +142,12 @@ pub struct Views {
     contracts: RwLock<BTreeMap<ContractId, Arc<Slot>>>,
     /// The cursor of the last save that succeeded (what the tree's `Mcursor` says).
     saved_cursor: Mutex<u64>,
+    /// Events of the states loaded from the tree that are still in memory (as counted when
+    /// each was loaded).
+    resident_events: std::sync::atomic::AtomicU64,
+    /// Above this many resident events, a state a reader loaded is unloaded again after the
+    /// read if it is clean ([`Views::relieve`]).
+    resident_budget: u64,
 }
 
 /// The canonical bytes of the events a save writes as deltas: the events since the last
@@ -159,7 +177,47 @@ impl SaveReader<'_> {
 
 impl Views {
     fn new(chain: sled::Tree, tree: sled::Tree, saved_cursor: u64) -> Views {
-        Views { tree, chain, contracts: RwLock::new(BTreeMap::new()), saved_cursor: Mutex::new(saved_cursor) }
+        Views {
+            tree,
+            chain,
+            contracts: RwLock::new(BTreeMap::new()),
+            saved_cursor: Mutex::new(saved_cursor),
+            resident_events: std::sync::atomic::AtomicU64::new(0),
+            resident_budget: RESIDENT_EVENTS_DEFAULT,
+        }
+    }
+
+    /// Sets the resident budget ([`crate::Options::views_resident_events`]).
+    pub fn set_resident_budget(&mut self, events: u64) {
+        self.resident_budget = events;
+    }
+
+    /// Events of the loaded states, as counted when each was loaded.
+    pub fn resident_events(&self) -> u64 {
+        self.resident_events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Locks a contract's state for a reader; also says whether this call loaded it.
+    pub fn lock_reading<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<(StateGuard<'a>, bool), ReadError> {
+        let loaded_now = slot.loaded.lock().is_none();
+        Ok((self.lock(slot, id, known_at)?, loaded_now))
+    }
+
+    /// After a reader is done with a state it loaded: if the views hold more than their
+    /// budget and the state is clean (all of it in the tree), unload it again. The writer
+    /// never calls this, and a state with changes not yet saved is never unloaded, so no
+    /// work is lost; the next use loads it again.
+    pub fn relieve(&self, slot: &Slot) {
+        use std::sync::atomic::Ordering;
+        if self.resident_events.load(Ordering::Relaxed) <= self.resident_budget {
+            return;
+        }
+        let mut guard = slot.loaded.lock();
+        if guard.as_ref().is_some_and(Loaded::is_clean)
+            && let Some(loaded) = guard.take() {
+                self.resident_events.fetch_sub(loaded.resident_events.min(self.resident_events()), Ordering::Relaxed);
+                metrics::counter!("ledger_views_unloaded_total").increment(1);
+            }
     }
 
     // The map is only changed whole-entry by the writer; a reader's panic cannot leave it
@@ -181,7 +239,9 @@ impl Views {
     pub fn lock<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<StateGuard<'a>, ReadError> {
         let mut guard = slot.loaded.lock();
         if guard.is_none() {
-            *guard = Some(self.load(id, known_at)?);
+            let loaded = self.load(id, known_at)?;
+            self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
+            *guard = Some(loaded);
         }
         MutexGuard::try_map(guard, |l| l.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
     }
@@ -189,7 +249,8 @@ impl Views {
     /// A contract created now (its grant staged): in memory, nothing of it persisted.
     pub fn insert_new(&self, state: ContractState) {
         let id = state.contract_id.clone();
-        let slot = Slot { loaded: Mutex::new(Some(Loaded { state, persisted: Persisted::default() })) };
+        // Not counted as resident: a reader never loaded it, so no reader unloads it.
+        let slot = Slot { loaded: Mutex::new(Some(Loaded { state, persisted: Persisted::default(), resident_events: 0 })) };
         self.write().insert(id, Arc::new(slot));
     }
 
@@ -227,7 +288,8 @@ impl Views {
         tracing::warn!("the view of contract {id} cannot be used ({reason}); refolding it from the chain");
         metrics::counter!("ledger_views_rebuilt_total").increment(1);
         let state = fold_from_chain(&self.chain, id, known_at)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
-        Ok(Loaded { state, persisted: Persisted::default() })
+        let resident_events = state.events.len() as u64;
+        Ok(Loaded { state, persisted: Persisted::default(), resident_events })
     }
 
     /// Persists what changed in `dirty` since the last save, with the ledger's facts and the
@@ -320,7 +382,8 @@ fn load_persisted(tree: &sled::Tree, id: &ContractId) -> Result<Option<Loaded>, 
         delta_bytes += value.len();
     }
     let persisted = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes };
-    Ok(Some(Loaded { state, persisted }))
+    let resident_events = state.events.len() as u64;
+    Ok(Some(Loaded { state, persisted, resident_events }))
 }
 
 /// The events of a delta value, or `None` if it is malformed.

@@ -63,7 +63,7 @@ fn a_retry_staged_in_the_same_failed_group_is_not_acknowledged() {
         clock: gate.clock(),
         faults: Some(FaultPlan { nth: 5, action: FaultAction::Error }),
         record_io: true,
-        replicator: None,
+        ..Options::default()
     };
     let ledger = Ledger::open(dir.path(), options).unwrap();
     let first = ledger.submit(AppendRequest::one(proposal(&small_grant("first")), "t")).unwrap();

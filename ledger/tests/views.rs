@@ -189,3 +189,44 @@ fn views_save_what_changed_and_load_on_use() {
     Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
     assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental);
 }
+
+/// Readers stay within the views' resident budget: past it, a state a reader loaded is
+/// unloaded after the read (it is all saved), and reads give the same figures either way.
+/// The writer's states are not unloaded, and a contract read again is loaded again.
+#[test]
+fn readers_keep_resident_states_within_the_budget() {
+    let (dir, ledger) = fresh();
+    let ids: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    for id in &ids {
+        append(&ledger, &small_grant(id)).unwrap();
+        for n in 0..4 {
+            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
+        }
+    }
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    let figures = |ledger: &Ledger| -> Vec<String> {
+        let mut out = vec![];
+        ledger.for_each_contract(&at, |s| out.push(format!("{} {} {:?}", s.contract_id, s.version, s.recognized(&at)))).unwrap();
+        out
+    };
+    let unbounded = figures(&ledger);
+    ledger.close();
+    drop(ledger);
+    // 5 events a contract: a budget of 20 events keeps about 4 or 5 contracts in memory.
+    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
+    let ledger = Ledger::open(dir.path(), options).unwrap();
+    assert_eq!(figures(&ledger), unbounded, "the same figures with states unloaded as they go");
+    let resident = ledger.loaded_contracts();
+    assert!((4..=6).contains(&resident), "{resident} contracts stayed loaded after a read of all 30");
+    for id in &ids {
+        let contract = ContractId::parse(id).unwrap();
+        assert_eq!(ledger.with_contract(&contract, &at, |s| s.version).unwrap(), Some(5));
+    }
+    assert!(ledger.loaded_contracts() <= 6, "single reads stay within the budget too");
+    // The writer loads what it changes and keeps it (not saved yet): never unloaded by reads.
+    append(&ledger, &event("c29", "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    assert_eq!(ledger.with_contract(&ContractId::parse("c29").unwrap(), &at, |s| s.version).unwrap(), Some(6));
+    assert_eq!(figures(&ledger).len(), 30);
+    assert_eq!(ledger.with_contract(&ContractId::parse("c29").unwrap(), &at, |s| s.version).unwrap(), Some(6), "the writer's change is still there");
+}

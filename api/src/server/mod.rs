@@ -117,6 +117,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Most Server-Sent Events clients at once.
     pub max_streams: usize,
+    /// [`ledger::Options::views_resident_events`].
+    pub views_resident_events: u64,
 }
 
 impl ServeConfig {
@@ -140,6 +142,7 @@ impl ServeConfig {
             header_read_timeout: Limits::DEFAULT.header_read_timeout,
             idle_timeout: Limits::DEFAULT.idle_timeout,
             max_streams: MAX_STREAMS_DEFAULT,
+            views_resident_events: ledger::views::RESIDENT_EVENTS_DEFAULT,
         }
     }
 }
@@ -604,6 +607,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
     let metrics = install_metrics()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut options = ledger_options()?;
+    options.views_resident_events = config.views_resident_events;
     // Replicated mode: NATS first, since the ledger's writer publishes every group through
     // it before committing; the node starts as a follower (the lease decides who writes).
     let replicated = match config.nats.as_ref().filter(|n| n.replicated) {
