@@ -22,6 +22,13 @@ fn invoice(contract: &str, n: u64) -> String {
     format!(r#"{{"contract_id":"{contract}","type":"invoice_issued","effective_date":"2026-06-01","data":{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-07-01"}}}}"#)
 }
 
+/// One row of the appends table (clients, appends/s, p50, p99, max), the same for the local
+/// and the replicated suites.
+fn appends_row(clients: usize, events: usize, latencies: Vec<Duration>) -> String {
+    let l = Latencies::of(latencies);
+    format!("  {clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2}", events as f64 / MEASURE_FOR.as_secs_f64(), l.p50_ms, l.p99_ms, l.max_ms)
+}
+
 async fn post(client: &reqwest::Client, base: &str, body: String) -> Result<Duration, String> {
     let started = Instant::now();
     let response = client.post(format!("{base}/v1/events")).header("content-type", "application/json").body(body).send().await.map_err(|e| e.to_string())?;
@@ -91,15 +98,7 @@ pub fn run(scratch: &tempfile::TempDir) -> Result<(), String> {
             let commits_before = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed);
             let (events, latencies) = writers(&client, &base, clients, &format!("w{clients}")).await?;
             let commits = ledger.counters().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
-            let latencies = Latencies::of(latencies);
-            println!(
-                "  {clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2}   ({:.1} events per fsync)",
-                events as f64 / MEASURE_FOR.as_secs_f64(),
-                latencies.p50_ms,
-                latencies.p99_ms,
-                latencies.max_ms,
-                events as f64 / commits.max(1) as f64
-            );
+            println!("{}   ({:.1} events per fsync)", appends_row(clients, events, latencies), events as f64 / commits.max(1) as f64);
         }
         // Revenue queries while 16 writers append.
         let load = {
@@ -156,14 +155,7 @@ pub fn run_replicated(url: &str) -> Result<(), String> {
         let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for clients in [1usize, 16, 64] {
             let (events, latencies) = writers(&client, &leader, clients, &format!("r{run}-w{clients}")).await?;
-            let latencies = Latencies::of(latencies);
-            println!(
-                "  {clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
-                events as f64 / MEASURE_FOR.as_secs_f64(),
-                latencies.p50_ms,
-                latencies.p99_ms,
-                latencies.max_ms
-            );
+            println!("{}", appends_row(clients, events, latencies));
         }
         Ok::<(), String>(())
     })
