@@ -39,8 +39,8 @@ pub const LEASE_KEY: &str = "leader";
 /// the record's last event (so a follower that stores that event stores the record with it).
 pub const KEY_HEADER: &str = "Ledger-Key";
 
-/// How long a publish may wait for JetStream's acknowledgement before the group is refused
-/// as not replicated (the client retries with its key).
+/// How long a publish may wait for JetStream's acknowledgement before the group's outcome
+/// is reported unknown (the client retries only with its key; the node catches up first).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a follower looks at the lease.
 const LEASE_POLL: Duration = Duration::from_millis(200);
@@ -281,7 +281,8 @@ impl Replicator for StreamReplicator {
                 }
                 Err(e)
             }
-            Err(_) => Err(ReplicationError::Unavailable(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}"))),
+            // The commit may have been stored: the client must not hear "nothing was written".
+            Err(_) => Err(ReplicationError::Unknown(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}"))),
         }
     }
 
@@ -323,8 +324,14 @@ async fn publish_group(client: &async_nats::Client, id: &str, after: u64, events
             continue;
         }
         h.insert("Nats-Batch-Commit", "1");
-        let reply = client.request_with_headers(subject, h, payload).await.map_err(|e| unavailable(&e))?;
-        let ack: BatchAck = serde_json::from_slice(&reply.payload).map_err(|e| unavailable(&e))?;
+        // From here on the commit may have reached the stream: a failure without an
+        // answer leaves the outcome unknown (unless nobody was listening at all).
+        let unknown = |e: &dyn std::fmt::Display| ReplicationError::Unknown(format!("committing batch {id} of seqs {} to {}: {e}", after + 1, after + count as u64));
+        let reply = client.request_with_headers(subject, h, payload).await.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => unavailable(&e),
+            _ => unknown(&e),
+        })?;
+        let ack: BatchAck = serde_json::from_slice(&reply.payload).map_err(|e| unknown(&format!("the acknowledgement does not parse: {e}")))?;
         if let Some(error) = ack.error {
             // 10071: JSStreamWrongLastSequenceErrF. The stream does not end at our head:
             // another writer appended.
@@ -337,9 +344,9 @@ async fn publish_group(client: &async_nats::Client, id: &str, after: u64, events
         }
         let last = after + count as u64;
         if ack.seq != Some(last) || ack.count != Some(count as u64) || ack.batch.as_deref() != Some(id) {
-            // Acknowledged, but not as sent: nothing about it can be trusted; the next group
-            // finds out by position.
-            return Err(ReplicationError::Unavailable(format!(
+            // Acknowledged without error, but not as sent: the stream holds something this
+            // writer did not expect. Stop writing and catch up, as when fenced.
+            return Err(ReplicationError::Fenced(format!(
                 "batch {id} of seqs {} to {last} was acknowledged as {:?} messages ending at {:?}",
                 after + 1,
                 ack.count,

@@ -157,6 +157,7 @@ fn append_error_in(app: &Shared, e: AppendError, batch: bool) -> ApiError {
     match (e, app.nats.as_ref().and_then(|n| n.cluster.as_ref())) {
         (AppendError::NotLeader, Some(cluster)) => not_leader(cluster),
         (AppendError::NotReplicated(m), Some(_)) => ApiError::from(AppendError::NotReplicated(m)).retry_after(1),
+        (e @ AppendError::ReplicationOutcomeUnknown(_), Some(_)) => ApiError::from(e).retry_after(1),
         (e, _) => append_error(e, batch),
     }
 }
