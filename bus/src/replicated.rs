@@ -478,7 +478,10 @@ async fn follow_until_lease(
     // A barrier through the writer's queue: a group it was publishing when this node stopped
     // leading (a paused writer whose batch JetStream took) is committed before the follower
     // reads the head to start from. Appends queued after `set_leading(false)` are refused.
-    ledger.replicate(vec![]).await.map_err(transient)?;
+    // (A stopped writer answers nothing: the loop below gives the lease up instead.)
+    if ledger.failure().is_none() {
+        ledger.replicate(vec![]).await.map_err(transient)?;
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(run_follower(ledger.clone(), client.clone(), settings.name.clone(), cluster.status.clone(), stopped));
     let outcome = async {
@@ -498,14 +501,21 @@ async fn follow_until_lease(
                 }
             };
             let held = entry.as_ref().filter(|e| e.operation == kv::Operation::Put);
-            let holder = held.and_then(|e| serde_json::from_slice::<LeaseValue>(&e.value).ok());
-            if let Some(h) = &holder
-                && h.url != cluster.advertise
-            {
-                cluster.set_leader(Some(h.url.clone()));
-                cluster.set_role(Role::Follower);
-                continue;
-            }
+            let lease = held.map(|e| (e.revision, serde_json::from_slice::<LeaseValue>(&e.value).ok()));
+            let renew = match follow_step(ledger.failure().is_some(), lease, &cluster.advertise) {
+                FollowStep::FollowOther(leader) => {
+                    cluster.set_leader(leader);
+                    cluster.set_role(Role::Follower);
+                    continue;
+                }
+                FollowStep::GiveUp { release } => {
+                    if let Some(revision) = release {
+                        let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+                    }
+                    return Err(writer_stopped(ledger));
+                }
+                FollowStep::TryTake { renew } => renew,
+            };
             // No lease, or one this node held before it restarted: take it if caught up.
             let Ok(info) = within("the stream's info", stream.get_info()).await else { continue };
             let last = info.state.last_sequence;
@@ -518,8 +528,8 @@ async fn follow_until_lease(
             }
             cluster.set_role(Role::Candidate);
             let value = lease_value(cluster, head);
-            let taken = match held {
-                Some(mine) => within("renewing this node's old lease", kv.update(LEASE_KEY, value, mine.revision)).await,
+            let taken = match renew {
+                Some(revision) => within("renewing this node's old lease", kv.update(LEASE_KEY, value, revision)).await,
                 None => within("creating the lease", kv.create(LEASE_KEY, value)).await,
             };
             match taken {
@@ -532,6 +542,41 @@ async fn follow_until_lease(
     let _ = stop.send(true);
     let _ = follower.await;
     outcome
+}
+
+/// What a following node does about the lease it just read.
+#[derive(Debug, PartialEq, Eq)]
+enum FollowStep {
+    /// Another node holds it (its URL, if the value parses: one that does not is never
+    /// taken for this node's own).
+    FollowOther(Option<String>),
+    /// This node's writer has stopped: it can never write again, so it never takes the
+    /// lease, and releases one it held (its revision) so another node takes over at once.
+    GiveUp { release: Option<u64> },
+    /// No lease, or this node's own from before it restarted (its revision): take it if
+    /// caught up.
+    TryTake { renew: Option<u64> },
+}
+
+/// `lease`: the lease key's revision and value, if it is held.
+fn follow_step(writer_stopped: bool, lease: Option<(u64, Option<LeaseValue>)>, advertise: &str) -> FollowStep {
+    let mine = match lease {
+        Some((_, Some(holder))) if holder.url != advertise => return FollowStep::FollowOther(Some(holder.url)),
+        Some((_, None)) => return FollowStep::FollowOther(None),
+        Some((revision, Some(_))) => Some(revision),
+        None => None,
+    };
+    if writer_stopped {
+        FollowStep::GiveUp { release: mine }
+    } else {
+        FollowStep::TryTake { renew: mine }
+    }
+}
+
+/// The end of this node's part in the cluster once its writer has stopped.
+fn writer_stopped(ledger: &Ledger) -> NatsError {
+    let reason = ledger.failure().map_or_else(|| "unknown".to_string(), |f| f.reason);
+    NatsError::Contradiction(format!("this node's writer stopped ({reason}): it gave up the lease and never leads again"))
 }
 
 fn lease_value(cluster: &Cluster, head: u64) -> Bytes {
@@ -608,6 +653,17 @@ async fn lead(
                 tracing::info!("released the lease at shutdown");
                 return Ok(());
             }
+        }
+        if ledger.failure().is_some() {
+            // A leader whose writer stopped would renew forever and no other node could
+            // take over: release the lease now.
+            ledger.set_leading(false);
+            cluster.set_lease_until(None);
+            cluster.set_role(Role::Follower);
+            cluster.set_leader(None);
+            let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+            tracing::error!("the writer stopped: released the lease");
+            return Err(writer_stopped(ledger));
         }
         let fenced = !ledger.is_leading();
         if fenced {
@@ -694,6 +750,22 @@ mod tests {
         let parsed = parse_keys(Some(&headers)).unwrap();
         assert_eq!(parsed, records.iter().map(|(k, r)| (k.to_string(), *r)).collect::<Vec<_>>());
         assert_eq!(parse_keys(None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_node_whose_writer_stopped_never_holds_the_lease() {
+        let me = "http://a";
+        let value = |url: &str| Some(LeaseValue { url: url.into(), head: 7 });
+        // Its own lease (from before a restart, or while leading) is released; none is taken.
+        assert_eq!(follow_step(true, Some((9, value(me))), me), FollowStep::GiveUp { release: Some(9) });
+        assert_eq!(follow_step(true, None, me), FollowStep::GiveUp { release: None });
+        // Another node's lease is never touched.
+        assert_eq!(follow_step(true, Some((9, value("http://b"))), me), FollowStep::FollowOther(Some("http://b".into())));
+        // A healthy node takes a free lease or renews its own.
+        assert_eq!(follow_step(false, None, me), FollowStep::TryTake { renew: None });
+        assert_eq!(follow_step(false, Some((9, value(me))), me), FollowStep::TryTake { renew: Some(9) });
+        // A value that does not parse is someone else's, never this node's to renew.
+        assert_eq!(follow_step(false, Some((9, None)), me), FollowStep::FollowOther(None));
     }
 
     #[test]
