@@ -391,6 +391,61 @@ async fn lease_bucket(js: &jetstream::Context, replicas: usize, timing: LeaseTim
     .map_err(transient)
 }
 
+/// Opens (creating if absent) the LEDGER stream and the lease bucket and checks that they
+/// can give what replicated mode promises: a stream with at least `settings.replicas`
+/// replicas that takes atomic batches (without them, messages after a batch's first would
+/// go in unchecked by position) and refuses deletes and purges; a bucket whose `max_age` is
+/// the lease's TTL (else a lapsed lease lingers, or a held one vanishes) with as many
+/// replicas. An unfit one is [`NatsError::Contradiction`] naming every problem: the node
+/// must not start, or go on.
+pub async fn open_setup(js: &jetstream::Context, settings: &StreamSettings, timing: LeaseTiming) -> Result<(stream::Stream, kv::Store), NatsError> {
+    let mut stream = match tokio::time::timeout(API_TIMEOUT, ensure_stream(js, settings)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(NatsError::Transient(format!("the LEDGER stream: no answer within {API_TIMEOUT:?}"))),
+    };
+    let config = within("the LEDGER stream's info", stream.info()).await?.config.clone();
+    let kv = within("the lease bucket", async { lease_bucket(js, settings.replicas, timing).await.map_err(|e| e.to_string()) }).await?;
+    let bucket = within("the lease bucket's info", kv.status()).await?.info.config;
+    let mut problems = stream_unfit(&config, settings.replicas);
+    problems.extend(bucket_unfit(&bucket, settings.replicas, timing));
+    if problems.is_empty() {
+        Ok((stream, kv))
+    } else {
+        Err(NatsError::Contradiction(format!("replicated mode cannot use this JetStream setup: {}", problems.join("; "))))
+    }
+}
+
+/// What makes the LEDGER stream unfit for replicated mode (nothing: fit).
+fn stream_unfit(config: &stream::Config, replicas: usize) -> Vec<String> {
+    let name = &config.name;
+    let mut problems = vec![];
+    if config.num_replicas < replicas {
+        problems.push(format!("stream {name} has {} replica(s), fewer than --stream-replicas {replicas}", config.num_replicas));
+    }
+    if !config.allow_atomic_publish {
+        problems.push(format!("stream {name} does not allow atomic publish (nats-server 2.12+ is needed)"));
+    }
+    if !config.deny_delete {
+        problems.push(format!("stream {name} allows deleting messages (deny_delete is off)"));
+    }
+    if !config.deny_purge {
+        problems.push(format!("stream {name} allows purging (deny_purge is off)"));
+    }
+    problems
+}
+
+/// What makes the lease bucket's stream unfit for the lease (nothing: fit).
+fn bucket_unfit(config: &stream::Config, replicas: usize, timing: LeaseTiming) -> Vec<String> {
+    let mut problems = vec![];
+    if config.max_age != timing.ttl {
+        problems.push(format!("bucket {LEASE_BUCKET} has max_age {} ms, not the lease TTL --lease-ttl-ms {}", config.max_age.as_millis(), timing.ttl.as_millis()));
+    }
+    if config.num_replicas < replicas {
+        problems.push(format!("bucket {LEASE_BUCKET} has {} replica(s), fewer than --stream-replicas {replicas}", config.num_replicas));
+    }
+    problems
+}
+
 async fn within<T, E: std::fmt::Display>(what: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, NatsError> {
     match tokio::time::timeout(API_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| NatsError::Transient(format!("{what}: {e}"))),
@@ -444,8 +499,7 @@ async fn cluster_until_error(
     cluster: &Arc<Cluster>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
-    let stream = within("the LEDGER stream", async { ensure_stream(js, settings).await.map_err(|e| e.to_string()) }).await?;
-    let kv = within("the lease bucket", async { lease_bucket(js, settings.replicas, cluster.timing).await.map_err(|e| e.to_string()) }).await?;
+    let (stream, kv) = open_setup(js, settings, cluster.timing).await?;
     cluster.status.connected.store(true, Ordering::Relaxed);
     let members = tokio::spawn(watch_members(kv.clone(), cluster.clone(), ledger.clone(), shutdown.clone()));
     let result = async {
@@ -766,6 +820,24 @@ mod tests {
         assert_eq!(follow_step(false, Some((9, value(me))), me), FollowStep::TryTake { renew: Some(9) });
         // A value that does not parse is someone else's, never this node's to renew.
         assert_eq!(follow_step(false, Some((9, None)), me), FollowStep::FollowOther(None));
+    }
+
+    #[test]
+    fn a_stream_or_bucket_that_cannot_give_what_replicated_mode_promises_is_named() {
+        let fit = stream::Config { name: "LEDGER".into(), num_replicas: 3, allow_atomic_publish: true, deny_delete: true, deny_purge: true, ..Default::default() };
+        assert_eq!(stream_unfit(&fit, 3), Vec::<String>::new());
+        assert_eq!(stream_unfit(&fit, 1), Vec::<String>::new(), "more replicas than asked for is fine");
+        let outbox = stream::Config { num_replicas: 1, allow_atomic_publish: false, deny_delete: false, deny_purge: false, ..fit.clone() };
+        let problems = stream_unfit(&outbox, 3).join("; ");
+        for named in ["1 replica(s), fewer than --stream-replicas 3", "atomic publish", "deny_delete", "deny_purge"] {
+            assert!(problems.contains(named), "{named} not named in: {problems}");
+        }
+        let timing = LeaseTiming::from_ttl_ms(3_000);
+        let bucket = stream::Config { max_age: Duration::from_secs(3), num_replicas: 3, ..Default::default() };
+        assert_eq!(bucket_unfit(&bucket, 3, timing), Vec::<String>::new());
+        let other_ttl = bucket_unfit(&bucket, 3, LeaseTiming::from_ttl_ms(2_000)).join("; ");
+        assert!(other_ttl.contains("max_age 3000 ms, not the lease TTL --lease-ttl-ms 2000"), "{other_ttl}");
+        assert_eq!(bucket_unfit(&stream::Config { num_replicas: 1, ..bucket }, 3, timing).len(), 1);
     }
 
     #[test]

@@ -478,3 +478,69 @@ fn a_writer_that_dies_after_the_stream_took_its_group_loses_nothing_and_a_retry_
     let heads: Vec<u64> = (0..3).map(|i| cluster.nodes[i].head_seq()).collect();
     assert!(heads.iter().all(|h| *h == 3), "every node holds exactly the 3 events: {heads:?}");
 }
+
+#[test]
+fn a_replicated_node_refuses_to_start_on_a_stream_that_cannot_give_what_the_mode_promises() {
+    if !nats::available() {
+        return;
+    }
+    let nats = nats::cluster(3);
+    let nats_urls = nats.iter().map(NatsNode::url).collect::<Vec<_>>().join(",");
+    // A LEDGER stream as outbox mode with one server (or someone by hand) would make it:
+    // one replica, deletes and purges allowed.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> = nats_urls.split(',').map(|u| u.parse().expect("a NATS URL")).collect();
+        let js = async_nats::jetstream::new(async_nats::connect(servers).await.expect("connect to NATS"));
+        let config = async_nats::jetstream::stream::Config {
+            name: "LEDGER".into(),
+            subjects: vec!["ledger.events.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        // The cluster elects its JetStream meta leader after the servers answer.
+        let deadline = Instant::now() + WAIT;
+        while let Err(e) = js.create_stream(config.clone()).await {
+            assert!(Instant::now() < deadline, "an R1 stream: {e}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    // The cluster has three servers; the replica count comes from --stream-replicas
+    // (default 3 with --replicated), never from the URLs given.
+    let first_url = nats[0].url();
+    for urls in [nats_urls.as_str(), first_url.as_str()] {
+        let stderr_path = work.path().join("stderr.log");
+        let mut child = e2e::cledger()
+            .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--nats", urls, "--replicated", "--advertise", "http://127.0.0.1:1"])
+            .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string()])
+            .env_remove("NATS_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("run cledger");
+        // A node that starts anyway would run until killed: wait a bounded time.
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "it must refuse to start; stderr:\n{stderr}");
+        for named in ["stream LEDGER has 1 replica(s), fewer than --stream-replicas 3", "deny_delete", "deny_purge"] {
+            assert!(stderr.contains(named), "`{named}` not named; stderr:\n{stderr}");
+        }
+    }
+    // It wrote nothing to the stream, and took no lease.
+    let reader = StreamReader::connect(&nats_urls);
+    assert_eq!(reader.state("LEDGER").expect("stream").0, 0);
+}
