@@ -183,7 +183,7 @@ impl Cluster {
     }
 
     /// Whether this node's lease is still good by its own clock.
-    fn lease_held(&self) -> bool {
+    pub fn lease_held(&self) -> bool {
         lock(&self.lease_until).is_some_and(|until| Instant::now() < until)
     }
 
@@ -504,8 +504,8 @@ async fn cluster_until_error(
     let members = tokio::spawn(watch_members(kv.clone(), cluster.clone(), ledger.clone(), shutdown.clone()));
     let result = async {
         loop {
-            let Some(revision) = follow_until_lease(ledger, client, &stream, &kv, settings, cluster, &mut shutdown).await? else { return Ok(()) };
-            lead(ledger, &stream, &kv, cluster, revision, &mut shutdown).await?;
+            let Some((revision, sent)) = follow_until_lease(ledger, client, &stream, &kv, settings, cluster, &mut shutdown).await? else { return Ok(()) };
+            lead(ledger, &stream, &kv, cluster, revision, sent, &mut shutdown).await?;
             if *shutdown.borrow() {
                 return Ok(());
             }
@@ -516,7 +516,8 @@ async fn cluster_until_error(
     result
 }
 
-/// Follows the stream until this node takes the lease (its revision) or `shutdown` (None).
+/// Follows the stream until this node takes the lease (its revision, and when the request
+/// that took it was sent) or `shutdown` (None).
 async fn follow_until_lease(
     ledger: &Arc<Ledger>,
     client: &async_nats::Client,
@@ -525,7 +526,7 @@ async fn follow_until_lease(
     settings: &StreamSettings,
     cluster: &Arc<Cluster>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<u64>, NatsError> {
+) -> Result<Option<(u64, Instant)>, NatsError> {
     ledger.set_leading(false);
     cluster.set_lease_until(None);
     cluster.set_role(Role::Follower);
@@ -582,12 +583,14 @@ async fn follow_until_lease(
             }
             cluster.set_role(Role::Candidate);
             let value = lease_value(cluster, head);
+            // The lease runs from when the request was sent, not when its answer came.
+            let sent = Instant::now();
             let taken = match renew {
                 Some(revision) => within("renewing this node's old lease", kv.update(LEASE_KEY, value, revision)).await,
                 None => within("creating the lease", kv.create(LEASE_KEY, value)).await,
             };
             match taken {
-                Ok(revision) => return Ok(Some(revision)),
+                Ok(revision) => return Ok(Some((revision, sent))),
                 Err(e) => tracing::debug!("lease not taken: {e:?}"),
             }
         }
@@ -674,9 +677,9 @@ async fn lead(
     kv: &kv::Store,
     cluster: &Arc<Cluster>,
     mut revision: u64,
+    taken_at: Instant,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
-    let taken_at = Instant::now();
     cluster.set_lease_until(Some(taken_at + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
     // The stream may have grown since this node's head was checked (a writer paused past
     // its lease appended): read it to its end before taking writes.
@@ -689,6 +692,17 @@ async fn lead(
             return Err(e);
         }
     };
+    // Catching up may have outlasted the lease: take writes only while it is still held.
+    if !cluster.lease_held() {
+        match renew_lease(kv, cluster, ledger.head().seq, revision).await {
+            Renewal::Renewed(r) => revision = r,
+            Renewal::Lost(reason) | Renewal::Failed(reason) => {
+                tracing::warn!("the lease ran out while catching up ({reason}): following");
+                cluster.set_lease_until(None);
+                return Ok(());
+            }
+        }
+    }
     cluster.status.confirmed.store(last, Ordering::Relaxed);
     cluster.set_leader(Some(cluster.advertise.clone()));
     cluster.terms.fetch_add(1, Ordering::Relaxed);
@@ -727,30 +741,60 @@ async fn lead(
             tracing::warn!("the writer was fenced; catching up with the stream");
             catch_up(ledger, stream).await?;
         }
-        let sent = Instant::now();
-        match within("renewing the lease", kv.update(LEASE_KEY, lease_value(cluster, ledger.head().seq), revision)).await {
-            Ok(r) => {
+        match renew_lease(kv, cluster, ledger.head().seq, revision).await {
+            Renewal::Renewed(r) => {
                 revision = r;
-                cluster.set_lease_until(Some(sent + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
                 if fenced {
                     ledger.set_leading(true);
                     tracing::info!(head = ledger.head().seq, "still holding the lease after catching up: leading again");
                 }
             }
-            Err(e) => {
-                let lost = e.to_string().contains("wrong last") || !cluster.lease_held();
-                if lost {
-                    tracing::warn!("lost the lease ({e:?}): following");
-                    ledger.set_leading(false);
-                    cluster.set_lease_until(None);
-                    cluster.set_leader(None);
-                    cluster.set_role(Role::Follower);
-                    return Ok(());
-                }
-                tracing::warn!("could not renew the lease yet: {e:?}");
+            // The key has a newer revision (10071, wrong last sequence): another node
+            // holds the lease. Or the renewal failed and the lease ran out by this clock.
+            Renewal::Lost(reason) => {
+                stop_leading(ledger, cluster, &reason);
+                return Ok(());
             }
+            Renewal::Failed(reason) if !cluster.lease_held() => {
+                stop_leading(ledger, cluster, &reason);
+                return Ok(());
+            }
+            Renewal::Failed(reason) => tracing::warn!("could not renew the lease yet: {reason}"),
         }
     }
+}
+
+/// The outcome of one renewal of this node's lease.
+enum Renewal {
+    /// Renewed: its new revision; the lease runs from when the request was sent.
+    Renewed(u64),
+    /// Refused by revision (JetStream's 10071, wrong last sequence): the key changed since
+    /// this node's revision, so another node holds it (or it lapsed).
+    Lost(String),
+    /// No answer, or another error: the outcome is unknown.
+    Failed(String),
+}
+
+async fn renew_lease(kv: &kv::Store, cluster: &Cluster, head: u64, revision: u64) -> Renewal {
+    let sent = Instant::now();
+    match tokio::time::timeout(API_TIMEOUT, kv.update(LEASE_KEY, lease_value(cluster, head), revision)).await {
+        Ok(Ok(r)) => {
+            cluster.set_lease_until(Some(sent + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
+            Renewal::Renewed(r)
+        }
+        // async-nats maps JetStream's error code 10071 to this kind (not its text).
+        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Renewal::Lost(e.to_string()),
+        Ok(Err(e)) => Renewal::Failed(e.to_string()),
+        Err(_) => Renewal::Failed(format!("no answer within {API_TIMEOUT:?}")),
+    }
+}
+
+fn stop_leading(ledger: &Ledger, cluster: &Cluster, reason: &str) {
+    tracing::warn!("lost the lease ({reason}): following");
+    ledger.set_leading(false);
+    cluster.set_lease_until(None);
+    cluster.set_leader(None);
+    cluster.set_role(Role::Follower);
 }
 
 /// Publishes this node's heartbeat and watches the others'.
