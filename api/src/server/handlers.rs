@@ -563,7 +563,7 @@ pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> 
     let c = checkpoints(&app)?;
     // Replicated mode: only the leader signs, so checkpoints move forward in one order.
     if let Some(cluster) = app.nats.as_ref().and_then(|n| n.cluster.as_ref())
-        && !app.ledger.is_leading()
+        && !super::checkpointing::may_sign(&app.ledger, Some(cluster))
     {
         return Err(not_leader(cluster));
     }

@@ -711,7 +711,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         if let Some(c) = &checkpoints
             && !config.checkpoint_every.is_zero()
         {
-            tokio::spawn(checkpointing::checkpoint_loop(ledger.clone(), c.clone(), config.checkpoint_every, shutdown_rx.clone()));
+            tokio::spawn(checkpointing::checkpoint_loop(ledger.clone(), c.clone(), nats.as_ref().and_then(|n| n.cluster.clone()), config.checkpoint_every, shutdown_rx.clone()));
         }
         let allowed_hosts = allowed_hosts(&config, auth.is_open(), address);
         let app = Arc::new(App {
