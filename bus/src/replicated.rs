@@ -137,7 +137,15 @@ pub struct Cluster {
     pub terms: AtomicU64,
     /// Groups refused by position (another writer appended).
     pub fenced: AtomicU64,
+    /// When JetStream last answered this node's cluster work (a lease read or renewal):
+    /// a node cut off longer than [`OUT_OF_TOUCH_TTLS`] lease TTLs knows neither its role
+    /// nor its lag. Starts at creation, so a node starting up is given that long.
+    contact: Mutex<Instant>,
 }
+
+/// Lease TTLs without an answer from JetStream after which a node is out of touch (not
+/// ready: its reads may be arbitrarily stale and it cannot know who leads).
+pub const OUT_OF_TOUCH_TTLS: u32 = 3;
 
 impl Cluster {
     pub fn new(advertise: String, timing: LeaseTiming) -> Cluster {
@@ -151,6 +159,7 @@ impl Cluster {
             members: Mutex::new(BTreeMap::new()),
             terms: AtomicU64::new(0),
             fenced: AtomicU64::new(0),
+            contact: Mutex::new(Instant::now()),
         }
     }
 
@@ -185,6 +194,22 @@ impl Cluster {
     /// Whether this node's lease is still good by its own clock.
     pub fn lease_held(&self) -> bool {
         lock(&self.lease_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How long since JetStream last answered this node's cluster work.
+    pub fn contact_age(&self) -> Duration {
+        lock(&self.contact).elapsed()
+    }
+
+    /// How long this node has been cut off from JetStream, if longer than
+    /// [`OUT_OF_TOUCH_TTLS`] lease TTLs.
+    pub fn out_of_touch(&self) -> Option<Duration> {
+        let age = self.contact_age();
+        (age > self.timing.ttl * OUT_OF_TOUCH_TTLS).then_some(age)
+    }
+
+    fn heard_from_jetstream(&self) {
+        *lock(&self.contact) = Instant::now();
     }
 
     fn set_lease_until(&self, until: Option<Instant>) {
@@ -549,7 +574,10 @@ async fn follow_until_lease(
                 return Err(NatsError::Contradiction(reason));
             }
             let entry = match within("reading the lease", kv.entry(LEASE_KEY)).await {
-                Ok(entry) => entry,
+                Ok(entry) => {
+                    cluster.heard_from_jetstream();
+                    entry
+                }
                 Err(e) => {
                     tracing::debug!("{e:?}");
                     continue;
@@ -779,11 +807,15 @@ async fn renew_lease(kv: &kv::Store, cluster: &Cluster, head: u64, revision: u64
     let sent = Instant::now();
     match tokio::time::timeout(API_TIMEOUT, kv.update(LEASE_KEY, lease_value(cluster, head), revision)).await {
         Ok(Ok(r)) => {
+            cluster.heard_from_jetstream();
             cluster.set_lease_until(Some(sent + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
             Renewal::Renewed(r)
         }
         // async-nats maps JetStream's error code 10071 to this kind (not its text).
-        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Renewal::Lost(e.to_string()),
+        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            cluster.heard_from_jetstream();
+            Renewal::Lost(e.to_string())
+        }
         Ok(Err(e)) => Renewal::Failed(e.to_string()),
         Err(_) => Renewal::Failed(format!("no answer within {API_TIMEOUT:?}")),
     }

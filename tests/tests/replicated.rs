@@ -544,3 +544,38 @@ fn a_replicated_node_refuses_to_start_on_a_stream_that_cannot_give_what_the_mode
     let reader = StreamReader::connect(&nats_urls);
     assert_eq!(reader.state("LEDGER").expect("stream").0, 0);
 }
+
+#[test]
+fn a_node_cut_off_from_jetstream_says_it_is_not_ready_and_recovers() {
+    if !nats::available() {
+        return;
+    }
+    let mut server = NatsNode::start();
+    let port = nats::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // One nats-server: one replica, asked for explicitly. A 1 s lease: out of touch after 3 s.
+    let args = ["--nats", &server.url(), "--replicated", "--advertise", &url, "--stream-replicas", "1", "--lease-ttl-ms", "1000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let node = Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, ..Options::default() });
+    nats::eventually(WAIT, "the node leads", || node.get_json("/v1/cluster")["role"] == "leader");
+    assert_eq!(node.get("/readyz").status, 200);
+    server.kill();
+    let cut_off = Instant::now();
+    let mut last = Value::Null;
+    nats::eventually(WAIT, "/readyz says the node is cut off from JetStream", || {
+        let reply = node.get("/readyz");
+        last = reply.json();
+        reply.status == 503 && last["reason"].as_str().is_some_and(|r| r.contains("has not heard from JetStream"))
+    });
+    // Not before three lease TTLs: a short outage is not a failure.
+    assert!(cut_off.elapsed() >= Duration::from_millis(2_500), "not ready after only {:?}: {last}", cut_off.elapsed());
+    assert!(last["cluster"]["jetstream_contact_age_ms"].as_u64().unwrap_or(0) > 3_000, "{last}");
+    let age = e2e::server::metric(&node.metrics(), "cluster_jetstream_contact_age_seconds").expect("the metric");
+    assert!(age > 3.0, "cluster_jetstream_contact_age_seconds = {age}");
+    // JetStream comes back: so does readiness, and the node leads again.
+    server.restart();
+    nats::eventually(WAIT, "the node is ready again", || node.get("/readyz").status == 200);
+    nats::eventually(WAIT, "the node leads again", || node.get_json("/v1/cluster")["role"] == "leader");
+}
