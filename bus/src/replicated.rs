@@ -143,6 +143,9 @@ pub struct Cluster {
     contact: Mutex<Instant>,
 }
 
+/// Lease TTLs after which a member not heard from is dropped from [`Cluster`]'s map.
+const MEMBER_FORGET_TTLS: u32 = 20;
+
 /// Lease TTLs without an answer from JetStream after which a node is out of touch (not
 /// ready: its reads may be arbitrarily stale and it cannot know who leads).
 pub const OUT_OF_TOUCH_TTLS: u32 = 3;
@@ -301,13 +304,20 @@ impl Replicator for StreamReplicator {
                 Ok(())
             }
             Ok(Err(e)) => {
-                if matches!(e, ReplicationError::Fenced(_)) {
-                    self.cluster.fenced.fetch_add(1, Ordering::Relaxed);
+                match &e {
+                    ReplicationError::Fenced(_) => {
+                        self.cluster.fenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ReplicationError::Unknown(_) => metrics::counter!("replication_outcome_unknown_total").increment(1),
+                    ReplicationError::Unavailable(_) => {}
                 }
                 Err(e)
             }
             // The commit may have been stored: the client must not hear "nothing was written".
-            Err(_) => Err(ReplicationError::Unknown(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}"))),
+            Err(_) => {
+                metrics::counter!("replication_outcome_unknown_total").increment(1);
+                Err(ReplicationError::Unknown(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}")))
+            }
         }
     }
 
@@ -845,7 +855,13 @@ async fn watch_members(kv: kv::Store, cluster: Arc<Cluster>, ledger: Arc<Ledger>
                 if let Ok(value) = serde_json::to_vec(&me) {
                     let _ = tokio::time::timeout(API_TIMEOUT, kv.put(id.as_str(), Bytes::from(value))).await;
                 }
-                lock(&cluster.members).insert(me.url.clone(), (me, Instant::now()));
+                let mut members = lock(&cluster.members);
+                members.insert(me.url.clone(), (me, Instant::now()));
+                // A member not heard from in a while is forgotten (members() shows only
+                // those seen in the last two TTLs), so the map does not grow with every
+                // address a node ever had.
+                let forget = cluster.timing.ttl * MEMBER_FORGET_TTLS;
+                members.retain(|_, (_, seen)| seen.elapsed() <= forget);
             }
             entry = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
                 match entry {
