@@ -512,30 +512,9 @@ fn a_replicated_node_refuses_to_start_on_a_stream_that_cannot_give_what_the_mode
     // (default 3 with --replicated), never from the URLs given.
     let first_url = nats[0].url();
     for urls in [nats_urls.as_str(), first_url.as_str()] {
-        let stderr_path = work.path().join("stderr.log");
-        let mut child = e2e::cledger()
-            .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--nats", urls, "--replicated", "--advertise", "http://127.0.0.1:1"])
-            .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string()])
-            .env_remove("NATS_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-            .spawn()
-            .expect("run cledger");
-        // A node that starts anyway would run until killed: wait a bounded time.
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "it must refuse to start; stderr:\n{stderr}");
+        let args = ["--nats", urls, "--replicated", "--advertise", "http://127.0.0.1:1", "--lease-ttl-ms", &LEASE_TTL_MS.to_string()];
+        let (code, stderr) = run_to_exit(&data, &args);
+        assert_eq!(code, Some(2), "it must refuse to start; stderr:\n{stderr}");
         for named in ["stream LEDGER has 1 replica(s), fewer than --stream-replicas 3", "deny_delete", "deny_purge"] {
             assert!(stderr.contains(named), "`{named}` not named; stderr:\n{stderr}");
         }
@@ -578,4 +557,54 @@ fn a_node_cut_off_from_jetstream_says_it_is_not_ready_and_recovers() {
     server.restart();
     nats::eventually(WAIT, "the node is ready again", || node.get("/readyz").status == 200);
     nats::eventually(WAIT, "the node leads again", || node.get_json("/v1/cluster")["role"] == "leader");
+}
+
+/// Runs `cledger serve --data DATA ARGS` until it exits (its exit code and stderr), or kills
+/// it after [`WAIT`] (code None): a node that starts anyway would run until killed.
+fn run_to_exit(data: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let stderr_path = work.path().join("stderr.log");
+    let mut child = e2e::cledger()
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("run cledger");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&stderr_path).unwrap_or_default())
+}
+
+#[test]
+fn a_replicated_node_refuses_a_lease_bucket_made_for_another_lease_ttl() {
+    if !nats::available() {
+        return;
+    }
+    let server = NatsNode::start();
+    let url = server.url();
+    let port = nats::free_port();
+    let advertise = format!("http://127.0.0.1:{port}");
+    // A node with a 2 s lease makes the stream and the bucket (one server: one replica).
+    let args: Vec<String> = ["--nats", &url, "--replicated", "--advertise", &advertise, "--stream-replicas", "1", "--lease-ttl-ms", "2000"].iter().map(|s| s.to_string()).collect();
+    let node = Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, ..Options::default() });
+    nats::eventually(WAIT, "the node leads", || node.get_json("/v1/cluster")["role"] == "leader");
+    drop(node);
+    // Another node, started with a 3 s lease on the same bucket, would believe in leases
+    // the server expires sooner: it refuses to start.
+    let data = tempfile::tempdir().expect("tempdir");
+    let (code, stderr) = run_to_exit(&data.path().join("data"), &["--nats", &url, "--replicated", "--advertise", "http://127.0.0.1:1", "--stream-replicas", "1", "--lease-ttl-ms", "3000"]);
+    assert_eq!(code, Some(2), "it must refuse to start; stderr:\n{stderr}");
+    assert!(stderr.contains("bucket LEDGER_LEASE has max_age 2000 ms, not the lease TTL --lease-ttl-ms 3000"), "{stderr}");
 }
