@@ -116,9 +116,11 @@ enum Command {
         nats_tls_cert: Option<PathBuf>,
         #[arg(long, requires = "nats")]
         nats_tls_key: Option<PathBuf>,
-        /// Replicas of the LEDGER stream when this server creates it.
-        #[arg(long, default_value_t = 1)]
-        stream_replicas: usize,
+        /// Replicas of the LEDGER stream when this server creates it (default 1). With
+        /// --replicated (default 3): also of the lease bucket, and a node refuses to start on
+        /// a stream or bucket with fewer.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=5))]
+        stream_replicas: Option<u16>,
         /// Follow the LEDGER stream into this data directory and serve reads; writes are
         /// refused with the leader's address.
         #[arg(long, requires = "nats")]
@@ -508,7 +510,7 @@ fn main() -> ExitCode {
                     tls_ca: nats_tls_ca,
                     tls_cert: nats_tls_cert,
                     tls_key: nats_tls_key,
-                    replicas: stream_replicas,
+                    replicas: usize::from(stream_replicas.unwrap_or(if replicated { 3 } else { 1 })),
                     follow,
                     leader_url,
                     json: nats_json,

@@ -39,8 +39,8 @@ pub const LEASE_KEY: &str = "leader";
 /// the record's last event (so a follower that stores that event stores the record with it).
 pub const KEY_HEADER: &str = "Ledger-Key";
 
-/// How long a publish may wait for JetStream's acknowledgement before the group is refused
-/// as not replicated (the client retries with its key).
+/// How long a publish may wait for JetStream's acknowledgement before the group's outcome
+/// is reported unknown (the client retries only with its key; the node catches up first).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a follower looks at the lease.
 const LEASE_POLL: Duration = Duration::from_millis(200);
@@ -137,7 +137,18 @@ pub struct Cluster {
     pub terms: AtomicU64,
     /// Groups refused by position (another writer appended).
     pub fenced: AtomicU64,
+    /// When JetStream last answered this node's cluster work (a lease read or renewal):
+    /// a node cut off longer than [`OUT_OF_TOUCH_TTLS`] lease TTLs knows neither its role
+    /// nor its lag. Starts at creation, so a node starting up is given that long.
+    contact: Mutex<Instant>,
 }
+
+/// Lease TTLs after which a member not heard from is dropped from [`Cluster`]'s map.
+const MEMBER_FORGET_TTLS: u32 = 20;
+
+/// Lease TTLs without an answer from JetStream after which a node is out of touch (not
+/// ready: its reads may be arbitrarily stale and it cannot know who leads).
+pub const OUT_OF_TOUCH_TTLS: u32 = 3;
 
 impl Cluster {
     pub fn new(advertise: String, timing: LeaseTiming) -> Cluster {
@@ -151,6 +162,7 @@ impl Cluster {
             members: Mutex::new(BTreeMap::new()),
             terms: AtomicU64::new(0),
             fenced: AtomicU64::new(0),
+            contact: Mutex::new(Instant::now()),
         }
     }
 
@@ -183,8 +195,24 @@ impl Cluster {
     }
 
     /// Whether this node's lease is still good by its own clock.
-    fn lease_held(&self) -> bool {
+    pub fn lease_held(&self) -> bool {
         lock(&self.lease_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How long since JetStream last answered this node's cluster work.
+    pub fn contact_age(&self) -> Duration {
+        lock(&self.contact).elapsed()
+    }
+
+    /// How long this node has been cut off from JetStream, if longer than
+    /// [`OUT_OF_TOUCH_TTLS`] lease TTLs.
+    pub fn out_of_touch(&self) -> Option<Duration> {
+        let age = self.contact_age();
+        (age > self.timing.ttl * OUT_OF_TOUCH_TTLS).then_some(age)
+    }
+
+    fn heard_from_jetstream(&self) {
+        *lock(&self.contact) = Instant::now();
     }
 
     fn set_lease_until(&self, until: Option<Instant>) {
@@ -276,12 +304,20 @@ impl Replicator for StreamReplicator {
                 Ok(())
             }
             Ok(Err(e)) => {
-                if matches!(e, ReplicationError::Fenced(_)) {
-                    self.cluster.fenced.fetch_add(1, Ordering::Relaxed);
+                match &e {
+                    ReplicationError::Fenced(_) => {
+                        self.cluster.fenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ReplicationError::Unknown(_) => metrics::counter!("replication_outcome_unknown_total").increment(1),
+                    ReplicationError::Unavailable(_) => {}
                 }
                 Err(e)
             }
-            Err(_) => Err(ReplicationError::Unavailable(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}"))),
+            // The commit may have been stored: the client must not hear "nothing was written".
+            Err(_) => {
+                metrics::counter!("replication_outcome_unknown_total").increment(1);
+                Err(ReplicationError::Unknown(format!("JetStream did not acknowledge within {PUBLISH_TIMEOUT:?}")))
+            }
         }
     }
 
@@ -323,8 +359,14 @@ async fn publish_group(client: &async_nats::Client, id: &str, after: u64, events
             continue;
         }
         h.insert("Nats-Batch-Commit", "1");
-        let reply = client.request_with_headers(subject, h, payload).await.map_err(|e| unavailable(&e))?;
-        let ack: BatchAck = serde_json::from_slice(&reply.payload).map_err(|e| unavailable(&e))?;
+        // From here on the commit may have reached the stream: a failure without an
+        // answer leaves the outcome unknown (unless nobody was listening at all).
+        let unknown = |e: &dyn std::fmt::Display| ReplicationError::Unknown(format!("committing batch {id} of seqs {} to {}: {e}", after + 1, after + count as u64));
+        let reply = client.request_with_headers(subject, h, payload).await.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => unavailable(&e),
+            _ => unknown(&e),
+        })?;
+        let ack: BatchAck = serde_json::from_slice(&reply.payload).map_err(|e| unknown(&format!("the acknowledgement does not parse: {e}")))?;
         if let Some(error) = ack.error {
             // 10071: JSStreamWrongLastSequenceErrF. The stream does not end at our head:
             // another writer appended.
@@ -337,9 +379,9 @@ async fn publish_group(client: &async_nats::Client, id: &str, after: u64, events
         }
         let last = after + count as u64;
         if ack.seq != Some(last) || ack.count != Some(count as u64) || ack.batch.as_deref() != Some(id) {
-            // Acknowledged, but not as sent: nothing about it can be trusted; the next group
-            // finds out by position.
-            return Err(ReplicationError::Unavailable(format!(
+            // Acknowledged without error, but not as sent: the stream holds something this
+            // writer did not expect. Stop writing and catch up, as when fenced.
+            return Err(ReplicationError::Fenced(format!(
                 "batch {id} of seqs {} to {last} was acknowledged as {:?} messages ending at {:?}",
                 after + 1,
                 ack.count,
@@ -382,6 +424,61 @@ async fn lease_bucket(js: &jetstream::Context, replicas: usize, timing: LeaseTim
     })
     .await
     .map_err(transient)
+}
+
+/// Opens (creating if absent) the LEDGER stream and the lease bucket and checks that they
+/// can give what replicated mode promises: a stream with at least `settings.replicas`
+/// replicas that takes atomic batches (without them, messages after a batch's first would
+/// go in unchecked by position) and refuses deletes and purges; a bucket whose `max_age` is
+/// the lease's TTL (else a lapsed lease lingers, or a held one vanishes) with as many
+/// replicas. An unfit one is [`NatsError::Contradiction`] naming every problem: the node
+/// must not start, or go on.
+pub async fn open_setup(js: &jetstream::Context, settings: &StreamSettings, timing: LeaseTiming) -> Result<(stream::Stream, kv::Store), NatsError> {
+    let mut stream = match tokio::time::timeout(API_TIMEOUT, ensure_stream(js, settings)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(NatsError::Transient(format!("the LEDGER stream: no answer within {API_TIMEOUT:?}"))),
+    };
+    let config = within("the LEDGER stream's info", stream.info()).await?.config.clone();
+    let kv = within("the lease bucket", async { lease_bucket(js, settings.replicas, timing).await.map_err(|e| e.to_string()) }).await?;
+    let bucket = within("the lease bucket's info", kv.status()).await?.info.config;
+    let mut problems = stream_unfit(&config, settings.replicas);
+    problems.extend(bucket_unfit(&bucket, settings.replicas, timing));
+    if problems.is_empty() {
+        Ok((stream, kv))
+    } else {
+        Err(NatsError::Contradiction(format!("replicated mode cannot use this JetStream setup: {}", problems.join("; "))))
+    }
+}
+
+/// What makes the LEDGER stream unfit for replicated mode (nothing: fit).
+fn stream_unfit(config: &stream::Config, replicas: usize) -> Vec<String> {
+    let name = &config.name;
+    let mut problems = vec![];
+    if config.num_replicas < replicas {
+        problems.push(format!("stream {name} has {} replica(s), fewer than --stream-replicas {replicas}", config.num_replicas));
+    }
+    if !config.allow_atomic_publish {
+        problems.push(format!("stream {name} does not allow atomic publish (nats-server 2.12+ is needed)"));
+    }
+    if !config.deny_delete {
+        problems.push(format!("stream {name} allows deleting messages (deny_delete is off)"));
+    }
+    if !config.deny_purge {
+        problems.push(format!("stream {name} allows purging (deny_purge is off)"));
+    }
+    problems
+}
+
+/// What makes the lease bucket's stream unfit for the lease (nothing: fit).
+fn bucket_unfit(config: &stream::Config, replicas: usize, timing: LeaseTiming) -> Vec<String> {
+    let mut problems = vec![];
+    if config.max_age != timing.ttl {
+        problems.push(format!("bucket {LEASE_BUCKET} has max_age {} ms, not the lease TTL --lease-ttl-ms {}", config.max_age.as_millis(), timing.ttl.as_millis()));
+    }
+    if config.num_replicas < replicas {
+        problems.push(format!("bucket {LEASE_BUCKET} has {} replica(s), fewer than --stream-replicas {replicas}", config.num_replicas));
+    }
+    problems
 }
 
 async fn within<T, E: std::fmt::Display>(what: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, NatsError> {
@@ -437,14 +534,13 @@ async fn cluster_until_error(
     cluster: &Arc<Cluster>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
-    let stream = within("the LEDGER stream", async { ensure_stream(js, settings).await.map_err(|e| e.to_string()) }).await?;
-    let kv = within("the lease bucket", async { lease_bucket(js, settings.replicas, cluster.timing).await.map_err(|e| e.to_string()) }).await?;
+    let (stream, kv) = open_setup(js, settings, cluster.timing).await?;
     cluster.status.connected.store(true, Ordering::Relaxed);
     let members = tokio::spawn(watch_members(kv.clone(), cluster.clone(), ledger.clone(), shutdown.clone()));
     let result = async {
         loop {
-            let Some(revision) = follow_until_lease(ledger, client, &stream, &kv, settings, cluster, &mut shutdown).await? else { return Ok(()) };
-            lead(ledger, &stream, &kv, cluster, revision, &mut shutdown).await?;
+            let Some((revision, sent)) = follow_until_lease(ledger, client, &stream, &kv, settings, cluster, &mut shutdown).await? else { return Ok(()) };
+            lead(ledger, &stream, &kv, cluster, revision, sent, &mut shutdown).await?;
             if *shutdown.borrow() {
                 return Ok(());
             }
@@ -455,7 +551,8 @@ async fn cluster_until_error(
     result
 }
 
-/// Follows the stream until this node takes the lease (its revision) or `shutdown` (None).
+/// Follows the stream until this node takes the lease (its revision, and when the request
+/// that took it was sent) or `shutdown` (None).
 async fn follow_until_lease(
     ledger: &Arc<Ledger>,
     client: &async_nats::Client,
@@ -464,14 +561,17 @@ async fn follow_until_lease(
     settings: &StreamSettings,
     cluster: &Arc<Cluster>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<u64>, NatsError> {
+) -> Result<Option<(u64, Instant)>, NatsError> {
     ledger.set_leading(false);
     cluster.set_lease_until(None);
     cluster.set_role(Role::Follower);
     // A barrier through the writer's queue: a group it was publishing when this node stopped
     // leading (a paused writer whose batch JetStream took) is committed before the follower
     // reads the head to start from. Appends queued after `set_leading(false)` are refused.
-    ledger.replicate(vec![]).await.map_err(transient)?;
+    // (A stopped writer answers nothing: the loop below gives the lease up instead.)
+    if ledger.failure().is_none() {
+        ledger.replicate(vec![]).await.map_err(transient)?;
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(run_follower(ledger.clone(), client.clone(), settings.name.clone(), cluster.status.clone(), stopped));
     let outcome = async {
@@ -484,21 +584,31 @@ async fn follow_until_lease(
                 return Err(NatsError::Contradiction(reason));
             }
             let entry = match within("reading the lease", kv.entry(LEASE_KEY)).await {
-                Ok(entry) => entry,
+                Ok(entry) => {
+                    cluster.heard_from_jetstream();
+                    entry
+                }
                 Err(e) => {
                     tracing::debug!("{e:?}");
                     continue;
                 }
             };
             let held = entry.as_ref().filter(|e| e.operation == kv::Operation::Put);
-            let holder = held.and_then(|e| serde_json::from_slice::<LeaseValue>(&e.value).ok());
-            if let Some(h) = &holder
-                && h.url != cluster.advertise
-            {
-                cluster.set_leader(Some(h.url.clone()));
-                cluster.set_role(Role::Follower);
-                continue;
-            }
+            let lease = held.map(|e| (e.revision, serde_json::from_slice::<LeaseValue>(&e.value).ok()));
+            let renew = match follow_step(ledger.failure().is_some(), lease, &cluster.advertise) {
+                FollowStep::FollowOther(leader) => {
+                    cluster.set_leader(leader);
+                    cluster.set_role(Role::Follower);
+                    continue;
+                }
+                FollowStep::GiveUp { release } => {
+                    if let Some(revision) = release {
+                        let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+                    }
+                    return Err(writer_stopped(ledger));
+                }
+                FollowStep::TryTake { renew } => renew,
+            };
             // No lease, or one this node held before it restarted: take it if caught up.
             let Ok(info) = within("the stream's info", stream.get_info()).await else { continue };
             let last = info.state.last_sequence;
@@ -511,12 +621,14 @@ async fn follow_until_lease(
             }
             cluster.set_role(Role::Candidate);
             let value = lease_value(cluster, head);
-            let taken = match held {
-                Some(mine) => within("renewing this node's old lease", kv.update(LEASE_KEY, value, mine.revision)).await,
+            // The lease runs from when the request was sent, not when its answer came.
+            let sent = Instant::now();
+            let taken = match renew {
+                Some(revision) => within("renewing this node's old lease", kv.update(LEASE_KEY, value, revision)).await,
                 None => within("creating the lease", kv.create(LEASE_KEY, value)).await,
             };
             match taken {
-                Ok(revision) => return Ok(Some(revision)),
+                Ok(revision) => return Ok(Some((revision, sent))),
                 Err(e) => tracing::debug!("lease not taken: {e:?}"),
             }
         }
@@ -525,6 +637,41 @@ async fn follow_until_lease(
     let _ = stop.send(true);
     let _ = follower.await;
     outcome
+}
+
+/// What a following node does about the lease it just read.
+#[derive(Debug, PartialEq, Eq)]
+enum FollowStep {
+    /// Another node holds it (its URL, if the value parses: one that does not is never
+    /// taken for this node's own).
+    FollowOther(Option<String>),
+    /// This node's writer has stopped: it can never write again, so it never takes the
+    /// lease, and releases one it held (its revision) so another node takes over at once.
+    GiveUp { release: Option<u64> },
+    /// No lease, or this node's own from before it restarted (its revision): take it if
+    /// caught up.
+    TryTake { renew: Option<u64> },
+}
+
+/// `lease`: the lease key's revision and value, if it is held.
+fn follow_step(writer_stopped: bool, lease: Option<(u64, Option<LeaseValue>)>, advertise: &str) -> FollowStep {
+    let mine = match lease {
+        Some((_, Some(holder))) if holder.url != advertise => return FollowStep::FollowOther(Some(holder.url)),
+        Some((_, None)) => return FollowStep::FollowOther(None),
+        Some((revision, Some(_))) => Some(revision),
+        None => None,
+    };
+    if writer_stopped {
+        FollowStep::GiveUp { release: mine }
+    } else {
+        FollowStep::TryTake { renew: mine }
+    }
+}
+
+/// The end of this node's part in the cluster once its writer has stopped.
+fn writer_stopped(ledger: &Ledger) -> NatsError {
+    let reason = ledger.failure().map_or_else(|| "unknown".to_string(), |f| f.reason);
+    NatsError::Contradiction(format!("this node's writer stopped ({reason}): it gave up the lease and never leads again"))
 }
 
 fn lease_value(cluster: &Cluster, head: u64) -> Bytes {
@@ -568,9 +715,9 @@ async fn lead(
     kv: &kv::Store,
     cluster: &Arc<Cluster>,
     mut revision: u64,
+    taken_at: Instant,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsError> {
-    let taken_at = Instant::now();
     cluster.set_lease_until(Some(taken_at + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
     // The stream may have grown since this node's head was checked (a writer paused past
     // its lease appended): read it to its end before taking writes.
@@ -583,6 +730,17 @@ async fn lead(
             return Err(e);
         }
     };
+    // Catching up may have outlasted the lease: take writes only while it is still held.
+    if !cluster.lease_held() {
+        match renew_lease(kv, cluster, ledger.head().seq, revision).await {
+            Renewal::Renewed(r) => revision = r,
+            Renewal::Lost(reason) | Renewal::Failed(reason) => {
+                tracing::warn!("the lease ran out while catching up ({reason}): following");
+                cluster.set_lease_until(None);
+                return Ok(());
+            }
+        }
+    }
     cluster.status.confirmed.store(last, Ordering::Relaxed);
     cluster.set_leader(Some(cluster.advertise.clone()));
     cluster.terms.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +760,17 @@ async fn lead(
                 return Ok(());
             }
         }
+        if ledger.failure().is_some() {
+            // A leader whose writer stopped would renew forever and no other node could
+            // take over: release the lease now.
+            ledger.set_leading(false);
+            cluster.set_lease_until(None);
+            cluster.set_role(Role::Follower);
+            cluster.set_leader(None);
+            let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+            tracing::error!("the writer stopped: released the lease");
+            return Err(writer_stopped(ledger));
+        }
         let fenced = !ledger.is_leading();
         if fenced {
             // The writer was refused by position (or its lease ran out): this node may still
@@ -610,30 +779,64 @@ async fn lead(
             tracing::warn!("the writer was fenced; catching up with the stream");
             catch_up(ledger, stream).await?;
         }
-        let sent = Instant::now();
-        match within("renewing the lease", kv.update(LEASE_KEY, lease_value(cluster, ledger.head().seq), revision)).await {
-            Ok(r) => {
+        match renew_lease(kv, cluster, ledger.head().seq, revision).await {
+            Renewal::Renewed(r) => {
                 revision = r;
-                cluster.set_lease_until(Some(sent + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
                 if fenced {
                     ledger.set_leading(true);
                     tracing::info!(head = ledger.head().seq, "still holding the lease after catching up: leading again");
                 }
             }
-            Err(e) => {
-                let lost = e.to_string().contains("wrong last") || !cluster.lease_held();
-                if lost {
-                    tracing::warn!("lost the lease ({e:?}): following");
-                    ledger.set_leading(false);
-                    cluster.set_lease_until(None);
-                    cluster.set_leader(None);
-                    cluster.set_role(Role::Follower);
-                    return Ok(());
-                }
-                tracing::warn!("could not renew the lease yet: {e:?}");
+            // The key has a newer revision (10071, wrong last sequence): another node
+            // holds the lease. Or the renewal failed and the lease ran out by this clock.
+            Renewal::Lost(reason) => {
+                stop_leading(ledger, cluster, &reason);
+                return Ok(());
             }
+            Renewal::Failed(reason) if !cluster.lease_held() => {
+                stop_leading(ledger, cluster, &reason);
+                return Ok(());
+            }
+            Renewal::Failed(reason) => tracing::warn!("could not renew the lease yet: {reason}"),
         }
     }
+}
+
+/// The outcome of one renewal of this node's lease.
+enum Renewal {
+    /// Renewed: its new revision; the lease runs from when the request was sent.
+    Renewed(u64),
+    /// Refused by revision (JetStream's 10071, wrong last sequence): the key changed since
+    /// this node's revision, so another node holds it (or it lapsed).
+    Lost(String),
+    /// No answer, or another error: the outcome is unknown.
+    Failed(String),
+}
+
+async fn renew_lease(kv: &kv::Store, cluster: &Cluster, head: u64, revision: u64) -> Renewal {
+    let sent = Instant::now();
+    match tokio::time::timeout(API_TIMEOUT, kv.update(LEASE_KEY, lease_value(cluster, head), revision)).await {
+        Ok(Ok(r)) => {
+            cluster.heard_from_jetstream();
+            cluster.set_lease_until(Some(sent + cluster.timing.ttl.saturating_sub(LEASE_MARGIN)));
+            Renewal::Renewed(r)
+        }
+        // async-nats maps JetStream's error code 10071 to this kind (not its text).
+        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            cluster.heard_from_jetstream();
+            Renewal::Lost(e.to_string())
+        }
+        Ok(Err(e)) => Renewal::Failed(e.to_string()),
+        Err(_) => Renewal::Failed(format!("no answer within {API_TIMEOUT:?}")),
+    }
+}
+
+fn stop_leading(ledger: &Ledger, cluster: &Cluster, reason: &str) {
+    tracing::warn!("lost the lease ({reason}): following");
+    ledger.set_leading(false);
+    cluster.set_lease_until(None);
+    cluster.set_leader(None);
+    cluster.set_role(Role::Follower);
 }
 
 /// Publishes this node's heartbeat and watches the others'.
@@ -652,7 +855,13 @@ async fn watch_members(kv: kv::Store, cluster: Arc<Cluster>, ledger: Arc<Ledger>
                 if let Ok(value) = serde_json::to_vec(&me) {
                     let _ = tokio::time::timeout(API_TIMEOUT, kv.put(id.as_str(), Bytes::from(value))).await;
                 }
-                lock(&cluster.members).insert(me.url.clone(), (me, Instant::now()));
+                let mut members = lock(&cluster.members);
+                members.insert(me.url.clone(), (me, Instant::now()));
+                // A member not heard from in a while is forgotten (members() shows only
+                // those seen in the last two TTLs), so the map does not grow with every
+                // address a node ever had.
+                let forget = cluster.timing.ttl * MEMBER_FORGET_TTLS;
+                members.retain(|_, (_, seen)| seen.elapsed() <= forget);
             }
             entry = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
                 match entry {
@@ -687,6 +896,40 @@ mod tests {
         let parsed = parse_keys(Some(&headers)).unwrap();
         assert_eq!(parsed, records.iter().map(|(k, r)| (k.to_string(), *r)).collect::<Vec<_>>());
         assert_eq!(parse_keys(None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_node_whose_writer_stopped_never_holds_the_lease() {
+        let me = "http://a";
+        let value = |url: &str| Some(LeaseValue { url: url.into(), head: 7 });
+        // Its own lease (from before a restart, or while leading) is released; none is taken.
+        assert_eq!(follow_step(true, Some((9, value(me))), me), FollowStep::GiveUp { release: Some(9) });
+        assert_eq!(follow_step(true, None, me), FollowStep::GiveUp { release: None });
+        // Another node's lease is never touched.
+        assert_eq!(follow_step(true, Some((9, value("http://b"))), me), FollowStep::FollowOther(Some("http://b".into())));
+        // A healthy node takes a free lease or renews its own.
+        assert_eq!(follow_step(false, None, me), FollowStep::TryTake { renew: None });
+        assert_eq!(follow_step(false, Some((9, value(me))), me), FollowStep::TryTake { renew: Some(9) });
+        // A value that does not parse is someone else's, never this node's to renew.
+        assert_eq!(follow_step(false, Some((9, None)), me), FollowStep::FollowOther(None));
+    }
+
+    #[test]
+    fn a_stream_or_bucket_that_cannot_give_what_replicated_mode_promises_is_named() {
+        let fit = stream::Config { name: "LEDGER".into(), num_replicas: 3, allow_atomic_publish: true, deny_delete: true, deny_purge: true, ..Default::default() };
+        assert_eq!(stream_unfit(&fit, 3), Vec::<String>::new());
+        assert_eq!(stream_unfit(&fit, 1), Vec::<String>::new(), "more replicas than asked for is fine");
+        let outbox = stream::Config { num_replicas: 1, allow_atomic_publish: false, deny_delete: false, deny_purge: false, ..fit.clone() };
+        let problems = stream_unfit(&outbox, 3).join("; ");
+        for named in ["1 replica(s), fewer than --stream-replicas 3", "atomic publish", "deny_delete", "deny_purge"] {
+            assert!(problems.contains(named), "{named} not named in: {problems}");
+        }
+        let timing = LeaseTiming::from_ttl_ms(3_000);
+        let bucket = stream::Config { max_age: Duration::from_secs(3), num_replicas: 3, ..Default::default() };
+        assert_eq!(bucket_unfit(&bucket, 3, timing), Vec::<String>::new());
+        let other_ttl = bucket_unfit(&bucket, 3, LeaseTiming::from_ttl_ms(2_000)).join("; ");
+        assert!(other_ttl.contains("max_age 3000 ms, not the lease TTL --lease-ttl-ms 2000"), "{other_ttl}");
+        assert_eq!(bucket_unfit(&stream::Config { num_replicas: 1, ..bucket }, 3, timing).len(), 1);
     }
 
     #[test]

@@ -179,6 +179,12 @@ pub enum AppendError {
     /// acknowledged anywhere; the request may be retried (with its idempotency key).
     #[error("not replicated: {0}")]
     NotReplicated(String),
+    /// The group was sent to the replicated log, but whether the log stored it is unknown
+    /// (no acknowledgement in time, the connection failed after the commit was sent). It
+    /// may have been written: retry only with the same idempotency key, which replays it if
+    /// it was. The node stops writing until it has caught up with the log.
+    #[error("replication outcome unknown: {0}")]
+    ReplicationOutcomeUnknown(String),
 }
 
 /// A group of events about to be committed, handed to the [`Replicator`] first.
@@ -198,10 +204,16 @@ pub enum ReplicationError {
     /// node must stop writing and follow.
     #[error("fenced: {0}")]
     Fenced(String),
-    /// The replicated log did not acknowledge in time (or refused for another reason);
-    /// nothing is known to be stored. The writer rolls the group back and goes on.
+    /// The replicated log definitely stored nothing of the group (it refused it, or the
+    /// group was never sent whole). The writer rolls the group back and goes on.
     #[error("{0}")]
     Unavailable(String),
+    /// The group was sent, but whether the log stored it is unknown (a timeout, a transport
+    /// error after the commit was sent). The writer rolls it back and stops writing, like
+    /// [`ReplicationError::Fenced`], so the node catches up with the log (which may hold the
+    /// group) before it writes again.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// Makes a group durable elsewhere before the writer commits it locally (replicated mode):

@@ -264,9 +264,19 @@ impl Writer {
                 keys: group.keys.iter().map(|(k, r)| (k.as_str(), *r)).collect(),
             };
             if let Err(e) = replicator.replicate(&replication) {
-                if let ReplicationError::Fenced(reason) = &e {
-                    tracing::warn!("fenced by the replicated log ({reason}): this node stops writing and follows");
-                    self.shared.leading.store(false, std::sync::atomic::Ordering::SeqCst);
+                match &e {
+                    ReplicationError::Fenced(reason) => {
+                        tracing::warn!("fenced by the replicated log ({reason}): this node stops writing and follows");
+                        self.shared.leading.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // The log may hold the group this node is about to roll back: writing on
+                    // from the old head would be fenced anyway; stop now so the lease loop
+                    // catches up (and takes in the group, if it was stored) at once.
+                    ReplicationError::Unknown(reason) => {
+                        tracing::warn!("the replicated log's outcome is unknown ({reason}): this node stops writing and catches up");
+                        self.shared.leading.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    ReplicationError::Unavailable(_) => {}
                 }
                 metrics::counter!("ledger_groups_not_replicated_total").increment(1);
                 self.rollback_group(group, start);
@@ -307,6 +317,7 @@ impl Writer {
             GroupEnd::Stopped(failure) => AppendError::Stopped(Some(failure.clone())),
             GroupEnd::NotReplicated(ReplicationError::Fenced(_)) => AppendError::NotLeader,
             GroupEnd::NotReplicated(ReplicationError::Unavailable(reason)) => AppendError::NotReplicated(reason.clone()),
+            GroupEnd::NotReplicated(ReplicationError::Unknown(reason)) => AppendError::ReplicationOutcomeUnknown(reason.clone()),
             GroupEnd::Committed => AppendError::Stopped(None),
         };
         let counters = &self.shared.counters;

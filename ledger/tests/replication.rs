@@ -16,6 +16,8 @@ struct Log {
     events: Mutex<Vec<RecordedEvent>>,
     keys: Mutex<Vec<(String, KeyRecord)>>,
     refuse_next: Mutex<Option<ReplicationError>>,
+    /// Stores the next group, then answers this error (an acknowledgement lost on the way).
+    store_then_fail_next: Mutex<Option<ReplicationError>>,
     /// Most events it takes at once (0: the ledger's own bound).
     max: usize,
     /// The size of every group it took.
@@ -35,7 +37,10 @@ impl Replicator for Log {
         self.sizes.lock().unwrap().push(group.events.len());
         events.extend(group.events.iter().map(|e| (*e).clone()));
         self.keys.lock().unwrap().extend(group.keys.iter().map(|(k, r)| (k.to_string(), *r)));
-        Ok(())
+        match self.store_then_fail_next.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn group_events_max(&self) -> usize {
@@ -124,6 +129,39 @@ fn a_fenced_writer_stops_writing_follows_and_replays_a_retry_after_failover() {
     let rest: Vec<RecordedEvent> = log.events.lock().unwrap()[1..].to_vec();
     assert_eq!(runtime.block_on(a.replicate(rest)).unwrap().stored, 1);
     assert_eq!(a.head(), b.head());
+}
+
+#[test]
+fn an_unknown_outcome_stops_the_writer_and_a_keyed_retry_after_catch_up_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let ledger = replicated(dir.path(), &log);
+    ledger.set_leading(true);
+    // The log stores the group, but its acknowledgement is lost (a timeout): the client is
+    // told the outcome is unknown, not that nothing was written.
+    *log.store_then_fail_next.lock().unwrap() = Some(ReplicationError::Unknown("no acknowledgement within 5s".into()));
+    let first = ledger.append(keyed(&small_grant("u"), "k-u"));
+    assert!(matches!(&first, Err(AppendError::ReplicationOutcomeUnknown(m)) if m.contains("no acknowledgement")), "{first:?}");
+    assert_eq!(log.events.lock().unwrap().len(), 1, "the log did store it");
+    // The writer rolled back and stopped at once: a retry now is refused, never a second copy.
+    assert!(!ledger.is_leading());
+    assert_eq!(ledger.head().seq, 0);
+    assert_eq!(ledger.append(keyed(&small_grant("u"), "k-u")), Err(AppendError::NotLeader));
+    assert_eq!(log.events.lock().unwrap().len(), 1);
+    // The lease loop catches up with the log (events and idempotency records), then leads.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let stored = log.events.lock().unwrap().clone();
+    let copied = runtime.block_on(ledger.replicate_with_keys(stored.clone(), log.keys.lock().unwrap().clone())).unwrap();
+    assert_eq!((copied.stored, copied.refused), (1, None));
+    ledger.set_leading(true);
+    // The keyed retry replays the original seq and hash.
+    let retry = ledger.append(keyed(&small_grant("u"), "k-u")).unwrap().receipts[0].clone();
+    assert_eq!((retry.seq, retry.hash, retry.replayed), (1, stored[0].hash, true));
+    assert_eq!(log.events.lock().unwrap().len(), 1, "no second copy");
+    // And the next new write continues the log.
+    append(&ledger, &small_grant("v")).unwrap();
+    assert_eq!(log.events.lock().unwrap().len(), 2);
+    assert_eq!(ledger.head().seq, 2);
 }
 
 #[test]

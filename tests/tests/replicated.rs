@@ -478,3 +478,133 @@ fn a_writer_that_dies_after_the_stream_took_its_group_loses_nothing_and_a_retry_
     let heads: Vec<u64> = (0..3).map(|i| cluster.nodes[i].head_seq()).collect();
     assert!(heads.iter().all(|h| *h == 3), "every node holds exactly the 3 events: {heads:?}");
 }
+
+#[test]
+fn a_replicated_node_refuses_to_start_on_a_stream_that_cannot_give_what_the_mode_promises() {
+    if !nats::available() {
+        return;
+    }
+    let nats = nats::cluster(3);
+    let nats_urls = nats.iter().map(NatsNode::url).collect::<Vec<_>>().join(",");
+    // A LEDGER stream as outbox mode with one server (or someone by hand) would make it:
+    // one replica, deletes and purges allowed.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> = nats_urls.split(',').map(|u| u.parse().expect("a NATS URL")).collect();
+        let js = async_nats::jetstream::new(async_nats::connect(servers).await.expect("connect to NATS"));
+        let config = async_nats::jetstream::stream::Config {
+            name: "LEDGER".into(),
+            subjects: vec!["ledger.events.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        // The cluster elects its JetStream meta leader after the servers answer.
+        let deadline = Instant::now() + WAIT;
+        while let Err(e) = js.create_stream(config.clone()).await {
+            assert!(Instant::now() < deadline, "an R1 stream: {e}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    // The cluster has three servers; the replica count comes from --stream-replicas
+    // (default 3 with --replicated), never from the URLs given.
+    let first_url = nats[0].url();
+    for urls in [nats_urls.as_str(), first_url.as_str()] {
+        let args = ["--nats", urls, "--replicated", "--advertise", "http://127.0.0.1:1", "--lease-ttl-ms", &LEASE_TTL_MS.to_string()];
+        let (code, stderr) = run_to_exit(&data, &args);
+        assert_eq!(code, Some(2), "it must refuse to start; stderr:\n{stderr}");
+        for named in ["stream LEDGER has 1 replica(s), fewer than --stream-replicas 3", "deny_delete", "deny_purge"] {
+            assert!(stderr.contains(named), "`{named}` not named; stderr:\n{stderr}");
+        }
+    }
+    // It wrote nothing to the stream, and took no lease.
+    let reader = StreamReader::connect(&nats_urls);
+    assert_eq!(reader.state("LEDGER").expect("stream").0, 0);
+}
+
+#[test]
+fn a_node_cut_off_from_jetstream_says_it_is_not_ready_and_recovers() {
+    if !nats::available() {
+        return;
+    }
+    let mut server = NatsNode::start();
+    let port = nats::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // One nats-server: one replica, asked for explicitly. A 1 s lease: out of touch after 3 s.
+    let args = ["--nats", &server.url(), "--replicated", "--advertise", &url, "--stream-replicas", "1", "--lease-ttl-ms", "1000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let node = Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, ..Options::default() });
+    nats::eventually(WAIT, "the node leads", || node.get_json("/v1/cluster")["role"] == "leader");
+    assert_eq!(node.get("/readyz").status, 200);
+    server.kill();
+    let cut_off = Instant::now();
+    let mut last = Value::Null;
+    nats::eventually(WAIT, "/readyz says the node is cut off from JetStream", || {
+        let reply = node.get("/readyz");
+        last = reply.json();
+        reply.status == 503 && last["reason"].as_str().is_some_and(|r| r.contains("has not heard from JetStream"))
+    });
+    // Not before three lease TTLs: a short outage is not a failure.
+    assert!(cut_off.elapsed() >= Duration::from_millis(2_500), "not ready after only {:?}: {last}", cut_off.elapsed());
+    assert!(last["cluster"]["jetstream_contact_age_ms"].as_u64().unwrap_or(0) > 3_000, "{last}");
+    let age = e2e::server::metric(&node.metrics(), "cluster_jetstream_contact_age_seconds").expect("the metric");
+    assert!(age > 3.0, "cluster_jetstream_contact_age_seconds = {age}");
+    // JetStream comes back: so does readiness, and the node leads again.
+    server.restart();
+    nats::eventually(WAIT, "the node is ready again", || node.get("/readyz").status == 200);
+    nats::eventually(WAIT, "the node leads again", || node.get_json("/v1/cluster")["role"] == "leader");
+}
+
+/// Runs `cledger serve --data DATA ARGS` until it exits (its exit code and stderr), or kills
+/// it after [`WAIT`] (code None): a node that starts anyway would run until killed.
+fn run_to_exit(data: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let stderr_path = work.path().join("stderr.log");
+    let mut child = e2e::cledger()
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("run cledger");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&stderr_path).unwrap_or_default())
+}
+
+#[test]
+fn a_replicated_node_refuses_a_lease_bucket_made_for_another_lease_ttl() {
+    if !nats::available() {
+        return;
+    }
+    let server = NatsNode::start();
+    let url = server.url();
+    let port = nats::free_port();
+    let advertise = format!("http://127.0.0.1:{port}");
+    // A node with a 2 s lease makes the stream and the bucket (one server: one replica).
+    let args: Vec<String> = ["--nats", &url, "--replicated", "--advertise", &advertise, "--stream-replicas", "1", "--lease-ttl-ms", "2000"].iter().map(|s| s.to_string()).collect();
+    let node = Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, ..Options::default() });
+    nats::eventually(WAIT, "the node leads", || node.get_json("/v1/cluster")["role"] == "leader");
+    drop(node);
+    // Another node, started with a 3 s lease on the same bucket, would believe in leases
+    // the server expires sooner: it refuses to start.
+    let data = tempfile::tempdir().expect("tempdir");
+    let (code, stderr) = run_to_exit(&data.path().join("data"), &["--nats", &url, "--replicated", "--advertise", "http://127.0.0.1:1", "--stream-replicas", "1", "--lease-ttl-ms", "3000"]);
+    assert_eq!(code, Some(2), "it must refuse to start; stderr:\n{stderr}");
+    assert!(stderr.contains("bucket LEDGER_LEASE has max_age 2000 ms, not the lease TTL --lease-ttl-ms 3000"), "{stderr}");
+}

@@ -281,15 +281,28 @@ impl Checkpointing {
     }
 }
 
+/// Whether this node may sign a checkpoint now. Replicated mode: only the leader, and only
+/// while its lease is good by its own clock, so a leader paused past its lease (whose
+/// `is_leading` is still true when it wakes) does not sign a smaller checkpoint after a new
+/// leader signed a larger one. Elsewhere always.
+pub fn may_sign(ledger: &Ledger, cluster: Option<&bus::replicated::Cluster>) -> bool {
+    ledger.is_leading() && cluster.is_none_or(|c| c.lease_held())
+}
+
 /// Issues a checkpoint whenever the ledger grew since the last one (or the last one lacks
 /// its quorum), every `every` (sooner while a quorum is missing).
-pub async fn checkpoint_loop(ledger: Arc<Ledger>, checkpoints: Arc<Checkpointing>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn checkpoint_loop(
+    ledger: Arc<Ledger>,
+    checkpoints: Arc<Checkpointing>,
+    cluster: Option<Arc<bus::replicated::Cluster>>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut done: Option<u64> = None;
     loop {
         let size = ledger.head().seq;
         let mut wait = every;
-        // Replicated mode: only the leader signs (elsewhere `is_leading` is always true).
-        if done != Some(size) && ledger.is_leading() {
+        if done != Some(size) && may_sign(&ledger, cluster.as_deref()) {
             match checkpoints.checkpoint_now(&ledger).await {
                 Ok(round) if round.quorum => done = Some(round.issued.checkpoint.size),
                 Ok(_) => wait = every.min(RETRY_WITHOUT_QUORUM),
@@ -300,5 +313,23 @@ pub async fn checkpoint_loop(ledger: Arc<Ledger>, checkpoints: Arc<Checkpointing
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_believes_it_leads_without_a_lease_by_its_clock_does_not_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), ledger::Options::default()).unwrap();
+        // Embedded and outbox modes: always.
+        assert!(ledger.is_leading());
+        assert!(may_sign(&ledger, None));
+        // Replicated: `is_leading` is still true (a leader paused past its lease wakes up
+        // so), but the lease is not held by this node's clock: no signature.
+        let cluster = bus::replicated::Cluster::new("http://127.0.0.1:1".into(), bus::replicated::LeaseTiming::default());
+        assert!(!may_sign(&ledger, Some(&cluster)));
     }
 }

@@ -134,6 +134,10 @@ impl From<ledger::AppendError> for ApiError {
             // The server's handler names the leader when it knows it (replicated mode).
             AppendError::NotLeader => ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", "this node is not the leader; send writes to the leader"),
             AppendError::NotReplicated(m) => ApiError::unavailable_code("not_replicated", format!("the events were not replicated and nothing was written; retry: {m}")),
+            AppendError::ReplicationOutcomeUnknown(m) => ApiError::unavailable_code(
+                "replication_outcome_unknown",
+                format!("the events may have been written (the replicated log's answer was lost); retry only with the same Idempotency-Key: {m}"),
+            ),
         }
     }
 }
@@ -170,5 +174,21 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_replication_outcome_is_not_told_as_nothing_written() {
+        let unknown = ApiError::from(ledger::AppendError::ReplicationOutcomeUnknown("no acknowledgement within 5s".into()));
+        assert_eq!((unknown.status, unknown.code), (StatusCode::SERVICE_UNAVAILABLE, "replication_outcome_unknown"));
+        assert!(unknown.message.contains("may have been written") && unknown.message.contains("only with the same Idempotency-Key"), "{}", unknown.message);
+        assert!(!unknown.message.contains("nothing was written"), "{}", unknown.message);
+        let refused = ApiError::from(ledger::AppendError::NotReplicated("no quorum".into()));
+        assert_eq!((refused.status, refused.code), (StatusCode::SERVICE_UNAVAILABLE, "not_replicated"));
+        assert!(refused.message.contains("nothing was written"), "{}", refused.message);
     }
 }

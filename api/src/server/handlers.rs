@@ -157,6 +157,7 @@ fn append_error_in(app: &Shared, e: AppendError, batch: bool) -> ApiError {
     match (e, app.nats.as_ref().and_then(|n| n.cluster.as_ref())) {
         (AppendError::NotLeader, Some(cluster)) => not_leader(cluster),
         (AppendError::NotReplicated(m), Some(_)) => ApiError::from(AppendError::NotReplicated(m)).retry_after(1),
+        (e @ AppendError::ReplicationOutcomeUnknown(_), Some(_)) => ApiError::from(e).retry_after(1),
         (e, _) => append_error(e, batch),
     }
 }
@@ -562,7 +563,7 @@ pub async fn issue_checkpoint(State(app): State<Shared>, headers: HeaderMap) -> 
     let c = checkpoints(&app)?;
     // Replicated mode: only the leader signs, so checkpoints move forward in one order.
     if let Some(cluster) = app.nats.as_ref().and_then(|n| n.cluster.as_ref())
-        && !app.ledger.is_leading()
+        && !super::checkpointing::may_sign(&app.ledger, Some(cluster))
     {
         return Err(not_leader(cluster));
     }
@@ -733,6 +734,19 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
         .or_else(|| app.nats.as_ref().and_then(|n| n.status.failure().or_else(|| n.json_status.as_ref().and_then(|j| j.failure()))))
         .or_else(|| app.nats.as_ref().and_then(|n| n.cluster.as_ref()).and_then(|c| c.status.failure()))
         .or_else(|| {
+            // Cut off from JetStream: its role and lag (from the last stream position seen)
+            // are unknown, and its reads may be arbitrarily stale.
+            let cluster = app.nats.as_ref().and_then(|n| n.cluster.as_ref())?;
+            cluster.out_of_touch().map(|age| {
+                format!(
+                    "this node has not heard from JetStream for {} ms (more than {} lease TTLs of {} ms): its role and lag are unknown",
+                    age.as_millis(),
+                    bus::replicated::OUT_OF_TOUCH_TTLS,
+                    cluster.timing.ttl.as_millis()
+                )
+            })
+        })
+        .or_else(|| {
             // A follower too far behind serves stale reads: not ready until it catches up.
             let lag = cluster.as_ref().and_then(|c| c["lag_events"].as_u64()).unwrap_or(0);
             (lag > READY_LAG_EVENTS_MAX).then(|| format!("this node is {lag} events behind the stream (more than {READY_LAG_EVENTS_MAX})"))
@@ -777,6 +791,7 @@ fn cluster_json(app: &super::App, c: &bus::replicated::Cluster) -> Value {
         "terms": c.terms.load(Relaxed),
         "fenced": c.fenced.load(Relaxed),
         "lease_ttl_ms": c.timing.ttl.as_millis() as u64,
+        "jetstream_contact_age_ms": c.contact_age().as_millis() as u64,
         "members": members,
         "failure": c.status.failure(),
     })
@@ -818,6 +833,11 @@ pub async fn metrics(State(app): State<Shared>) -> Response {
         use std::sync::atomic::Ordering::Relaxed;
         let connected = matches!(n.client.connection_state(), async_nats::connection::State::Connected);
         metrics::gauge!("nats_connected").set(if connected { 1.0 } else { 0.0 });
+        if let Some(c) = &n.cluster {
+            // Replicated mode: seconds since JetStream last answered the lease loop; more
+            // than OUT_OF_TOUCH_TTLS lease TTLs makes /readyz 503.
+            metrics::gauge!("cluster_jetstream_contact_age_seconds").set(c.contact_age().as_secs_f64());
+        }
         let confirmed = n.status.confirmed.load(Relaxed);
         if n.follow {
             let stream_last = n.status.stream_last.load(Relaxed);

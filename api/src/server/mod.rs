@@ -326,6 +326,30 @@ async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, NatsCon
     }
 }
 
+/// How long a replicated node tries, at start, to reach JetStream to check its setup.
+const SETUP_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Replicated mode: refuses to start (exit 2, naming every problem) on a LEDGER stream or
+/// lease bucket that cannot give what the mode promises (R < --stream-replicas, no atomic
+/// batches, deletes or purges allowed, a bucket TTL other than --lease-ttl-ms). JetStream
+/// out of reach does not stop the start: the cluster loop makes the same check before it
+/// follows or leads, and stops loudly on an unfit setup.
+async fn check_replicated_setup(client: &async_nats::Client, settings: &bus::StreamSettings, timing: bus::replicated::LeaseTiming) -> Result<(), String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = tokio::time::Instant::now() + SETUP_CHECK_LIMIT;
+    loop {
+        match bus::replicated::open_setup(&js, settings, timing).await {
+            Ok(_) => return Ok(()),
+            Err(bus::NatsError::Contradiction(reason)) => return Err(format!("{reason}. Fix them (nats stream edit / nats kv), or start on a new stream and bucket")),
+            Err(bus::NatsError::Transient(reason)) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!("cannot check the JetStream setup yet ({reason}); starting as a follower, the cluster loop checks it before following or leading");
+                return Ok(());
+            }
+            Err(bus::NatsError::Transient(_)) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// Checks the stream against the ledger before serving: a contradiction refuses to start;
 /// NATS being unreachable does not (the outbox or follower catches up later).
 async fn check_stream_at_start(ledger: &Ledger, client: &async_nats::Client, settings: &bus::StreamSettings, follow: bool) -> Result<(), String> {
@@ -617,9 +641,13 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
                 return Err("--replicated excludes --follow (a replicated node follows by itself when it does not lead) and --nats-json".into());
             }
             let client = runtime.block_on(connect_nats(nc)).map_err(|e| e.to_string())?;
-            let cluster = Arc::new(bus::replicated::Cluster::new(advertise, bus::replicated::LeaseTiming::from_ttl_ms(nc.lease_ttl_ms)));
+            let timing = bus::replicated::LeaseTiming::from_ttl_ms(nc.lease_ttl_ms);
+            // The replica count is the flag's (default 3), never guessed from the URLs given.
+            let settings = bus::StreamSettings { replicas: nc.replicas, ..Default::default() };
+            runtime.block_on(check_replicated_setup(&client, &settings, timing))?;
+            let cluster = Arc::new(bus::replicated::Cluster::new(advertise, timing));
             options.replicator = Some(Arc::new(bus::replicated::StreamReplicator::new(cluster.clone(), client.clone(), runtime.handle().clone())));
-            Some((client, cluster, nc.replicas, nc.url.split(',').count()))
+            Some((client, cluster, settings))
         }
         None => None,
     };
@@ -648,12 +676,8 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut nats = None;
         let mut nats_tasks = vec![];
-        if let Some((client, cluster, replicas, urls)) = replicated {
-            // R3 on a cluster of three or more (unless --stream-replicas says otherwise).
-            let known = client.server_info().connect_urls.len().max(urls);
-            let replicas = if replicas > 1 { replicas } else { known.clamp(1, 3) };
-            let settings = bus::StreamSettings { replicas, ..Default::default() };
-            tracing::info!(advertise = %cluster.advertise, replicas, lease_ttl_ms = cluster.timing.ttl.as_millis() as u64, "replicated mode: following until this node takes the lease");
+        if let Some((client, cluster, settings)) = replicated {
+            tracing::info!(advertise = %cluster.advertise, replicas = settings.replicas, lease_ttl_ms = cluster.timing.ttl.as_millis() as u64, "replicated mode: following until this node takes the lease");
             nats_tasks.push(tokio::spawn(bus::replicated::run_cluster(ledger.clone(), client.clone(), settings, cluster.clone(), shutdown_rx.clone())));
             nats = Some(NatsHandle { client, status: cluster.status.clone(), json_status: None, follow: false, leader_url: None, cluster: Some(cluster) });
         } else if let Some(nc) = &config.nats {
@@ -687,7 +711,7 @@ pub fn serve(config: ServeConfig, before_start: impl FnOnce(&Ledger) -> Result<(
         if let Some(c) = &checkpoints
             && !config.checkpoint_every.is_zero()
         {
-            tokio::spawn(checkpointing::checkpoint_loop(ledger.clone(), c.clone(), config.checkpoint_every, shutdown_rx.clone()));
+            tokio::spawn(checkpointing::checkpoint_loop(ledger.clone(), c.clone(), nats.as_ref().and_then(|n| n.cluster.clone()), config.checkpoint_every, shutdown_rx.clone()));
         }
         let allowed_hosts = allowed_hosts(&config, auth.is_open(), address);
         let app = Arc::new(App {
