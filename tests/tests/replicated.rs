@@ -608,3 +608,62 @@ fn a_replicated_node_refuses_a_lease_bucket_made_for_another_lease_ttl() {
     assert_eq!(code, Some(2), "it must refuse to start; stderr:\n{stderr}");
     assert!(stderr.contains("bucket LEDGER_LEASE has max_age 2000 ms, not the lease TTL --lease-ttl-ms 3000"), "{stderr}");
 }
+
+/// `POST /v1/events` with a key: (status, body, `Retry-After`).
+fn post_with_retry_after(url: &str, key: &str, body: &Value) -> (u16, Value, Option<String>) {
+    let response = http(Duration::from_secs(10))
+        .post(format!("{url}/v1/events"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string())
+        .send()
+        .expect("the node answers");
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (response.status().as_u16(), response.json().unwrap_or(Value::Null), retry_after)
+}
+
+/// A leader tells its role and lag in `/v1/cluster` and `/readyz`. When its writer stops (a
+/// commit fails after JetStream took the group), it gives the lease up at once instead of
+/// holding it with a dead writer: with no other node, writes are then refused with 503
+/// `no_leader` and `Retry-After: 1`, the cluster names no leader, and `/readyz` is 503 with
+/// the writer's failure.
+#[test]
+fn a_leader_whose_writer_stops_gives_up_the_lease_and_says_so() {
+    if !nats::available() {
+        return;
+    }
+    let _nats = NatsNode::start();
+    let port = nats::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let args = ["--nats", &_nats.url(), "--replicated", "--advertise", &url, "--stream-replicas", "1", "--lease-ttl-ms", "1000", "--checkpoint-interval-s", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Durable-path operation 5 is the commit batch of the second group (1: the new store's
+    // views; 2-4: the first group's batch, flush and fsync).
+    let env = vec![("CLEDGER_FAULT".to_string(), "5:error".to_string())];
+    let node = Server::with(Options { listen: Some(format!("127.0.0.1:{port}")), args, env, ..Options::default() });
+    nats::eventually(WAIT, "the node leads", || node.get_json("/v1/cluster")["role"] == "leader");
+    let view = node.get_json("/v1/cluster");
+    assert_eq!((view["leader"].as_str(), view["self"].as_str(), view["lag_events"].as_u64()), (Some(url.as_str()), Some(url.as_str()), Some(0)), "{view}");
+    let ready = node.get("/readyz");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["cluster"]["role"], "leader", "/readyz carries the role");
+
+    let (code, body, _) = post_with_retry_after(&url, "g", &small_grant("stops"));
+    assert_eq!((code, body["seq"].as_u64()), (201, Some(1)), "{body}");
+    let (code, body, _) = post_with_retry_after(&url, "i1", &invoice("stops", "I1", "1.00"));
+    assert_eq!((code, body["error"]["code"].as_str()), (503, Some("writer_stopped")), "{body}");
+
+    let mut view = Value::Null;
+    nats::eventually(WAIT, "the node gives the lease up", || {
+        view = node.get_json("/v1/cluster");
+        view["leader"].is_null() && view["role"] != "leader"
+    });
+    let (code, body, retry_after) = post_with_retry_after(&url, "i1", &invoice("stops", "I1", "1.00"));
+    assert_eq!((code, body["error"]["code"].as_str(), retry_after.as_deref()), (503, Some("no_leader"), Some("1")), "{body} {view}");
+    let ready = node.get("/readyz");
+    assert_eq!(ready.status, 503);
+    let ready = ready.json();
+    assert!(ready["writer_failure"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{ready}");
+}
