@@ -121,7 +121,7 @@ impl Imported {
 /// mode. The next chunk is parsed while the writer stores the one before (one chunk in
 /// flight at most), and is only sent once that one is answered in full, so a refused line
 /// still means nothing of it or after it was written.
-pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String> {
+pub fn import(data: &Path, actor: &str, file: &Path, views_resident_events: u64) -> Result<ExitCode, String> {
     let (reader, len): (Box<dyn Read>, u64) = if file == Path::new("-") {
         (Box::new(std::io::stdin()), 0)
     } else {
@@ -129,7 +129,7 @@ pub fn import(data: &Path, actor: &str, file: &Path) -> Result<ExitCode, String>
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(f), len)
     };
-    let ledger = open_ledger(data)?;
+    let ledger = Ledger::open(data, Options { views_resident_events, ..Options::default() }).map_err(|e| e.to_string())?;
     let bar = progress(len, "importing");
     bar.set_style(ProgressStyle::with_template("importing {wide_bar} {bytes}/{total_bytes} eta {eta}").expect("valid template"));
     let mut lines = BoundedLines::new(reader, IMPORT_LINE_BYTES_MAX);

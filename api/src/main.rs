@@ -56,9 +56,10 @@ enum Command {
         /// Most Server-Sent Events clients at once; more get 503 `too_many_streams`.
         #[arg(long, default_value_t = server::MAX_STREAMS_DEFAULT)]
         max_streams: usize,
-        /// Contract states readers keep in memory, counted in events (about 350 bytes
-        /// each): past it, a state a query loaded is dropped after the query if it is all
-        /// saved, so memory stays bounded and large portfolio queries load states again.
+        /// Contract states kept in memory, counted in events (roughly 350-500 bytes each):
+        /// past it, a state a query loaded is dropped after the query, and the writer drops
+        /// saved states after each save; what is needed again is loaded again (large
+        /// portfolio queries then reload states each time).
         #[arg(long, default_value_t = ledger::views::RESIDENT_EVENTS_DEFAULT)]
         views_resident_events: u64,
         /// Most connections at once (lowered to fit the open-file limit). At the cap the
@@ -214,6 +215,10 @@ enum Command {
         /// Actor recorded on events that do not name one.
         #[arg(long, default_value = "cledger-import")]
         actor: String,
+        /// Contract states kept in memory between saves, counted in events; past it, saved
+        /// states are dropped after each save and loaded again when next needed.
+        #[arg(long, default_value_t = ledger::views::RESIDENT_EVENTS_DEFAULT)]
+        views_resident_events: u64,
         /// The NDJSON file; `-` reads standard input.
         file: PathBuf,
     },
@@ -545,7 +550,7 @@ fn main() -> ExitCode {
                 print!("{entry}");
                 ExitCode::SUCCESS
             }),
-        Command::Import { data, actor, file } => cli::import(&data, &actor, &file),
+        Command::Import { data, actor, file, views_resident_events } => cli::import(&data, &actor, &file, views_resident_events),
         Command::Witness { listen, key, state, name, logs, log_json } => witness::run(witness::WitnessArgs { listen, key, state, name, logs, log_json }),
         Command::Verify { file, data, url, key, trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key } => {
             audit::verify(audit::VerifyArgs { file, data, url, key, trusted: trusted_checkpoint, token, origin, witnesses, witness_quorum, trust_bundle_key })

@@ -315,10 +315,12 @@ pub struct Options {
     /// Replicated mode: every group goes through it before the local commit, and the
     /// ledger starts not taking writes until [`Ledger::set_leading`] says it leads.
     pub replicator: Option<Arc<dyn Replicator>>,
-    /// Readers keep the states they load in memory until the loaded states hold this many
-    /// events; beyond it, a state a reader loaded is unloaded after the read if all of it
-    /// is saved. Bounds a server's memory under reads (a portfolio query then reloads what
-    /// it needs each time); the writer's own states are not bounded by it.
+    /// Contract states stay in memory until the loaded ones hold this many events; beyond
+    /// it, a state a reader loaded is unloaded after the read if all of it is saved, and
+    /// after each save the writer unloads saved states down to three quarters of it. What
+    /// is needed again is loaded again (a portfolio query past the budget reloads states
+    /// each time). It cannot bound the states one save interval touches: an import that
+    /// interleaves every contract still loads them all between two saves.
     pub views_resident_events: u64,
 }
 

@@ -204,6 +204,36 @@ impl Views {
         Ok((self.lock(slot, id, known_at)?, loaded_now))
     }
 
+    /// After a save (the writer, between groups, when every state is saved): counts the
+    /// events the loaded states hold and, above the budget, unloads clean states until they
+    /// hold at most three quarters of it (so the next saves do not unload again at once).
+    /// This bounds the writer's memory too; a state it needs again is loaded again.
+    /// Returns how many states were unloaded.
+    pub fn trim(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let loaded: Vec<(Arc<Slot>, u64)> =
+            self.all().into_iter().filter_map(|(_, slot)| { let events = slot.loaded.lock().as_ref().map(|l| l.state.events.len() as u64)?; Some((slot, events)) }).collect();
+        let mut total: u64 = loaded.iter().map(|(_, n)| n).sum();
+        let mut unloaded = 0;
+        if total > self.resident_budget {
+            let low_water = self.resident_budget / 4 * 3;
+            for (slot, _) in &loaded {
+                if total <= low_water {
+                    break;
+                }
+                let mut guard = slot.loaded.lock();
+                if guard.as_ref().is_some_and(Loaded::is_clean)
+                    && let Some(l) = guard.take() {
+                        total = total.saturating_sub(l.state.events.len() as u64);
+                        unloaded += 1;
+                    }
+            }
+            metrics::counter!("ledger_views_unloaded_total").increment(unloaded as u64);
+        }
+        self.resident_events.store(total, Ordering::Relaxed);
+        unloaded
+    }
+
     /// After a reader is done with a state it loaded: if the views hold more than their
     /// budget and the state is clean (all of it in the tree), unload it again. The writer
     /// never calls this, and a state with changes not yet saved is never unloaded, so no

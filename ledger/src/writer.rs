@@ -369,6 +369,8 @@ impl Writer {
             Ok(()) => {
                 self.dirty.clear();
                 self.events_since_persist = 0;
+                // Everything is saved now: the moment to drop states beyond the budget.
+                self.shared.views.trim();
             }
             // The views are derived: failing to save them loses nothing, the next open folds
             // the events after the old cursor.

@@ -230,3 +230,40 @@ fn readers_keep_resident_states_within_the_budget() {
     assert_eq!(figures(&ledger).len(), 30);
     assert_eq!(ledger.with_contract(&ContractId::parse("c29").unwrap(), &at, |s| s.version).unwrap(), Some(6), "the writer's change is still there");
 }
+
+/// The writer's states are bounded too: after a save, states beyond the budget that are all
+/// saved are unloaded (down to three quarters of it), and what the writer needs again is
+/// loaded again; nothing of it is lost.
+#[test]
+fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
+    let (dir, ledger) = fresh();
+    let ids: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    for id in &ids {
+        append(&ledger, &small_grant(id)).unwrap();
+        for n in 0..4 {
+            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
+        }
+    }
+    ledger.close();
+    drop(ledger);
+    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
+    let ledger = Ledger::open(dir.path(), options).unwrap();
+    // The writer loads every contract to change it (6 events each, 180 in all).
+    for id in &ids {
+        append(&ledger, &event(id, "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
+    }
+    assert_eq!(ledger.loaded_contracts(), 30, "no save yet: all of them stay");
+    ledger.close(); // saves, then trims
+    let loaded = ledger.loaded_contracts();
+    assert!(loaded <= 2, "{loaded} contracts still loaded: at most 15 events' worth stay");
+    let saved = ledger.persisted_views().unwrap();
+    drop(ledger);
+    let ledger = open(dir.path());
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    for id in &ids {
+        assert_eq!(ledger.with_contract(&ContractId::parse(id).unwrap(), &at, |s| s.version).unwrap(), Some(6), "{id}");
+    }
+    drop(ledger);
+    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(open(dir.path()).persisted_views().unwrap(), saved, "the saved views equal a rebuild");
+}
