@@ -26,6 +26,17 @@ fn ready(browser: &mut Browser, page: &str, heading: &str) {
     );
 }
 
+/// Signs in as `token` (kept in the session) and reloads the page at `hash`, waiting until
+/// the new document is loaded: the old one still answers every check until it goes.
+fn reload_as(browser: &mut Browser, token: &str, hash: &str) {
+    browser.eval(&format!(
+        "window.__cledgerOldDocument = true; sessionStorage.setItem('cledger-token', {}); location.hash = {}; location.reload()",
+        json!(token),
+        json!(hash)
+    ));
+    browser.wait_for("the reloaded page", "!window.__cledgerOldDocument && document.readyState === 'complete'");
+}
+
 fn go(browser: &mut Browser, hash: &str, page: &str, heading: &str) {
     browser.eval(&format!("location.hash = {}", json!(hash)));
     ready(browser, page, heading);
@@ -193,14 +204,14 @@ fn a_token_is_asked_for_and_each_role_sees_what_it_may_read() {
     assert_eq!(hidden(&mut browser, "[data-page-link=waterfall]"), json!(false));
 
     // Auditor: reads figures and reports too (read-only), and the chain.
-    browser.eval(&format!("sessionStorage.setItem('cledger-token', {}); location.reload()", json!(tokens.auditor)));
+    reload_as(&mut browser, &tokens.auditor, "#/");
     ready(&mut browser, "portfolio", "Portfolio");
     assert_eq!(hidden(&mut browser, "[data-page-link=timeline]"), json!(false));
     go(&mut browser, "#/timeline", "timeline", "Chain");
     browser.wait_for("the events", "!!document.querySelector('li[data-seq=\"9\"]')");
 
     // Writer: nothing to read.
-    browser.eval(&format!("sessionStorage.setItem('cledger-token', {}); location.hash = '#/'; location.reload()", json!(tokens.writer)));
+    reload_as(&mut browser, &tokens.writer, "#/");
     browser.wait_for("the refusal", "document.getElementById('main').dataset.page === 'forbidden'");
     assert_eq!(hidden(&mut browser, "[data-page-link=portfolio]"), json!(true));
     // The failed sign-in above logged its 401s; nothing else may have gone wrong.
