@@ -751,11 +751,7 @@ async fn lead(
         tokio::select! {
             _ = tokio::time::sleep(cluster.timing.renew_every) => {}
             _ = shutdown.changed() => {
-                ledger.set_leading(false);
-                cluster.set_lease_until(None);
-                cluster.set_role(Role::Follower);
-                cluster.set_leader(None);
-                let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+                give_up_lease(ledger, cluster, kv, revision).await;
                 tracing::info!("released the lease at shutdown");
                 return Ok(());
             }
@@ -763,11 +759,7 @@ async fn lead(
         if ledger.failure().is_some() {
             // A leader whose writer stopped would renew forever and no other node could
             // take over: release the lease now.
-            ledger.set_leading(false);
-            cluster.set_lease_until(None);
-            cluster.set_role(Role::Follower);
-            cluster.set_leader(None);
-            let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
+            give_up_lease(ledger, cluster, kv, revision).await;
             tracing::error!("the writer stopped: released the lease");
             return Err(writer_stopped(ledger));
         }
@@ -833,10 +825,22 @@ async fn renew_lease(kv: &kv::Store, cluster: &Cluster, head: u64, revision: u64
 
 fn stop_leading(ledger: &Ledger, cluster: &Cluster, reason: &str) {
     tracing::warn!("lost the lease ({reason}): following");
+    step_down(ledger, cluster);
+}
+
+/// This node stops taking writes and no longer names itself (or anyone) the leader.
+fn step_down(ledger: &Ledger, cluster: &Cluster) {
     ledger.set_leading(false);
     cluster.set_lease_until(None);
     cluster.set_leader(None);
     cluster.set_role(Role::Follower);
+}
+
+/// Steps down and deletes the lease this node holds at `revision`, so another node can take
+/// it at once instead of waiting for it to expire.
+async fn give_up_lease(ledger: &Ledger, cluster: &Cluster, kv: &kv::Store, revision: u64) {
+    step_down(ledger, cluster);
+    let _ = within("releasing the lease", kv.delete_expect_revision(LEASE_KEY, Some(revision))).await;
 }
 
 /// Publishes this node's heartbeat and watches the others'.

@@ -200,8 +200,15 @@ impl Views {
 
     /// Locks a contract's state for a reader; also says whether this call loaded it.
     pub fn lock_reading<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<(StateGuard<'a>, bool), ReadError> {
-        let loaded_now = slot.loaded.lock().is_none();
-        Ok((self.lock(slot, id, known_at)?, loaded_now))
+        let mut guard = slot.loaded.lock();
+        let loaded_now = guard.is_none();
+        if loaded_now {
+            let loaded = self.load(id, known_at)?;
+            self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
+            *guard = Some(loaded);
+        }
+        let state = MutexGuard::try_map(guard, |l| l.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))?;
+        Ok((state, loaded_now))
     }
 
     /// After a save (the writer, between groups, when every state is saved): counts the
@@ -246,7 +253,7 @@ impl Views {
         let mut guard = slot.loaded.lock();
         if guard.as_ref().is_some_and(Loaded::is_clean)
             && let Some(loaded) = guard.take() {
-                self.resident_events.fetch_sub(loaded.resident_events.min(self.resident_events()), Ordering::Relaxed);
+                let _ = self.resident_events.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(loaded.resident_events)));
                 metrics::counter!("ledger_views_unloaded_total").increment(1);
             }
     }
@@ -268,13 +275,7 @@ impl Views {
     /// Locks a contract's state, loading it first if it is not in memory (`known_at`: the
     /// durable head, up to which a damaged view is refolded from the chain).
     pub fn lock<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<StateGuard<'a>, ReadError> {
-        let mut guard = slot.loaded.lock();
-        if guard.is_none() {
-            let loaded = self.load(id, known_at)?;
-            self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
-            *guard = Some(loaded);
-        }
-        MutexGuard::try_map(guard, |l| l.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
+        self.lock_reading(slot, id, known_at).map(|(state, _)| state)
     }
 
     /// A contract created now (its grant staged): in memory, nothing of it persisted.

@@ -147,6 +147,18 @@ fn the_views_encoding_is_pinned() {
     expect_test::expect_file!["../../testdata/vectors/views.txt"].assert_eq(&text);
 }
 
+/// `count` contracts (`c00`, `c01`, ...), each a grant and `invoices` invoices; their ids.
+fn contracts_with_invoices(ledger: &Ledger, count: usize, invoices: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count).map(|i| format!("c{i:02}")).collect();
+    for id in &ids {
+        append(ledger, &small_grant(id)).unwrap();
+        for n in 0..invoices {
+            append(ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
+        }
+    }
+    ids
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -158,13 +170,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn views_save_what_changed_and_load_on_use() {
     let (dir, ledger) = fresh();
-    let ids: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
-    for id in &ids {
-        append(&ledger, &small_grant(id)).unwrap();
-        for n in 0..5 {
-            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
-        }
-    }
+    contracts_with_invoices(&ledger, 40, 5);
     drop(ledger);
     let ledger = open(dir.path());
     let before = ledger.persisted_views_raw().unwrap();
@@ -196,13 +202,7 @@ fn views_save_what_changed_and_load_on_use() {
 #[test]
 fn readers_keep_resident_states_within_the_budget() {
     let (dir, ledger) = fresh();
-    let ids: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
-    for id in &ids {
-        append(&ledger, &small_grant(id)).unwrap();
-        for n in 0..4 {
-            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
-        }
-    }
+    let ids = contracts_with_invoices(&ledger, 30, 4);
     let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
     let figures = |ledger: &Ledger| -> Vec<String> {
         let mut out = vec![];
@@ -237,13 +237,7 @@ fn readers_keep_resident_states_within_the_budget() {
 #[test]
 fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     let (dir, ledger) = fresh();
-    let ids: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
-    for id in &ids {
-        append(&ledger, &small_grant(id)).unwrap();
-        for n in 0..4 {
-            append(&ledger, &event(id, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
-        }
-    }
+    let ids = contracts_with_invoices(&ledger, 30, 4);
     ledger.close();
     drop(ledger);
     let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
