@@ -27,7 +27,7 @@ pub mod witness;
 pub use body::*;
 pub use currency::{Currency, UnknownCurrency};
 pub use event::{DecodeError, Digest, Event, RecordedEvent, CANONICAL_LEN_MAX, EVENT_HASH_CONTEXT, FORMAT_VERSION};
-pub use money::{format_minor_units, AmountError, Decimal, Money, MAX_ABS_MINOR_UNITS};
+pub use money::{format_minor_units, AmountError, Decimal, DecimalText, Money, MAX_ABS_MINOR_UNITS};
 pub use rejection::{Code, Kind, Rejection};
 pub use text::{check_identifier, check_idempotency_key, check_text, ContractId};
 pub use time::{Date, InvalidDate, Timestamp};

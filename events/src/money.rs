@@ -139,15 +139,60 @@ impl Money {
 /// Any number of minor units (totals across contracts may exceed one amount's bound) as a
 /// decimal string with exactly the currency's number of decimals.
 pub fn format_minor_units(minor_units: i128, currency: Currency) -> String {
-    let exponent = u32::from(currency.exponent());
-    let magnitude = minor_units.unsigned_abs();
-    let sign = if minor_units < 0 { "-" } else { "" };
-    if exponent == 0 {
-        return format!("{sign}{magnitude}");
+    DecimalText::of(minor_units, currency).as_str().to_string()
+}
+
+/// An amount written as [`format_minor_units`] writes it, in a buffer on the stack: for
+/// reports that write hundreds of thousands of amounts.
+pub struct DecimalText {
+    /// Room for the 39 digits of 2^127, a point and a sign (exponents are at most 4).
+    bytes: [u8; 48],
+    start: usize,
+}
+
+impl DecimalText {
+    pub fn of(minor_units: i128, currency: Currency) -> DecimalText {
+        let exponent = usize::from(currency.exponent());
+        debug_assert!(exponent <= 4, "the currency table's exponents are 0 to 4");
+        let mut bytes = [0u8; 48];
+        let mut at = bytes.len();
+        let mut rest = minor_units.unsigned_abs();
+        // Digits from the least significant, with the point after `exponent` of them and at
+        // least one digit before it. u64 arithmetic once the rest fits (u128 division is slow).
+        let mut written = 0;
+        loop {
+            if written == exponent && exponent > 0 {
+                at -= 1;
+                bytes[at] = b'.';
+            }
+            let digit = match u64::try_from(rest) {
+                Ok(small) => {
+                    rest = u128::from(small / 10);
+                    (small % 10) as u8
+                }
+                Err(_) => {
+                    let digit = (rest % 10) as u8;
+                    rest /= 10;
+                    digit
+                }
+            };
+            at -= 1;
+            bytes[at] = b'0' + digit;
+            written += 1;
+            if rest == 0 && written > exponent {
+                break;
+            }
+        }
+        if minor_units < 0 {
+            at -= 1;
+            bytes[at] = b'-';
+        }
+        DecimalText { bytes, start: at }
     }
-    let scale = 10u128.pow(exponent);
-    let width = exponent as usize;
-    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[self.start..]).expect("digits, a point and a sign are ASCII")
+    }
 }
 
 impl fmt::Debug for Money {
@@ -272,6 +317,31 @@ mod tests {
         assert_eq!(usd("10000000000000000000000000000.01"), Err(AmountError::Overflow));
         assert_eq!(usd("99999999999999999999999999999999999999999999999"), Err(AmountError::Overflow));
         assert_eq!(usd("10000000000000000000000000000.01").unwrap_err().rejection("data.amount").code, Code::AmountOverflow);
+    }
+
+    #[test]
+    fn decimals_match_the_plain_formula_at_the_edges() {
+        let plain = |minor: i128, currency: Currency| {
+            let exponent = u32::from(currency.exponent());
+            let magnitude = minor.unsigned_abs();
+            let sign = if minor < 0 { "-" } else { "" };
+            if exponent == 0 {
+                return format!("{sign}{magnitude}");
+            }
+            let scale = 10u128.pow(exponent);
+            format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale, width = exponent as usize)
+        };
+        let mut values = vec![0, 1, -1, 9, 10, 99, 100, 101, 12345, -12345, i128::MAX, i128::MIN, i128::MIN + 1];
+        for shift in 0..127 {
+            let v = 1i128 << shift;
+            values.extend([v, v - 1, -v, 1 - v, v + 1]);
+        }
+        values.extend([u64::MAX as i128, u64::MAX as i128 + 1, -(u64::MAX as i128), 10i128.pow(19), 10i128.pow(38)]);
+        for currency in Currency::all() {
+            for v in &values {
+                assert_eq!(DecimalText::of(*v, currency).as_str(), plain(*v, currency), "{v} {currency}");
+            }
+        }
     }
 
     #[test]

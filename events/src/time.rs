@@ -47,14 +47,41 @@ impl Date {
 
     /// Days from `self` to `later` (negative when `later` is earlier).
     pub fn days_until(self, later: Date) -> i64 {
-        // Whole days between two midnights: exact, no time zone involved.
-        later.0.duration_since(self.0).as_secs() / 86_400
+        // Whole days between two civil dates: exact, no time zone involved. Integer
+        // arithmetic (revenue asks this for every tranche of every period of every contract).
+        later.epoch_day() - self.epoch_day()
+    }
+
+    /// Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's
+    /// `days_from_civil`: years counted from March, so the leap day ends a year).
+    fn epoch_day(self) -> i64 {
+        let (month, day) = (i64::from(self.month()), i64::from(self.day()));
+        let year = i64::from(self.year()) - i64::from(month <= 2);
+        let era = year.div_euclid(400);
+        let year_of_era = year - era * 400;
+        let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+        era * 146_097 + day_of_era - 719_468
+    }
+
+    /// The date of an epoch day ([`Date::epoch_day`]'s inverse, H. Hinnant's
+    /// `civil_from_days`), if it is within the supported range.
+    fn of_epoch_day(epoch_day: i64) -> Option<Date> {
+        let shifted = epoch_day.checked_add(719_468)?;
+        let era = shifted.div_euclid(146_097);
+        let day_of_era = shifted - era * 146_097;
+        let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        Date::new(i16::try_from(year).ok()?, month as i8, day as i8).ok()
     }
 
     /// The date `days` after this one, if it is within the supported range.
     pub fn add_days(self, days: i64) -> Option<Date> {
-        let shifted = self.0.checked_add(jiff::SignedDuration::from_hours(days.checked_mul(24)?)).ok()?;
-        Date::new(shifted.year(), shifted.month(), shifted.day()).ok()
+        Date::of_epoch_day(self.epoch_day().checked_add(days)?)
     }
 
     pub fn first_of_month(self) -> Date {
@@ -177,6 +204,33 @@ mod tests {
                     "2026-06-01T00:00", " 2026-06-01", "2026-W22-1", "+2026-06-01", "2026-00-10", "2026-06-00", "٢٠٢٦-06-01"] {
             assert!(Date::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The integer day arithmetic agrees with jiff's calendar on every day of the range
+    /// dates take (years 1 to 9999), and stops at its ends.
+    #[test]
+    fn day_arithmetic_agrees_with_the_calendar() {
+        let first = Date::new(1, 1, 1).unwrap();
+        let mut day = first;
+        let mut count = 0;
+        while let Ok(next) = day.0.tomorrow() {
+            let next = Date(next);
+            if next.year() > 9999 {
+                break;
+            }
+            count += 1;
+            assert_eq!(day.add_days(1), Some(next), "{day}");
+            assert_eq!(next.add_days(-1), Some(day), "{next}");
+            assert_eq!(day.days_until(next), 1, "{day}");
+            assert_eq!(first.days_until(next), count, "{next}");
+            assert_eq!(first.add_days(count), Some(next));
+            day = next;
+        }
+        assert_eq!(day, Date::new(9999, 12, 31).unwrap());
+        assert_eq!((day.add_days(1), first.add_days(-1)), (None, None));
+        assert_eq!((day.add_days(i64::MAX), first.add_days(i64::MIN)), (None, None));
+        assert_eq!(day.days_until(first), -count);
+        assert_eq!(first.days_until(day), day.0.duration_since(first.0).as_secs() / 86_400);
     }
 
     #[test]
