@@ -230,7 +230,11 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                 }
                 None => {
                     let mut report = PortfolioRevenue::new(at, g);
-                    each(ledger, &at, |s| report.add(s))?;
+                    for part in ledger.map_contracts(&at, |c| PortfolioRevenue::part(c, &at, g))? {
+                        if let Some(part) = part.map_err(overflow)? {
+                            report.absorb(part).map_err(overflow)?;
+                        }
+                    }
                     finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }

@@ -609,7 +609,15 @@ impl Ledger {
         let seqs = match stream {
             Stream::Ledger => lock(&self.shared.ledger_facts).seqs_after(after_version, head, limit),
             Stream::Contract(id) => match self.shared.views.get(id) {
-                Some(slot) => self.shared.views.lock(&slot, id, head)?.seqs_after(after_version, head, limit),
+                Some(slot) => {
+                    let (state, loaded_now) = self.shared.views.lock_reading(&slot, id, head)?;
+                    let seqs = state.seqs_after(after_version, head, limit);
+                    drop(state);
+                    if loaded_now {
+                        self.shared.views.relieve(&slot);
+                    }
+                    seqs
+                }
                 None => vec![],
             },
         };
@@ -695,6 +703,32 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// `f` of every contract (known at `at` or not: `f` asks [`projections::Contract::known_at`]),
+    /// in id order, as a portfolio report reads a contract: its
+    /// summary (kept in memory for every contract) when that answers for `at`, else its
+    /// state (loaded if need be, as [`Ledger::for_each_contract`] does). At the head this
+    /// reads no state at all. Contracts are read on every core; `f` must be pure.
+    pub fn map_contracts<R: Send>(&self, at: &projections::AsOf, f: impl Fn(projections::Contract<'_>) -> R + Sync) -> Result<Vec<R>, ReadError> {
+        use rayon::prelude::*;
+        let head = self.head().seq;
+        let views = &self.shared.views;
+        let slots = views.all();
+        let each = slots.par_iter().map(|(id, slot)| -> Result<R, ReadError> {
+            let summary = views.summary(slot, id, head)?;
+            if let Some(contract) = projections::Contract::of_summary(&summary, at) {
+                return Ok(f(contract));
+            }
+            let (state, loaded_now) = views.lock_reading(slot, id, head)?;
+            let out = f(projections::Contract::State(&state));
+            drop(state);
+            if loaded_now {
+                views.relieve(slot);
+            }
+            Ok(out)
+        });
+        each.collect()
     }
 
     /// Number of contracts with a live view (including any staged, not yet durable).

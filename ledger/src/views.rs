@@ -26,12 +26,17 @@ use crate::io::{Io, Op};
 use crate::{corrupt, keys, store, ReadError};
 use events::{ContractId, Event, Stream};
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
-use projections::{ContractState, LedgerFacts};
+use projections::{ContractState, LedgerFacts, Summary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Layout version of the persisted views; another version is rebuilt on open.
-pub const VIEWS_FORMAT: u32 = 3;
+/// Layout version of the persisted views; a version other than these two is rebuilt on
+/// open. Format 4 is format 3 plus a summary per contract (`U` keys); a format-3 tree is
+/// used as it is (its contracts' summaries are made from their states when first asked
+/// for, and saved with their next change), and its next save marks it format 4, so that
+/// an older binary, which would not keep the summaries current, rebuilds it instead.
+pub const VIEWS_FORMAT: u32 = 4;
+const VIEWS_FORMAT_WITHOUT_SUMMARIES: u32 = 3;
 /// Saves are this far apart at most (events, then milliseconds). Between saves the views are
 /// ahead of the tree; an open after a crash folds the events since the last save (about
 /// 0.1 s per 100,000). Fewer, larger saves matter when events interleave over many
@@ -58,6 +63,8 @@ const KEY_CURSOR: &[u8] = b"Mcursor";
 const KEY_LEDGER: &[u8] = b"Mledger";
 /// `S` + contract id → postcard of its `ContractState` (as of its `last_seq`).
 const SNAPSHOT: u8 = b'S';
+/// `U` + contract id → postcard of its [`Summary`], made from the state the same batch saves.
+const SUMMARY: u8 = b'U';
 /// `D` + contract id + 0x00 + first version (u64 BE) → the canonical bytes of the
 /// contract's events from that version on: u32 BE count, then per event u32 BE length and
 /// the bytes. (Contract ids hold no 0x00, so a contract's deltas sort together, in order.)
@@ -67,6 +74,22 @@ fn snapshot_key(id: &ContractId) -> Vec<u8> {
     let mut key = vec![SNAPSHOT];
     key.extend_from_slice(id.as_str().as_bytes());
     key
+}
+
+fn summary_key(id: &ContractId) -> Vec<u8> {
+    let mut key = vec![SUMMARY];
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+/// A contract's summary from the tree: `None` if it has none (views saved by format 3).
+fn read_summary(tree: &sled::Tree, id: &ContractId) -> Result<Option<Summary>, LoadError> {
+    let Some(bytes) = tree.get(summary_key(id))? else { return Ok(None) };
+    let summary: Summary = postcard::from_bytes(&bytes).map_err(|e| LoadError::Views(format!("the summary does not decode: {e}")))?;
+    if summary.contract_id() != id {
+        return Err(LoadError::Views(format!("the summary holds contract {}", summary.contract_id())));
+    }
+    Ok(Some(summary))
 }
 
 fn delta_prefix(id: &ContractId) -> Vec<u8> {
@@ -127,10 +150,31 @@ impl Loaded {
     }
 }
 
-/// One contract's place in the views: its state once loaded.
+/// Where a contract's [`Summary`] is: it stays in memory once read (it is small), and is
+/// made again from the state after the writer changes the state.
+#[derive(Default)]
+enum SummaryAt {
+    /// Not read yet: the tree's `U` entry, if any, is the current state's.
+    #[default]
+    InTree,
+    Current(Arc<Summary>),
+    /// The writer has changed the state since: make it again from the state.
+    Stale,
+}
+
+/// What a slot's lock guards: the state once loaded, and its summary. One lock for both, so
+/// a summary is always that of the state as it is (the writer marks it stale under the
+/// lock it changes the state under).
+#[derive(Default)]
+struct Contents {
+    loaded: Option<Loaded>,
+    summary: SummaryAt,
+}
+
+/// One contract's place in the views: its state once loaded, and its summary.
 #[derive(Default)]
 pub struct Slot {
-    loaded: Mutex<Option<Loaded>>,
+    contents: Mutex<Contents>,
 }
 
 /// A locked, loaded contract state.
@@ -200,15 +244,56 @@ impl Views {
 
     /// Locks a contract's state for a reader; also says whether this call loaded it.
     pub fn lock_reading<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<(StateGuard<'a>, bool), ReadError> {
-        let mut guard = slot.loaded.lock();
-        let loaded_now = guard.is_none();
-        if loaded_now {
-            let loaded = self.load(id, known_at)?;
-            self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
-            *guard = Some(loaded);
-        }
-        let state = MutexGuard::try_map(guard, |l| l.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))?;
+        let mut guard = slot.contents.lock();
+        let loaded_now = self.ensure_loaded(&mut guard, id, known_at)?;
+        let state = MutexGuard::try_map(guard, |c| c.loaded.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))?;
         Ok((state, loaded_now))
+    }
+
+    /// Loads the state into `contents` if it is not in memory; says whether it did.
+    fn ensure_loaded(&self, contents: &mut Contents, id: &ContractId, known_at: u64) -> Result<bool, ReadError> {
+        if contents.loaded.is_some() {
+            return Ok(false);
+        }
+        let loaded = self.load(id, known_at)?;
+        self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
+        contents.loaded = Some(loaded);
+        Ok(true)
+    }
+
+    /// A contract's summary, for a reader: the one in memory, else the tree's, else made
+    /// from the state (loaded for it if need be, and relieved after). A summary may include
+    /// events after the durable head (staged ones): it answers only for points of view that
+    /// see all of them ([`Summary::answers`]), and the writer marks it stale before it
+    /// changes or rolls back the state.
+    pub fn summary(&self, slot: &Slot, id: &ContractId, known_at: u64) -> Result<Arc<Summary>, ReadError> {
+        let mut contents = slot.contents.lock();
+        match &contents.summary {
+            SummaryAt::Current(summary) => return Ok(summary.clone()),
+            SummaryAt::InTree => match read_summary(&self.tree, id) {
+                Ok(Some(summary)) => {
+                    let summary = Arc::new(summary);
+                    contents.summary = SummaryAt::Current(summary.clone());
+                    return Ok(summary);
+                }
+                Ok(None) => {}
+                Err(LoadError::Views(reason)) => {
+                    tracing::warn!("the summary of contract {id} cannot be used ({reason}); making it from its state");
+                    metrics::counter!("ledger_views_rebuilt_total").increment(1);
+                }
+                Err(LoadError::Chain(e)) => return Err(e),
+            },
+            SummaryAt::Stale => {}
+        }
+        let loaded_now = self.ensure_loaded(&mut contents, id, known_at)?;
+        let state = &contents.loaded.as_ref().expect("just loaded").state;
+        let summary = Arc::new(state.summary().map_err(|_| corrupt(state.last_seq, &format!("the amounts of {id} overflow")))?);
+        contents.summary = SummaryAt::Current(summary.clone());
+        drop(contents);
+        if loaded_now {
+            self.relieve(slot);
+        }
+        Ok(summary)
     }
 
     /// After a save (the writer, between groups, when every state is saved): counts the
@@ -219,7 +304,7 @@ impl Views {
     pub fn trim(&self) -> usize {
         use std::sync::atomic::Ordering;
         let loaded: Vec<(Arc<Slot>, u64)> =
-            self.all().into_iter().filter_map(|(_, slot)| { let events = slot.loaded.lock().as_ref().map(|l| l.state.events.len() as u64)?; Some((slot, events)) }).collect();
+            self.all().into_iter().filter_map(|(_, slot)| { let events = slot.contents.lock().loaded.as_ref().map(|l| l.state.events.len() as u64)?; Some((slot, events)) }).collect();
         let mut total: u64 = loaded.iter().map(|(_, n)| n).sum();
         let mut unloaded = 0;
         if total > self.resident_budget {
@@ -228,9 +313,9 @@ impl Views {
                 if total <= low_water {
                     break;
                 }
-                let mut guard = slot.loaded.lock();
-                if guard.as_ref().is_some_and(Loaded::is_clean)
-                    && let Some(l) = guard.take() {
+                let mut guard = slot.contents.lock();
+                if guard.loaded.as_ref().is_some_and(Loaded::is_clean)
+                    && let Some(l) = guard.loaded.take() {
                         total = total.saturating_sub(l.state.events.len() as u64);
                         unloaded += 1;
                     }
@@ -250,9 +335,9 @@ impl Views {
         if self.resident_events.load(Ordering::Relaxed) <= self.resident_budget {
             return;
         }
-        let mut guard = slot.loaded.lock();
-        if guard.as_ref().is_some_and(Loaded::is_clean)
-            && let Some(loaded) = guard.take() {
+        let mut guard = slot.contents.lock();
+        if guard.loaded.as_ref().is_some_and(Loaded::is_clean)
+            && let Some(loaded) = guard.loaded.take() {
                 let _ = self.resident_events.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(loaded.resident_events)));
                 metrics::counter!("ledger_views_unloaded_total").increment(1);
             }
@@ -272,17 +357,22 @@ impl Views {
         self.read().get(id).cloned()
     }
 
-    /// Locks a contract's state, loading it first if it is not in memory (`known_at`: the
-    /// durable head, up to which a damaged view is refolded from the chain).
+    /// Locks a contract's state for the writer, to change it (or roll it back), loading it
+    /// first if it is not in memory (`known_at`: the durable head, up to which a damaged view
+    /// is refolded from the chain). Its summary is stale from now on.
     pub fn lock<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<StateGuard<'a>, ReadError> {
-        self.lock_reading(slot, id, known_at).map(|(state, _)| state)
+        let mut guard = slot.contents.lock();
+        self.ensure_loaded(&mut guard, id, known_at)?;
+        guard.summary = SummaryAt::Stale;
+        MutexGuard::try_map(guard, |c| c.loaded.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
     }
 
     /// A contract created now (its grant staged): in memory, nothing of it persisted.
     pub fn insert_new(&self, state: ContractState) {
         let id = state.contract_id.clone();
         // Not counted as resident: a reader never loaded it, so no reader unloads it.
-        let slot = Slot { loaded: Mutex::new(Some(Loaded { state, persisted: Persisted::default(), resident_events: 0 })) };
+        let loaded = Loaded { state, persisted: Persisted::default(), resident_events: 0 };
+        let slot = Slot { contents: Mutex::new(Contents { loaded: Some(loaded), summary: SummaryAt::Stale }) };
         self.write().insert(id, Arc::new(slot));
     }
 
@@ -305,7 +395,7 @@ impl Views {
 
     /// How many states are in memory.
     pub fn loaded(&self) -> usize {
-        self.all().iter().filter(|(_, s)| s.loaded.lock().is_some()).count()
+        self.all().iter().filter(|(_, s)| s.contents.lock().loaded.is_some()).count()
     }
 
     /// Loads a contract from the tree; one that is missing or does not decode is refolded
@@ -330,25 +420,33 @@ impl Views {
     /// as saved, so the next save writes it again.
     pub fn persist(&self, dirty: &BTreeSet<ContractId>, ledger: &LedgerFacts, cursor: u64, io: &Io, op: Op) -> Result<(), ReadError> {
         let mut batch = sled::Batch::default();
-        let mut saved: Vec<(Arc<Slot>, Persisted)> = Vec::with_capacity(dirty.len());
+        let mut saved: Vec<(Arc<Slot>, Persisted, Arc<Summary>)> = Vec::with_capacity(dirty.len());
         let since = *self.saved_cursor.lock();
         let mut reader = SaveReader { chain: &self.chain, since, cursor, recent: None };
         for id in dirty {
             let Some(slot) = self.get(id) else { continue };
-            let guard = slot.loaded.lock();
-            let Some(loaded) = guard.as_ref() else { continue };
+            let guard = slot.contents.lock();
+            let Some(loaded) = guard.loaded.as_ref() else { continue };
             let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch)? else { continue };
+            // The summary goes with the state it is made from, in the same batch.
+            let summary = loaded.state.summary().map_err(|_| corrupt(loaded.state.last_seq, &format!("the amounts of {id} overflow")))?;
+            batch.insert(summary_key(id), postcard::to_stdvec(&summary).map_err(|e| corrupt(cursor, &format!("the summary of {id} does not encode: {e}")))?);
             drop(guard);
-            saved.push((slot, persisted));
+            saved.push((slot, persisted, Arc::new(summary)));
         }
         batch.insert(KEY_LEDGER, postcard::to_stdvec(ledger).map_err(|e| corrupt(cursor, &format!("ledger facts do not encode: {e}")))?);
         batch.insert(KEY_CURSOR, &cursor.to_be_bytes());
         batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
         io.run(op, || self.tree.apply_batch(batch))?;
         *self.saved_cursor.lock() = cursor;
-        for (slot, persisted) in saved {
-            if let Some(loaded) = slot.loaded.lock().as_mut() {
+        for (slot, persisted, summary) in saved {
+            let mut contents = slot.contents.lock();
+            if let Some(loaded) = contents.loaded.as_mut() {
                 loaded.persisted = persisted;
+                // The writer saves between groups: the state is still the one saved.
+                if loaded.state.version == persisted.version {
+                    contents.summary = SummaryAt::Current(summary);
+                }
             }
         }
         Ok(())
@@ -484,7 +582,7 @@ fn open_persisted(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Op
     let format = tree.get(KEY_FORMAT)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
     let cursor = tree.get(KEY_CURSOR)?.and_then(|v| keys::u64_value(&v));
     let (cursor, ledger) = match (format, cursor) {
-        (Some(VIEWS_FORMAT), Some(c)) if c <= head => {
+        (Some(VIEWS_FORMAT | VIEWS_FORMAT_WITHOUT_SUMMARIES), Some(c)) if c <= head => {
             let ledger = match tree.get(KEY_LEDGER)? {
                 Some(v) => postcard::from_bytes(&v).map_err(|e| LoadError::Views(format!("the ledger's facts do not decode: {e}")))?,
                 None => LedgerFacts::default(),
@@ -593,6 +691,8 @@ pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, 
         for state in chunk {
             let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("a state does not encode: {e}")))?;
             batch.insert(snapshot_key(&state.contract_id), snapshot);
+            let summary = state.summary().map_err(|_| corrupt(state.last_seq, &format!("the amounts of {} overflow", state.contract_id)))?;
+            batch.insert(summary_key(&state.contract_id), postcard::to_stdvec(&summary).map_err(|e| corrupt(state.last_seq, &format!("a summary does not encode: {e}")))?);
         }
         tree.apply_batch(batch)?;
     }
@@ -610,6 +710,8 @@ pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistedViews {
     pub states: BTreeMap<ContractId, ContractState>,
+    /// The summaries the tree holds (every saved contract's, from format 4 on).
+    pub summaries: BTreeMap<ContractId, Summary>,
     pub ledger: LedgerFacts,
     pub cursor: u64,
 }
@@ -621,14 +723,18 @@ pub fn persisted(tree: &sled::Tree) -> Result<PersistedViews, LoadError> {
         None => LedgerFacts::default(),
     };
     let mut states = BTreeMap::new();
+    let mut summaries = BTreeMap::new();
     for key in tree.scan_prefix([SNAPSHOT]).keys() {
         let key = key?;
         let id = std::str::from_utf8(&key[1..]).ok().and_then(|s| ContractId::parse(s).ok()).ok_or_else(|| LoadError::Views("malformed snapshot key".into()))?;
         if let Some(loaded) = load_persisted(tree, &id)? {
-            states.insert(id, loaded.state);
+            states.insert(id.clone(), loaded.state);
+        }
+        if let Some(summary) = read_summary(tree, &id)? {
+            summaries.insert(id, summary);
         }
     }
-    Ok(PersistedViews { states, ledger, cursor })
+    Ok(PersistedViews { states, summaries, ledger, cursor })
 }
 
 /// Key and value bytes of a tree's entries.

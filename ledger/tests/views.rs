@@ -184,9 +184,10 @@ fn views_save_what_changed_and_load_on_use() {
         .filter(|(k, v)| before.iter().find(|(bk, _)| bk == k).map(|(_, bv)| bv) != Some(v))
         .map(|(k, _)| String::from_utf8_lossy(k).replace('\0', "/"))
         .collect();
-    // The new delta of c07 (from version 7), and the cursor.
-    assert_eq!(changed.len(), 2, "{changed:?}");
+    // The new delta of c07 (from version 7), its summary, and the cursor.
+    assert_eq!(changed.len(), 3, "{changed:?}");
     assert!(changed.iter().any(|k| k.starts_with("Dc07/")), "{changed:?}");
+    assert!(changed.iter().any(|k| k == "Uc07"), "{changed:?}");
     let delta = after.iter().find(|(k, _)| k.starts_with(b"Dc07")).unwrap();
     assert!(delta.1.len() < 400, "a delta of one event is small: {} bytes", delta.1.len());
     // The folded views equal a rebuild.
@@ -260,4 +261,111 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     drop(ledger);
     Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
     assert_eq!(open(dir.path()).persisted_views().unwrap(), saved, "the saved views equal a rebuild");
+}
+
+/// Each contract's figures and periods as the portfolio reads them (summaries where they
+/// answer), and as its state gives them: one line per contract.
+fn portfolio_lines(ledger: &Ledger, at: &projections::AsOf) -> (Vec<String>, Vec<String>) {
+    let line = |c: projections::Contract<'_>| {
+        format!("{} {:?} {:?}", c.contract_id(), c.figures(at).unwrap(), c.periods(at, projections::Granularity::Month).unwrap())
+    };
+    let from_summaries = ledger.map_contracts(at, |c| c.known_at(at.known_at).then(|| line(c))).unwrap().into_iter().flatten().collect();
+    let mut from_states = vec![];
+    ledger.for_each_contract(at, |s| from_states.push(line(projections::Contract::State(s)))).unwrap();
+    (from_summaries, from_states)
+}
+
+/// The portfolio reads summaries: after a reopen it loads no state at all, its figures are
+/// the states' at every point of view, it follows the writer (a new event, a refused batch
+/// undone), and a point of view before a contract's last event is read from the state.
+#[test]
+fn the_portfolio_reads_summaries_that_follow_the_writer() {
+    let (dir, ledger) = fresh();
+    contracts_with_invoices(&ledger, 12, 3);
+    append(&ledger, &event("c03", "payment_received", "2026-02-10", r#"{"payment_id":"P1","amount":"0.40","invoice_id":"I0"}"#)).unwrap();
+    let reversed = append(&ledger, &event("c04", "invoice_issued", "2026-02-03", r#"{"invoice_id":"R","amount":"7.00","due_date":"2026-03-01"}"#)).unwrap().seq;
+    append(&ledger, &event("c04", "event_reversed", "2026-03-05", &format!(r#"{{"target_seq":{reversed},"reason":"wrong"}}"#))).unwrap();
+    ledger.close();
+    let summaries = ledger.persisted_views().unwrap().summaries;
+    assert_eq!(summaries.len(), 12, "every saved contract has its summary in the tree");
+    drop(ledger);
+
+    let ledger = open(dir.path());
+    let dates = ["2026-01-31", "2026-02-04", "2026-03-04", "2026-03-05", "2027-12-31"];
+    for date in dates {
+        let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
+        let seen = ledger.map_contracts(&at, |c| matches!(c, projections::Contract::Summary(_))).unwrap();
+        assert_eq!((seen.len(), seen.iter().all(|s| *s)), (12, true), "at the head every contract is read from its summary");
+        assert_eq!(ledger.loaded_contracts(), 0, "no state was loaded for the portfolio at the head");
+    }
+    for date in dates {
+        let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
+        let (from_summaries, from_states) = portfolio_lines(&ledger, &at);
+        assert_eq!(from_summaries, from_states, "at {date}");
+    }
+    // c04's reversed invoice counts from Feb 3 to Mar 4 only.
+    let billed = |date: &str, known_at: Option<u64>| {
+        let at = ledger.as_of(Date::parse(date).unwrap(), known_at).unwrap();
+        let billed = ledger.map_contracts(&at, |c| (c.contract_id().as_str() == "c04").then(|| c.figures(&at).unwrap().billed)).unwrap();
+        billed.into_iter().flatten().sum::<i128>()
+    };
+    assert_eq!((billed("2026-03-04", None), billed("2026-03-05", None)), (1000, 300));
+
+    // A new event: the portfolio at the new head has it; at the old head it has not.
+    let old_head = ledger.head().seq;
+    append(&ledger, &event("c04", "invoice_issued", "2026-02-20", r#"{"invoice_id":"N","amount":"2.00","due_date":"2026-03-01"}"#)).unwrap();
+    assert_eq!((billed("2026-12-31", None), billed("2026-12-31", Some(old_head))), (500, 300));
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), Some(old_head)).unwrap();
+    let c04 = ledger.map_contracts(&at, |c| (c.contract_id().as_str() == "c04").then(|| matches!(c, projections::Contract::State(_)))).unwrap();
+    assert_eq!(c04.into_iter().flatten().collect::<Vec<_>>(), [true], "before its last event, a contract is read from its state");
+    // A refused atomic batch that touched c05 first: undone, and so is what the summary saw.
+    let batch = ledger::AppendRequest {
+        events: vec![
+            proposal(&event("c05", "invoice_issued", "2026-02-21", r#"{"invoice_id":"Z","amount":"9.00","due_date":"2026-03-01"}"#)),
+            proposal(&event("c05", "payment_received", "2026-02-22", r#"{"payment_id":"PZ","amount":"900.00","invoice_id":"Z"}"#)),
+        ],
+        mode: ledger::Mode::Atomic,
+        idempotency_key: None,
+        actor: "t".into(),
+    };
+    assert!(ledger.append(batch).is_err());
+    for date in dates {
+        let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
+        let (from_summaries, from_states) = portfolio_lines(&ledger, &at);
+        assert_eq!(from_summaries, from_states, "after the writer's changes, at {date}");
+    }
+    ledger.close();
+    let incremental = ledger.persisted_views().unwrap();
+    drop(ledger);
+    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental, "summaries saved as they go equal rebuilt ones");
+}
+
+/// Views saved by format 3 (no summaries) are used as they are, not rebuilt: the portfolio
+/// makes each summary from its state when first asked, with the same figures, and a damaged
+/// summary is made again from the state instead of answering wrong.
+#[test]
+fn views_without_summaries_are_used_as_they_are() {
+    let (dir, ledger) = fresh();
+    contracts_with_invoices(&ledger, 6, 2);
+    ledger.close();
+    drop(ledger);
+    {
+        let db = raw_sled(dir.path());
+        let views = db.open_tree("views").unwrap();
+        let summaries: Vec<_> = views.scan_prefix(b"U").keys().map(Result::unwrap).collect();
+        assert_eq!(summaries.len(), 6);
+        for key in &summaries[..5] {
+            views.remove(key).unwrap();
+        }
+        views.insert(&summaries[5], b"not a summary".as_slice()).unwrap();
+        views.insert(b"Mformat", 3u32.to_be_bytes().as_slice()).unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = open(dir.path());
+    assert_eq!(ledger.loaded_contracts(), 0, "not rebuilt at open (a rebuild loads every state)");
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    let (from_summaries, from_states) = portfolio_lines(&ledger, &at);
+    assert_eq!(from_summaries.len(), 6);
+    assert_eq!(from_summaries, from_states);
 }

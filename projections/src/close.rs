@@ -10,7 +10,7 @@
 
 use crate::figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 use crate::state::{AsOf, ContractState, TrancheFact};
-use crate::view::Granularity;
+use crate::view::{Granularity, Period};
 use events::{Condition, Date, EventKind};
 use std::collections::BTreeMap;
 
@@ -543,7 +543,7 @@ pub fn waterfall_columns(as_of: Date, last_day: Option<Date>, granularity: Granu
             columns.push(Bucket { label: "later".into(), after, through: last_day, amount: 0 });
             break;
         }
-        columns.push(Bucket { label, after, through: end, amount: 0 });
+        columns.push(Bucket { label: label.to_string(), after, through: end, amount: 0 });
         after = end;
         match end.add_days(1) {
             Some(next) => day = next,
@@ -559,7 +559,7 @@ pub fn waterfall_columns(as_of: Date, last_day: Option<Date>, granularity: Granu
 /// A period whose recognized revenue differs as known at A and as known at B.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Correction {
-    pub period: String,
+    pub period: Period,
     pub period_end: Date,
     pub before: i128,
     pub after: i128,
@@ -583,11 +583,11 @@ impl ContractState {
         assert!(from_known_at < to_known_at, "corrections compare an earlier position with a later one");
         let before = self.periods(&AsOf { date: as_of, known_at: from_known_at }, granularity)?;
         let after = self.periods(&AsOf { date: as_of, known_at: to_known_at }, granularity)?;
-        let before_of = |label: &str| before.iter().find(|p| p.period == label).map_or(0, |p| p.recognized);
+        let before_of = |period: &Period| before.iter().find(|p| p.period == *period).map_or(0, |p| p.recognized);
         let mut out: Vec<Correction> = after
             .iter()
             .filter(|p| p.recognized != before_of(&p.period))
-            .map(|p| Correction { period: p.period.clone(), period_end: p.end, before: before_of(&p.period), after: p.recognized, causes: vec![] })
+            .map(|p| Correction { period: p.period, period_end: p.end, before: before_of(&p.period), after: p.recognized, causes: vec![] })
             .collect();
         if out.is_empty() {
             return Ok(out);

@@ -69,6 +69,13 @@ pub struct Figures {
     pub contract_asset: i128,
 }
 
+/// What was billed and collected at a point of view (minor units).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Billing {
+    pub billed: i128,
+    pub collected: i128,
+}
+
 /// Days of `window` earned by the end of `date`: E = days of the window on or before `date`,
 /// and, with a termination at T, before T. Always `0 <= E <= N`.
 pub fn earned_days(window: &Window, date: Date, termination: Option<Date>) -> i64 {
@@ -109,9 +116,19 @@ impl ContractState {
 
     /// Every tranche that counts at `at`, with its figures.
     pub fn tranche_figures(&self, at: &AsOf) -> Result<Vec<(&TrancheFact, TrancheFigures)>, Overflow> {
+        let mut out = Vec::with_capacity(self.tranches.len());
+        self.each_tranche(at, |tranche, figures| {
+            out.push((tranche, figures));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every tranche that counts at `at` and its figures, in order (without
+    /// collecting them: a portfolio asks this for every period of every contract).
+    pub(crate) fn each_tranche<'a>(&'a self, at: &AsOf, mut f: impl FnMut(&'a TrancheFact, TrancheFigures) -> Result<(), Overflow>) -> Result<(), Overflow> {
         let termination = self.termination_at(at);
         let termination_date = termination.map(|t| t.origin.date);
-        let mut out = vec![];
         for tranche in self.tranches.iter().filter(|t| self.counts(&t.origin, at)) {
             let status = self.tranche_status(tranche, at, termination.is_some());
             let (recognized, cancelled) = match status {
@@ -123,14 +140,28 @@ impl ContractState {
                 }
                 TrancheStatus::Pending | TrancheStatus::Forfeited => (0, 0),
             };
-            out.push((tranche, TrancheFigures { status, amount: tranche.amount, recognized, cancelled }));
+            f(tranche, TrancheFigures { status, amount: tranche.amount, recognized, cancelled })?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The figures of SPEC section 4 at `at`.
     pub fn figures(&self, at: &AsOf) -> Result<Figures, Overflow> {
-        let mut f = Figures::default();
+        let mut billing = Billing::default();
+        for invoice in self.invoices.iter().filter(|i| self.counts(&i.origin, at)) {
+            billing.billed = add(billing.billed, invoice.amount)?;
+        }
+        for payment in self.payments.iter().filter(|p| self.counts(&p.origin, at)) {
+            billing.collected = add(billing.collected, payment.amount)?;
+        }
+        self.figures_with(at, billing)
+    }
+
+    /// The figures at `at`, given what was billed and collected at `at`: the one place the
+    /// figures are derived, for a state ([`ContractState::figures`]) and for a summary,
+    /// which keeps billing as sums by date ([`crate::Summary`]).
+    pub(crate) fn figures_with(&self, at: &AsOf, billing: Billing) -> Result<Figures, Overflow> {
+        let mut f = Figures { billed: billing.billed, collected: billing.collected, ..Figures::default() };
         let mut counted = 0i128;
         let mut earned = 0i128;
         for (_, t) in self.tranche_figures(at)? {
@@ -150,12 +181,6 @@ impl ContractState {
         }
         for credit in self.credits.iter().filter(|c| self.counts(&c.origin, at)) {
             f.credits = add(f.credits, credit.amount)?;
-        }
-        for invoice in self.invoices.iter().filter(|i| self.counts(&i.origin, at)) {
-            f.billed = add(f.billed, invoice.amount)?;
-        }
-        for payment in self.payments.iter().filter(|p| self.counts(&p.origin, at)) {
-            f.collected = add(f.collected, payment.amount)?;
         }
         f.transaction_price = sub(add(sub(counted, f.cancelled)?, f.fees)?, f.credits)?;
         f.recognized = sub(add(earned, f.fees)?, f.credits)?;

@@ -6,6 +6,8 @@
 //! - [`admit`] (`rules`): SPEC section 4's rules for a proposed event.
 //! - [`Figures`] (`figures`): headline, transaction price, recognized revenue, RPO, … as of
 //!   any date and known at any position.
+//! - [`Summary`] (`summary`): what a portfolio needs of a contract, its billing kept as
+//!   sums by date, so that every contract's can stay in memory.
 //! - `close`: the reports a period close is made of (rollforward, RPO disclosure, waterfall,
 //!   corrections, the dashboard's chart), each a function of one state and points of view;
 //!   `report` renders them as JSON and CSV.
@@ -18,6 +20,7 @@ mod rules;
 mod seqmap;
 pub mod report;
 mod state;
+mod summary;
 mod view;
 
 pub use book::Book;
@@ -27,4 +30,5 @@ pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, Tranc
 pub use rules::admit;
 pub use seqmap::SeqMap;
 pub use state::*;
+pub use summary::{Contract, Steps, Summary};
 pub use view::*;

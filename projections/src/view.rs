@@ -11,7 +11,7 @@ use events::{Condition, ContractId, Currency, Date, Outcome, Window};
 use std::collections::BTreeMap;
 
 /// Monthly (`2026-06`) or quarterly (`2026-Q2`) periods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Granularity {
     Month,
     Quarter,
@@ -33,24 +33,49 @@ impl Granularity {
         }
     }
 
-    /// The label and last day of the period holding `date`.
-    pub fn period_of(self, date: Date) -> (String, Date) {
+    /// The period holding `date`, and its last day.
+    pub fn period_of(self, date: Date) -> (Period, Date) {
         match self {
-            Granularity::Month => (format!("{:04}-{:02}", date.year(), date.month()), date.last_of_month()),
+            Granularity::Month => (Period { year: date.year(), number: date.month(), granularity: self }, date.last_of_month()),
             Granularity::Quarter => {
                 let quarter = (date.month() - 1) / 3 + 1;
                 let last_month = quarter * 3;
                 let end = Date::new(date.year(), last_month, 1).expect("a quarter's last month").last_of_month();
-                (format!("{:04}-Q{quarter}", date.year()), end)
+                (Period { year: date.year(), number: quarter, granularity: self }, end)
             }
         }
+    }
+}
+
+/// A month or a quarter, labelled `2026-05` or `2026-Q2`. Periods of one granularity order
+/// as time does. A label is written only when shown (a portfolio handles millions of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    year: i16,
+    /// The month (1-12) or the quarter (1-4).
+    number: i8,
+    granularity: Granularity,
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.granularity {
+            Granularity::Month => write!(f, "{:04}-{:02}", self.year, self.number),
+            Granularity::Quarter => write!(f, "{:04}-Q{}", self.year, self.number),
+        }
+    }
+}
+
+impl serde::Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
 /// Revenue recognized in one period `(previous end, end]`, cut at the as-of date.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeriodRevenue {
-    pub period: String,
+    pub period: Period,
     /// Last day counted: the period's end, or the as-of date for the last period.
     pub end: Date,
     pub recognized: i128,
@@ -164,9 +189,10 @@ impl ContractState {
     /// Revenue recognized by the end of `at.date`: tranches, fees and credits only.
     pub fn recognized(&self, at: &AsOf) -> Result<i128, Overflow> {
         let mut total = 0i128;
-        for (_, t) in self.tranche_figures(at)? {
+        self.each_tranche(at, |_, t| {
             total = total.checked_add(t.recognized).ok_or(Overflow)?;
-        }
+            Ok(())
+        })?;
         if let Some(t) = self.termination_at(at) {
             total = total.checked_add(t.fee).ok_or(Overflow)?;
         }
@@ -180,6 +206,24 @@ impl ContractState {
     /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
     /// periods always add up to the recognized total at D.
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+        self.periods_with(at, granularity, |day| self.recognized(&at.with_date(day)))
+    }
+
+    /// After this day nothing of the contract happens (no event takes effect, no tranche
+    /// window earns): revenue no longer moves.
+    pub(crate) fn last_change(&self) -> Date {
+        self.tranches
+            .iter()
+            .map(|t| t.window.end)
+            .chain(self.events.values().map(|e| e.origin.date))
+            .chain(self.reversals.iter().map(|r| r.origin.date))
+            .max()
+            .unwrap_or(self.grant.origin.date)
+    }
+
+    /// [`ContractState::periods`], with `recognized_by(B)` giving the revenue recognized by
+    /// the end of B at `at` (a summary reads it from a table of month ends).
+    pub(crate) fn periods_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(Date) -> Result<i128, Overflow>) -> Result<Vec<PeriodRevenue>, Overflow> {
         let mut out = vec![];
         let start = self.grant.origin.date;
         if at.date < start || !self.known_at(at.known_at) {
@@ -187,16 +231,8 @@ impl ContractState {
         }
         let mut previous = 0i128;
         let mut day = start;
-        // After the last day anything of the contract happens (an event takes effect, a
-        // tranche window earns), revenue no longer moves: later periods are computed once.
-        let last_change = self
-            .tranches
-            .iter()
-            .map(|t| t.window.end)
-            .chain(self.events.values().map(|e| e.origin.date))
-            .chain(self.reversals.iter().map(|r| r.origin.date))
-            .max()
-            .unwrap_or(start);
+        // Later periods than the last change are computed once.
+        let last_change = self.last_change();
         let mut settled: Option<i128> = None;
         // One step per period; dates are bounded (year 9999), so this loop is too.
         loop {
@@ -205,7 +241,7 @@ impl ContractState {
             let recognized = match settled {
                 Some(r) => r,
                 None => {
-                    let r = self.recognized(&at.with_date(end))?;
+                    let r = recognized_by(end)?;
                     if end > last_change {
                         settled = Some(r);
                     }
@@ -363,7 +399,13 @@ impl Portfolio {
             return Ok(None);
         }
         let f = state.figures(at)?;
-        let totals = self.totals.entry(state.currency()).or_default();
+        self.add_figures(state.currency(), &f)?;
+        Ok(Some(f))
+    }
+
+    /// Adds one contract's figures to the totals of `currency`.
+    pub fn add_figures(&mut self, currency: Currency, f: &Figures) -> Result<(), Overflow> {
+        let totals = self.totals.entry(currency).or_default();
         totals.contracts += 1;
         let t = &mut totals.figures;
         for (sum, value) in [
@@ -384,6 +426,6 @@ impl Portfolio {
         ] {
             *sum = sum.checked_add(value).ok_or(Overflow)?;
         }
-        Ok(Some(f))
+        Ok(())
     }
 }

@@ -25,9 +25,9 @@ const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
 
 use events::{Date, Proposal, RecordedEvent, Timestamp};
 use events::EventKind;
-use projections::{add_years, AsOf, Book, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
+use projections::{add_years, AsOf, Book, Contract, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
 use proptest::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const CONTRACTS: [&str; 2] = ["pa", "pb"];
 const MILESTONES: [&str; 3] = ["m0", "m1", "m2"]; // tranches wait on m0 or m1; m2 is unknown
@@ -499,11 +499,21 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
     let Replayed { book, accepted } = replay(&grants, &ops)?;
     let far = [Date::parse("2027-06-30").unwrap(), Date::parse("2025-12-31").unwrap()];
 
-    // Every figure at many dates, everything known.
+    // Every figure at many dates, everything known; a contract's summary gives the same
+    // figures and periods as its state, and answers for no point of view before its last
+    // event.
     for state in book.contracts.values() {
+        let summary = state.summary().unwrap();
+        let before_last = AsOf { date: far[0], known_at: state.last_seq - 1 };
+        prop_assert!(Contract::of_summary(&summary, &before_last).is_none());
         for d in all_dates(state, &far) {
             let at = AsOf::date(d);
             let f = check_figures(state, &at)?;
+            let from_summary = Contract::of_summary(&summary, &at).unwrap();
+            prop_assert_eq!(from_summary.figures(&at).unwrap(), f, "{}'s summary at {}", state.contract_id, d);
+            for g in [Granularity::Month, Granularity::Quarter] {
+                prop_assert_eq!(from_summary.periods(&at, g).unwrap(), state.periods(&at, g).unwrap());
+            }
             let view = state.view(&at).unwrap();
             prop_assert_eq!(view.figures, f);
             let json = report::revenue_json(state, &at, Granularity::Quarter).unwrap();
@@ -629,6 +639,32 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
             state.rollback(&mark);
             prop_assert_eq!(&state, &before, "{} rolled back to {} of {} events", id, cut, own.len());
         }
+    }
+
+    // The portfolio's revenue per period and currency is the sum of its contracts' (they
+    // start in different periods), whether read from states or from summaries.
+    let at = AsOf::date(far[0]);
+    for granularity in [Granularity::Month, Granularity::Quarter] {
+        let mut expected: BTreeMap<(String, String), i128> = BTreeMap::new();
+        for state in book.contracts.values() {
+            for p in state.periods(&at, granularity).unwrap() {
+                *expected.entry((state.currency().to_string(), p.period.to_string())).or_default() += p.recognized;
+            }
+        }
+        let summaries: Vec<_> = book.contracts.values().map(|s| s.summary().unwrap()).collect();
+        let mut from_states = report::PortfolioRevenue::new(at, granularity);
+        let mut from_summaries = report::PortfolioRevenue::new(at, granularity);
+        for (state, summary) in book.contracts.values().zip(&summaries) {
+            from_states.add(Contract::State(state)).unwrap();
+            from_summaries.add(Contract::of_summary(summary, &at).unwrap()).unwrap();
+        }
+        prop_assert_eq!(&from_states, &from_summaries);
+        let got: BTreeMap<(String, String), i128> = from_states
+            .periods
+            .iter()
+            .flat_map(|(c, by_period)| by_period.iter().map(move |(p, (_, r))| ((c.to_string(), p.to_string()), *r)))
+            .collect();
+        prop_assert_eq!(got, expected);
     }
 
     // Portfolio totals are the per-currency sums.

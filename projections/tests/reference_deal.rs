@@ -344,24 +344,24 @@ fn quarterly_revenue_matches_the_hand_computation() {
     let state = state(&book);
     let at = AsOf::date(d("2029-06-30"));
     let periods = state.periods(&at, Granularity::Quarter).unwrap();
-    let got: Vec<(String, String)> = periods.iter().map(|p| (p.period.clone(), usd(p.recognized))).collect();
+    let got: Vec<(String, String)> = periods.iter().map(|p| (p.period.to_string(), usd(p.recognized))).collect();
     let want: Vec<(String, String)> = QUARTERS.iter().map(|(q, v)| (q.to_string(), usd(*v))).collect();
     assert_eq!(got, want);
     assert_eq!(QUARTERS.iter().map(|(_, v)| v).sum::<i128>(), 4_575_000_000_000);
     // Cut at each quarter end, the periods are the prefix of the same list.
     for (i, row) in QUARTER_ENDS.iter().enumerate() {
         let periods = state.periods(&AsOf::date(d(row.date)), Granularity::Quarter).unwrap();
-        let got: Vec<(String, String)> = periods.iter().map(|p| (p.period.clone(), usd(p.recognized))).collect();
+        let got: Vec<(String, String)> = periods.iter().map(|p| (p.period.to_string(), usd(p.recognized))).collect();
         assert_eq!(got, want[..=i].to_vec(), "quarters cut at {}", row.date);
     }
     // Months from 2026-05 to 2029-06 (38 of them) add up to the same total.
     let months = state.periods(&at, Granularity::Month).unwrap();
     assert_eq!(months.len(), 38);
-    assert_eq!((months[0].period.as_str(), months[0].recognized), ("2026-05", 0));
+    assert_eq!((months[0].period.to_string().as_str(), months[0].recognized), ("2026-05", 0));
     assert_eq!(months.iter().map(|p| p.recognized).sum::<i128>(), 4_575_000_000_000);
     // June 2026 alone: base E = 30 -> 110_857_664_233, the whole of 2026-Q2.
     assert_eq!(
-        (months[1].period.as_str(), months[1].recognized),
+        (months[1].period.to_string().as_str(), months[1].recognized),
         ("2026-06", 110_857_664_233)
     );
 }

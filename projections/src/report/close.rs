@@ -7,8 +7,9 @@ use super::{figure_pairs, figures_fields, money, Table};
 use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, RpoDisclosure, Schedule, Walk, Walked};
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
-use crate::view::{Granularity, Portfolio};
-use events::{format_minor_units, ContractId, Currency, Date, Timestamp};
+use crate::summary::Contract;
+use crate::view::{Granularity, Period, PeriodRevenue, Portfolio};
+use events::{format_minor_units, ContractId, Currency, Date, DecimalText, Timestamp};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -23,7 +24,7 @@ struct Amount(i128, Currency);
 
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_minor_units(self.0, self.1))
+        s.serialize_str(DecimalText::of(self.0, self.1).as_str())
     }
 }
 
@@ -673,7 +674,7 @@ impl CorrectionsReport {
     /// The period a correction was posted in: the one holding the UTC date its last cause
     /// was recorded.
     fn posted_in(&self, seq: u64, recorded: &BTreeMap<u64, Timestamp>) -> Option<String> {
-        recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).0)
+        recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).0.to_string())
     }
 
     /// `GET /v1/corrections`; `recorded` maps each of [`CorrectionsReport::seqs`] to its
@@ -734,7 +735,7 @@ impl CorrectionsReport {
             let mut cells = vec![id.to_string(), c.to_string()];
             cells.extend(pov.iter().cloned());
             cells.extend([
-                x.period.clone(),
+                x.period.to_string(),
                 x.period_end.to_string(),
                 x.causes.last().and_then(|l| self.posted_in(l.seq, recorded)).unwrap_or_default(),
                 amount(x.before, *c),
@@ -779,7 +780,7 @@ pub fn revenue_table(state: &ContractState, at: &AsOf, granularity: Granularity,
             let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "period_end", "recognized"]);
             for p in state.periods(at, granularity)? {
                 let mut cells = pov.to_vec();
-                cells.extend([p.period, p.end.to_string(), amount(p.recognized, c)]);
+                cells.extend([p.period.to_string(), p.end.to_string(), amount(p.recognized, c)]);
                 rows.push(cells);
             }
             Some(rows)
@@ -795,6 +796,15 @@ pub fn revenue_table(state: &ContractState, at: &AsOf, granularity: Granularity,
     })
 }
 
+/// One contract's share of a [`PortfolioRevenue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContractPart {
+    pub contract_id: ContractId,
+    pub currency: Currency,
+    pub figures: Figures,
+    pub periods: Vec<PeriodRevenue>,
+}
+
 /// `GET /v1/portfolio`: totals per currency with revenue per period, and every contract's
 /// figures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -803,11 +813,11 @@ pub struct PortfolioRevenue {
     pub granularity: Granularity,
     pub portfolio: Portfolio,
     pub contracts: Vec<(ContractId, Currency, Figures)>,
-    /// Per currency, per period label: (period end, recognized).
-    pub periods: BTreeMap<Currency, BTreeMap<String, (Date, i128)>>,
+    /// Per currency, per period: (period end, recognized).
+    pub periods: BTreeMap<Currency, BTreeMap<Period, (Date, i128)>>,
 }
 
-struct PeriodOut<'a>(&'a str, Date, i128, Currency);
+struct PeriodOut<'a>(&'a Period, Date, i128, Currency);
 
 impl Serialize for PeriodOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -825,7 +835,7 @@ struct FiguresOut<'a> {
     currency: Currency,
     contracts: Option<u64>,
     figures: &'a Figures,
-    periods: Option<&'a BTreeMap<String, (Date, i128)>>,
+    periods: Option<&'a BTreeMap<Period, (Date, i128)>>,
 }
 
 impl Serialize for FiguresOut<'_> {
@@ -873,14 +883,51 @@ impl PortfolioRevenue {
         PortfolioRevenue { at, granularity, portfolio: Portfolio::default(), contracts: vec![], periods: BTreeMap::new() }
     }
 
-    pub fn add(&mut self, state: &ContractState) -> Result<(), Overflow> {
-        let Some(f) = self.portfolio.add(state, &self.at)? else { return Ok(()) };
-        self.contracts.push((state.contract_id.clone(), state.currency(), f));
-        let periods = self.periods.entry(state.currency()).or_default();
-        for p in state.periods(&self.at, self.granularity)? {
-            let entry = periods.entry(p.period).or_insert((p.end, 0));
-            entry.0 = entry.0.max(p.end);
-            entry.1 = add(entry.1, p.recognized)?;
+    /// Adds a contract (skipped if not known at K), from its summary or its state.
+    pub fn add(&mut self, contract: Contract<'_>) -> Result<(), Overflow> {
+        match PortfolioRevenue::part(contract, &self.at, self.granularity)? {
+            Some(part) => self.absorb(part),
+            None => Ok(()),
+        }
+    }
+
+    /// What one contract adds to the report (`None` if not known at K): a pure function of
+    /// the contract, so contracts can be read in parallel and absorbed in order.
+    pub fn part(contract: Contract<'_>, at: &AsOf, granularity: Granularity) -> Result<Option<ContractPart>, Overflow> {
+        if !contract.known_at(at.known_at) {
+            return Ok(None);
+        }
+        Ok(Some(ContractPart {
+            contract_id: contract.contract_id().clone(),
+            currency: contract.currency(),
+            figures: contract.figures(at)?,
+            periods: contract.periods(at, granularity)?,
+        }))
+    }
+
+    /// Adds a contract's part (in contract order).
+    pub fn absorb(&mut self, part: ContractPart) -> Result<(), Overflow> {
+        let ContractPart { contract_id, currency, figures: f, periods: contract_periods } = part;
+        self.portfolio.add_figures(currency, &f)?;
+        self.contracts.push((contract_id, currency, f));
+        let periods = self.periods.entry(currency).or_default();
+        // A contract's periods are consecutive, and mostly the ones the totals have already:
+        // walk the totals alongside them, and look up only the periods they lack.
+        let mut absorbed = 0;
+        if let Some(first) = contract_periods.first() {
+            for ((period, total), p) in periods.range_mut(first.period..).zip(&contract_periods) {
+                if *period != p.period {
+                    break;
+                }
+                total.0 = total.0.max(p.end);
+                total.1 = add(total.1, p.recognized)?;
+                absorbed += 1;
+            }
+        }
+        for p in &contract_periods[absorbed..] {
+            let total = periods.entry(p.period).or_insert((p.end, 0));
+            total.0 = total.0.max(p.end);
+            total.1 = add(total.1, p.recognized)?;
         }
         Ok(())
     }
@@ -917,7 +964,7 @@ impl PortfolioRevenue {
                 let mut periods = Table::new("periods", &["currency", "as_of", "known_at", "period", "period_end", "recognized"]);
                 for (c, by_period) in &self.periods {
                     for (label, (end, r)) in by_period {
-                        periods.push(vec![c.to_string(), d.clone(), k.clone(), label.clone(), end.to_string(), amount(*r, *c)]);
+                        periods.push(vec![c.to_string(), d.clone(), k.clone(), label.to_string(), end.to_string(), amount(*r, *c)]);
                     }
                 }
                 Some(periods)

@@ -1,0 +1,249 @@
+//! [`Summary`]: what a portfolio needs of one contract, small enough to keep every
+//! contract's in memory however long its history.
+//!
+//! A contract's history is mostly invoices and payments; its revenue comes from a handful of
+//! facts (the grant's tranches, capacity changes, milestones, credits, a termination). Seen
+//! with everything known now (K at or after the contract's last event), what was billed and
+//! collected by date D is a step function of D: an invoice adds its amount on its effective
+//! date, and a reversal takes it away again from the later of the two dates (a reversal
+//! itself is never reversed). So a summary keeps:
+//!
+//! - `core`: the state without its invoices and payments (and their per-event facts), on
+//!   which the one figures code ([`ContractState::figures_with`]) and the one periods code
+//!   ([`ContractState::periods`]) run;
+//! - `billed` and `collected`: those step functions, one entry per distinct date.
+//!
+//! It answers only for points of view that see every event of the contract
+//! ([`Summary::answers`]); for an earlier K, the state is the only source.
+
+use crate::figures::{Billing, Figures, Overflow};
+use crate::state::{AsOf, ContractState, Origin};
+use crate::view::{Granularity, PeriodRevenue};
+use events::{ContractId, Currency, Date};
+use serde::{Deserialize, Serialize};
+
+/// A sum that changes on dates: `at(D)` is the sum of every step dated on or before D.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steps {
+    /// Strictly increasing.
+    dates: Vec<Date>,
+    /// `totals[i]`: the sum of every step dated on or before `dates[i]`.
+    totals: Vec<i128>,
+}
+
+impl Steps {
+    /// From steps in any order (several on one date are added together).
+    fn of(mut steps: Vec<(Date, i128)>) -> Result<Steps, Overflow> {
+        // Stable and adaptive: steps arrive mostly in date order.
+        steps.sort_by_key(|(date, _)| *date);
+        let mut out = Steps::default();
+        let mut total = 0i128;
+        for (date, amount) in steps {
+            total = total.checked_add(amount).ok_or(Overflow)?;
+            if out.dates.last() == Some(&date) {
+                *out.totals.last_mut().expect("dates and totals have one length") = total;
+            } else {
+                out.dates.push(date);
+                out.totals.push(total);
+            }
+        }
+        // Kept for the life of the process: no slack.
+        out.dates.shrink_to_fit();
+        out.totals.shrink_to_fit();
+        Ok(out)
+    }
+
+    /// The sum of every step dated on or before `date`.
+    pub fn at(&self, date: Date) -> i128 {
+        match self.dates.partition_point(|d| *d <= date) {
+            0 => 0,
+            n => self.totals[n - 1],
+        }
+    }
+
+    /// Distinct dates (what the steps cost in memory, about 20 bytes each).
+    pub fn len(&self) -> usize {
+        self.dates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dates.is_empty()
+    }
+}
+
+/// One contract's portfolio figures as a function of the date, as known after its last
+/// event (see the module's documentation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    core: ContractState,
+    billed: Steps,
+    collected: Steps,
+    /// Revenue recognized by the end of each month, from the grant's month to the first
+    /// month after the last change (every period of a report ends on a month end, but for
+    /// the last, cut at its date). Empty for a contract longer than [`MONTH_ENDS_MAX`].
+    month_ends: Vec<i128>,
+}
+
+/// Months of revenue a summary keeps at most (100 years, 19 KB): a contract whose windows
+/// reach further computes each month end when asked.
+pub const MONTH_ENDS_MAX: usize = 1_200;
+
+/// Months from the month of `first` to the month of `date` (negative if before).
+fn months_between(first: Date, date: Date) -> i64 {
+    (i64::from(date.year()) - i64::from(first.year())) * 12 + i64::from(date.month()) - i64::from(first.month())
+}
+
+impl ContractState {
+    /// This state's [`Summary`]. Costs one pass over its invoices and payments.
+    pub fn summary(&self) -> Result<Summary, Overflow> {
+        let steps = |origins: &mut dyn Iterator<Item = (Origin, i128)>| -> Result<Steps, Overflow> {
+            let mut steps = Vec::new();
+            for (origin, amount) in origins {
+                steps.push((origin.date, amount));
+                // A reversal takes the amount away from the day both have happened.
+                if let Some(reversal) = self.events.get(&origin.seq).and_then(|e| e.reversed_by) {
+                    steps.push((origin.date.max(reversal.date), amount.checked_neg().ok_or(Overflow)?));
+                }
+            }
+            Steps::of(steps)
+        };
+        let billed = steps(&mut self.invoices.iter().map(|i| (i.origin, i.amount)))?;
+        let collected = steps(&mut self.payments.iter().map(|p| (p.origin, p.amount)))?;
+        let billing_seqs = |seq: u64| self.events.get(&seq).is_some_and(|e| e.kind.is_billing());
+        let mut events = crate::SeqMap::default();
+        for (seq, fact) in self.events.iter().filter(|(_, e)| !e.kind.is_billing()) {
+            events.insert(*seq, *fact);
+        }
+        let core = ContractState {
+            contract_id: self.contract_id.clone(),
+            version: self.version,
+            last_seq: self.last_seq,
+            grant: self.grant.clone(),
+            tranches: self.tranches.clone(),
+            capacity_changes: self.capacity_changes.clone(),
+            resolutions: self.resolutions.clone(),
+            invoices: Vec::new(),
+            payments: Vec::new(),
+            credits: self.credits.clone(),
+            terminations: self.terminations.clone(),
+            reversals: self.reversals.iter().filter(|r| !billing_seqs(r.target_seq)).cloned().collect(),
+            events,
+            invoice_index: Default::default(),
+            payment_index: Default::default(),
+            paid_by_invoice: Default::default(),
+            latest_non_billing_date: self.latest_non_billing_date,
+            magnitude_total: self.magnitude_total,
+        };
+        let mut month_ends = Vec::new();
+        let first = core.grant.origin.date;
+        let months = months_between(first, core.last_change()).saturating_add(2);
+        if months <= MONTH_ENDS_MAX as i64 {
+            let mut month = first.first_of_month();
+            for _ in 0..months {
+                let end = month.last_of_month();
+                month_ends.push(core.recognized(&AsOf::date(end))?);
+                let Some(next) = end.add_days(1) else { break };
+                month = next;
+            }
+        }
+        month_ends.shrink_to_fit();
+        Ok(Summary { core, billed, collected, month_ends })
+    }
+}
+
+impl Summary {
+    pub fn contract_id(&self) -> &ContractId {
+        &self.core.contract_id
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.core.currency()
+    }
+
+    /// The seq of the contract's last event when the summary was made.
+    pub fn last_seq(&self) -> u64 {
+        self.core.last_seq
+    }
+
+    /// Can the summary answer for `at`? Only if `at` sees every event of the contract.
+    pub fn answers(&self, at: &AsOf) -> bool {
+        at.known_at >= self.core.last_seq
+    }
+
+    /// Distinct dates of its billing and collection steps (its size beyond the few revenue
+    /// facts).
+    pub fn steps(&self) -> usize {
+        self.billed.len() + self.collected.len()
+    }
+
+    /// The contract's figures at `at`, equal to its state's; `at` must be one the summary
+    /// answers for (so only [`Contract`] calls it).
+    fn figures(&self, at: &AsOf) -> Result<Figures, Overflow> {
+        assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
+        self.core.figures_with(at, Billing { billed: self.billed.at(at.date), collected: self.collected.at(at.date) })
+    }
+
+    /// Revenue per period, equal to its state's (revenue does not depend on billing).
+    fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+        assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
+        // `at` sees every event: revenue by the end of a month is the table's.
+        let first = self.core.grant.origin.date;
+        self.core.periods_with(at, granularity, |day| {
+            let month = usize::try_from(months_between(first, day)).ok();
+            match month.and_then(|m| self.month_ends.get(m)) {
+                Some(recognized) if day == day.last_of_month() => Ok(*recognized),
+                _ => self.core.recognized(&at.with_date(day)),
+            }
+        })
+    }
+}
+
+/// A contract as a portfolio report reads it: its summary when the summary answers for the
+/// report's point of view, else its whole state.
+#[derive(Clone, Copy, Debug)]
+pub enum Contract<'a> {
+    Summary(&'a Summary),
+    State(&'a ContractState),
+}
+
+impl<'a> Contract<'a> {
+    /// The summary if it answers for `at`, else `None` (read the state instead).
+    pub fn of_summary(summary: &'a Summary, at: &AsOf) -> Option<Contract<'a>> {
+        summary.answers(at).then_some(Contract::Summary(summary))
+    }
+
+    pub fn contract_id(&self) -> &'a ContractId {
+        match self {
+            Contract::Summary(s) => s.contract_id(),
+            Contract::State(s) => &s.contract_id,
+        }
+    }
+
+    pub fn currency(&self) -> Currency {
+        match self {
+            Contract::Summary(s) => s.currency(),
+            Contract::State(s) => s.currency(),
+        }
+    }
+
+    pub fn known_at(&self, known_at: u64) -> bool {
+        match self {
+            Contract::Summary(s) => s.core.known_at(known_at),
+            Contract::State(s) => s.known_at(known_at),
+        }
+    }
+
+    pub fn figures(&self, at: &AsOf) -> Result<Figures, Overflow> {
+        match self {
+            Contract::Summary(s) => s.figures(at),
+            Contract::State(s) => s.figures(at),
+        }
+    }
+
+    pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+        match self {
+            Contract::Summary(s) => s.periods(at, granularity),
+            Contract::State(s) => s.periods(at, granularity),
+        }
+    }
+}
