@@ -706,29 +706,30 @@ impl Ledger {
     }
 
     /// `f` of every contract (known at `at` or not: `f` asks [`projections::Contract::known_at`]),
-    /// in id order, as a portfolio report reads a contract: its
-    /// summary (kept in memory for every contract) when that answers for `at`, else its
-    /// state (loaded if need be, as [`Ledger::for_each_contract`] does). At the head this
-    /// reads no state at all. Contracts are read on every core; `f` must be pure.
+    /// in id order, as a portfolio report reads a contract: its summary (kept in memory for
+    /// every contract) when that answers for `at`, else its state (loaded if need be, as
+    /// [`Ledger::for_each_contract`] does). At the head this reads no state at all.
+    ///
+    /// `f` runs on every core over the summaries; everything that may read the store
+    /// (summaries not yet in memory, states) is done on the calling thread, never on a
+    /// rayon worker: a load that refolds a damaged view from the chain itself waits on rayon
+    /// work, which a pool whose workers all wait on loads would never run.
     pub fn map_contracts<R: Send>(&self, at: &projections::AsOf, f: impl Fn(projections::Contract<'_>) -> R + Sync) -> Result<Vec<R>, ReadError> {
         use rayon::prelude::*;
         let head = self.head().seq;
         let views = &self.shared.views;
         let slots = views.all();
-        let each = slots.par_iter().map(|(id, slot)| -> Result<R, ReadError> {
-            let summary = views.summary(slot, id, head)?;
-            if let Some(contract) = projections::Contract::of_summary(&summary, at) {
-                return Ok(f(contract));
-            }
+        let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
+        let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();
+        for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
             let (state, loaded_now) = views.lock_reading(slot, id, head)?;
-            let out = f(projections::Contract::State(&state));
+            *each = Some(f(projections::Contract::State(&state)));
             drop(state);
             if loaded_now {
                 views.relieve(slot);
             }
-            Ok(out)
-        });
-        each.collect()
+        }
+        Ok(out.into_iter().map(|each| each.expect("every contract was read from its summary or its state")).collect())
     }
 
     /// Number of contracts with a live view (including any staged, not yet durable).
