@@ -35,7 +35,15 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = [0u8; 64];
+        String::from(self.hex(&mut out))
+    }
+
+    /// The 64 lowercase hex digits of the hash, written into `out` (no allocation: the
+    /// bulk paths write and compare millions of them).
+    pub fn hex<'a>(&self, out: &'a mut [u8; 64]) -> &'a str {
+        hex::encode_to_slice(self.0, out).expect("64 digits for 32 bytes");
+        std::str::from_utf8(out).expect("hex digits are ASCII")
     }
 
     pub fn from_hex(text: &str) -> Option<Digest> {
