@@ -398,6 +398,7 @@ impl Ledger {
     pub fn write_export(&self, plan: &ExportPlan, out: &mut impl Write) -> Result<(), ExportError> {
         use rayon::prelude::*;
         const PAGE_EVENTS: u64 = 4_096;
+        const RENDER_RUN_EVENTS: usize = 256;
         writeln!(out, "{}", plan.header)?;
         let mut next = plan.from;
         while next <= plan.to {
@@ -406,9 +407,20 @@ impl Ledger {
             // events_after gives consecutive seqs from `next` (it refuses a gap).
             assert_eq!(page[0].seq(), next, "a page starts where the last one ended");
             next = last.seq() + 1;
-            let lines: Vec<String> = page.par_iter().map(bundle::event_line).collect();
-            for line in lines {
-                writeln!(out, "{line}")?;
+            // Lines rendered into one buffer per run of events (no string per line), in order.
+            let runs: Vec<Vec<u8>> = page
+                .par_chunks(RENDER_RUN_EVENTS)
+                .map(|run| {
+                    let mut text = Vec::with_capacity(run.len() * 1024);
+                    for recorded in run {
+                        bundle::write_event_line(recorded, &mut text);
+                        text.push(b'\n');
+                    }
+                    text
+                })
+                .collect();
+            for text in runs {
+                out.write_all(&text)?;
             }
         }
         writeln!(out, "{}", plan.last_line)?;
