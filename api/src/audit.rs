@@ -125,7 +125,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
         (Some(_), None) => return Err("--trusted-checkpoint needs --key (the key that signed it)".into()),
         _ => None,
     };
-    let reader: Box<dyn Read> = match (&args.file, &args.url) {
+    let reader: Box<dyn Read + Send> = match (&args.file, &args.url) {
         (Some(file), _) => Box::new(std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?),
         (_, Some(url)) => {
             let client = reqwest::blocking::Client::builder().timeout(None).build().map_err(|e| e.to_string())?;
@@ -204,16 +204,90 @@ fn read_line<R: Read>(lines: &mut BoundedLines<R>) -> Result<Option<String>, Str
 }
 
 /// Verifies a bundle from any reader: the messages name the first failing seq (or line).
-pub fn verify_bundle(reader: impl Read, key: Option<VerifierKey>, root_at: Option<u64>) -> Result<Verified, String> {
+pub fn verify_bundle(reader: impl Read + Send, key: Option<VerifierKey>, root_at: Option<u64>) -> Result<Verified, String> {
     verify_lines(None, BoundedLines::new(reader, BUNDLE_LINE_BYTES_MAX), key, root_at, None)
 }
 
 /// Event lines whose own checks (parse, decode, hash, JSON) run at once, on every core; the
 /// links, the time order and the tree are then checked line by line in seq order, so the
 /// first failure reported is the one at the lowest seq, as if read one by one.
-const VERIFY_BATCH_LINES: u64 = 4_096;
+const VERIFY_BATCH_LINES: usize = 4_096;
+/// A batch of lines is closed once it holds this many bytes (so at most this plus one line
+/// of [`BUNDLE_LINE_BYTES_MAX`]), whatever the lines' lengths.
+const VERIFY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Batches read ahead of verification: with the one being read and the one being checked,
+/// a bound of four batches in memory.
+const VERIFY_READ_AHEAD_BATCHES: usize = 2;
 
-fn verify_lines<R: Read>(first: Option<String>, mut lines: BoundedLines<R>, key: Option<VerifierKey>, root_at: Option<u64>, policy: Option<WitnessPolicy>) -> Result<Verified, String> {
+/// Lines of a bundle, without their newlines, back to back.
+#[derive(Default)]
+struct LineBatch {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl LineBatch {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Line `i` of the batch, as text.
+    fn line(&self, i: usize) -> Result<&str, String> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        std::str::from_utf8(&self.text[start..self.ends[i]]).map_err(|_| "the file is not UTF-8".to_string())
+    }
+}
+
+/// Reads the lines of a bundle in batches (as [`read_line`] would, but UTF-8 is checked by
+/// whoever uses a line), handing each to `tx`; a read error after the lines before it. Stops
+/// at the end, at an error, or when nobody takes batches any more.
+fn read_batches<R: Read>(mut lines: BoundedLines<R>, tx: std::sync::mpsc::SyncSender<Result<LineBatch, String>>) {
+    loop {
+        let mut batch = LineBatch::default();
+        let mut error = None;
+        let mut at_end = false;
+        while batch.len() < VERIFY_BATCH_LINES && batch.text.len() < VERIFY_BATCH_BYTES {
+            match lines.next_line() {
+                Ok(Some(line)) => match line.strip_suffix(b"\n") {
+                    Some(line) => {
+                        batch.text.extend_from_slice(line);
+                        batch.ends.push(batch.text.len());
+                    }
+                    None => {
+                        error = Some("the file does not end with a newline (cut off?)".to_string());
+                        break;
+                    }
+                },
+                Ok(None) => {
+                    at_end = true;
+                    break;
+                }
+                Err(e) => {
+                    error = Some(format!("the file's {e} (no bundle line is that long)"));
+                    break;
+                }
+            }
+        }
+        if batch.len() > 0 && tx.send(Ok(batch)).is_err() {
+            return;
+        }
+        if let Some(e) = error {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        if at_end {
+            return;
+        }
+    }
+}
+
+/// A line's own checks failed: it could not be read, or it is not a good event line.
+enum LineFailure {
+    Read(String),
+    Bundle(events::bundle::BundleFailure),
+}
+
+fn verify_lines<R: Read + Send>(first: Option<String>, lines: BoundedLines<R>, key: Option<VerifierKey>, root_at: Option<u64>, policy: Option<WitnessPolicy>) -> Result<Verified, String> {
     use rayon::prelude::*;
     let mut verifier = BundleVerifier::new(key, root_at);
     if let Some(policy) = policy {
@@ -222,39 +296,40 @@ fn verify_lines<R: Read>(first: Option<String>, mut lines: BoundedLines<R>, key:
     if let Some(first) = first {
         verifier.line(&first).map_err(|f| at_failure(&f))?;
     }
-    loop {
-        if let Some((next_seq, due)) = verifier.events_due() {
-            // A read error (an overlong line, not UTF-8) comes after the lines before it.
-            let want = due.min(VERIFY_BATCH_LINES) as usize;
-            let mut batch = Vec::with_capacity(want);
-            let mut read_error = None;
-            while batch.len() < want {
-                match read_line(&mut lines) {
-                    Ok(Some(line)) => batch.push(line),
-                    Ok(None) => break,
-                    Err(e) => {
-                        read_error = Some(e);
-                        break;
-                    }
+    // Reading runs on its own thread, ahead of the checks (a few batches at most).
+    let (tx, rx) = std::sync::mpsc::sync_channel(VERIFY_READ_AHEAD_BATCHES);
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_batches(lines, tx));
+        let mut checked = Vec::with_capacity(VERIFY_BATCH_LINES);
+        for batch in rx {
+            let batch = batch?;
+            let mut i = 0;
+            while i < batch.len() {
+                let Some((next_seq, due)) = verifier.events_due() else {
+                    verifier.line(batch.line(i)?).map_err(|f| at_failure(&f))?;
+                    i += 1;
+                    continue;
+                };
+                let n = due.min((batch.len() - i) as u64) as usize;
+                (i..i + n)
+                    .into_par_iter()
+                    .map(|k| {
+                        let line = batch.line(k).map_err(LineFailure::Read)?;
+                        BundleVerifier::check_event_line(next_seq + (k - i) as u64, line).map_err(LineFailure::Bundle)
+                    })
+                    .collect_into_vec(&mut checked);
+                for recorded in checked.drain(..) {
+                    let recorded = recorded.map_err(|f| match f {
+                        LineFailure::Read(e) => e,
+                        LineFailure::Bundle(f) => at_failure(&f),
+                    })?;
+                    verifier.accept_event(&recorded).map_err(|f| at_failure(&f))?;
                 }
+                i += n;
             }
-            let at_end = batch.len() < want;
-            let checked: Vec<_> = batch.par_iter().enumerate().map(|(i, line)| BundleVerifier::check_event_line(next_seq + i as u64, line)).collect();
-            for recorded in checked {
-                let recorded = recorded.map_err(|f| at_failure(&f))?;
-                verifier.accept_event(&recorded).map_err(|f| at_failure(&f))?;
-            }
-            if let Some(e) = read_error {
-                return Err(e);
-            }
-            if at_end {
-                break;
-            }
-            continue;
         }
-        let Some(line) = read_line(&mut lines)? else { break };
-        verifier.line(&line).map_err(|f| at_failure(&f))?;
-    }
+        Ok::<(), String>(())
+    })?;
     verifier.finish().map_err(|f| at_failure(&f))
 }
 

@@ -84,14 +84,32 @@ pub fn hexes(hashes: &[Digest]) -> Vec<String> {
 
 /// The line of one event.
 pub fn event_line(recorded: &RecordedEvent) -> String {
-    let line = EventLine {
+    let mut out = Vec::new();
+    write_event_line(recorded, &mut out);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// The line of one event (without its newline), appended to `out`: the text of an
+/// [`EventLine`] whose `event` is [`RecordedEvent::wire_json`], written without building the
+/// JSON value (a test holds the two equal byte for byte).
+pub fn write_event_line(recorded: &RecordedEvent, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        seq: u64,
+        hash: &'a str,
+        prev_hash: &'a str,
+        canonical: &'a str,
+        event: crate::WireEventOut,
+    }
+    let (mut hash, mut prev_hash) = ([0u8; 64], [0u8; 64]);
+    let line = Out {
         seq: recorded.event.seq,
-        hash: recorded.hash.to_hex(),
-        prev_hash: recorded.event.prev_hash.to_hex(),
-        canonical: B64.encode(&recorded.canonical),
-        event: recorded.wire_json(),
+        hash: recorded.hash.hex(&mut hash),
+        prev_hash: recorded.event.prev_hash.hex(&mut prev_hash),
+        canonical: &B64.encode(&recorded.canonical),
+        event: recorded.event.to_wire(),
     };
-    serde_json::to_string(&line).expect("lines serialize")
+    serde_json::to_writer(out, &line).expect("lines serialize")
 }
 
 pub fn header_line(header: &Header) -> String {
@@ -149,11 +167,36 @@ pub(crate) fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {
     Digest::from_hex(text).ok_or_else(|| general(format!("{what} is not 64 hex digits")))
 }
 
+/// The fields of an event line as read for verification: `event` kept as its JSON text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventLineIn<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    prev_hash: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    canonical: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+}
+
+/// The fields of an event line (a bundle's, an evidence pack's), `event` as its JSON text.
+pub(crate) struct EventFields<'a> {
+    pub line_seq: u64,
+    pub hash: &'a str,
+    pub prev_hash: &'a str,
+    pub canonical: &'a str,
+    pub event: &'a str,
+}
+
 /// Checks the fields of an event line (a bundle's, an evidence pack's) against its
 /// canonical bytes, which must be event `seq`: FORMAT.md section 7, step 2. The bytes are
 /// decoded strictly and hashed; the line's hash, prev_hash and event JSON must be exactly
 /// what they say. Returns the decoded event.
-pub(crate) fn check_event_fields(seq: u64, line_seq: u64, hash: &str, prev_hash: &str, canonical: &str, event: &serde_json::Value) -> Result<RecordedEvent, BundleFailure> {
+pub(crate) fn check_event_fields(seq: u64, fields: &EventFields<'_>) -> Result<RecordedEvent, BundleFailure> {
+    let EventFields { line_seq, hash, prev_hash, canonical, event } = *fields;
     if line_seq != seq {
         return Err(at(seq, format!("the line says seq {line_seq}")));
     }
@@ -165,16 +208,45 @@ pub(crate) fn check_event_fields(seq: u64, line_seq: u64, hash: &str, prev_hash:
     if recorded.event.seq != seq {
         return Err(at(seq, format!("the canonical bytes are of seq {}", recorded.event.seq)));
     }
-    if digest(hash, "hash").map_err(|e| at(seq, e.reason))? != recorded.hash {
+    if !same_digest(hash, "hash", &recorded.hash).map_err(|e| at(seq, e.reason))? {
         return Err(at(seq, format!("the bytes hash to {}, the line says {hash}", recorded.hash)));
     }
-    if digest(prev_hash, "prev_hash").map_err(|e| at(seq, e.reason))? != recorded.event.prev_hash {
+    if !same_digest(prev_hash, "prev_hash", &recorded.event.prev_hash).map_err(|e| at(seq, e.reason))? {
         return Err(at(seq, "prev_hash differs from the canonical bytes'"));
     }
-    if recorded.wire_json() != *event {
+    if !same_event_json(&recorded, event).map_err(|e| at(seq, format!("not an event line: {e}")))? {
         return Err(at(seq, "the event JSON is not what the canonical bytes say"));
     }
     Ok(recorded)
+}
+
+/// Whether `text` is the hash `expected` as [`digest`] reads it (an error if it reads as no
+/// hash). The common case, the one spelling of `expected`, needs no decoding.
+fn same_digest(text: &str, what: &str, expected: &Digest) -> Result<bool, BundleFailure> {
+    let mut spelled = [0u8; 64];
+    if text == expected.hex(&mut spelled) {
+        return Ok(true);
+    }
+    Ok(digest(text, what)? == *expected)
+}
+
+/// Whether the JSON text `event` equals the wire JSON of `recorded` as a JSON value. The
+/// common case, the very text the exporter writes, is found equal by comparing bytes; any
+/// other text is parsed and compared as a value.
+fn same_event_json(recorded: &RecordedEvent, event: &str) -> Result<bool, serde_json::Error> {
+    thread_local! {
+        static WIRE_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let same_text = WIRE_TEXT.with_borrow_mut(|text| {
+        text.clear();
+        recorded.write_wire_json(text);
+        text.as_slice() == event.as_bytes()
+    });
+    if same_text {
+        return Ok(true);
+    }
+    let value: serde_json::Value = serde_json::from_str(event)?;
+    Ok(recorded.wire_json() == value)
 }
 
 /// Verifies a checkpoint note: the log's signature with `key` and, with a policy, a quorum
@@ -273,8 +345,9 @@ impl BundleVerifier {
     /// may run them for many lines at once, then hand each result to
     /// [`BundleVerifier::accept_event`] in seq order.
     pub fn check_event_line(seq: u64, line: &str) -> Result<RecordedEvent, BundleFailure> {
-        let parsed: EventLine = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
-        check_event_fields(seq, parsed.seq, &parsed.hash, &parsed.prev_hash, &parsed.canonical, &parsed.event)
+        let parsed: EventLineIn<'_> = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
+        let fields = EventFields { line_seq: parsed.seq, hash: &parsed.hash, prev_hash: &parsed.prev_hash, canonical: &parsed.canonical, event: parsed.event.get() };
+        check_event_fields(seq, &fields)
     }
 
     /// The in-order checks of the next event (checked by [`BundleVerifier::check_event_line`]

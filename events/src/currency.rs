@@ -102,13 +102,13 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = if d.is_human_readable() {
-            String::deserialize(d)?
-        } else {
-            let bytes = <[u8; 3]>::deserialize(d)?;
-            String::from_utf8(bytes.to_vec()).map_err(serde::de::Error::custom)?
-        };
-        Currency::from_code(&code).map_err(serde::de::Error::custom)
+        if d.is_human_readable() {
+            let code = String::deserialize(d)?;
+            return Currency::from_code(&code).map_err(serde::de::Error::custom);
+        }
+        // Every stored amount carries its currency: no allocation to read it.
+        let bytes = <[u8; 3]>::deserialize(d)?;
+        Currency::from_code(std::str::from_utf8(&bytes).map_err(serde::de::Error::custom)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -11,7 +11,7 @@
 //! rules (`projections`): it hands each verified event to the caller, who folds them and
 //! compares the report it computes with the pack's.
 
-use crate::bundle::{at, check_event_fields, general, verify_checkpoint, BundleFailure};
+use crate::bundle::{at, check_event_fields, general, EventFields, verify_checkpoint, BundleFailure};
 use crate::checkpoint::{Checkpoint, VerifierKey};
 use crate::cosignature::{Cosignature, WitnessPolicy};
 use crate::{merkle, ContractId, Date, Digest, RecordedEvent, Stream};
@@ -60,6 +60,23 @@ pub struct EventLine {
 #[serde(deny_unknown_fields)]
 pub struct ReportLine {
     pub report: serde_json::Value,
+}
+
+/// The fields of an evidence event line as read for verification: `event` kept as its JSON
+/// text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventLineIn<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    prev_hash: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    canonical: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    inclusion: Vec<String>,
 }
 
 pub fn manifest_line(manifest: &Manifest) -> String {
@@ -138,8 +155,9 @@ impl EvidenceVerifier {
             return Ok(None);
         }
         let seq = opened.manifest.seqs[self.next];
-        let parsed: EventLine = serde_json::from_str(line).map_err(|e| at(seq, format!("not an evidence event line: {e}")))?;
-        let recorded = check_event_fields(seq, parsed.seq, &parsed.hash, &parsed.prev_hash, &parsed.canonical, &parsed.event)?;
+        let parsed: EventLineIn<'_> = serde_json::from_str(line).map_err(|e| at(seq, format!("not an evidence event line: {e}")))?;
+        let fields = EventFields { line_seq: parsed.seq, hash: &parsed.hash, prev_hash: &parsed.prev_hash, canonical: &parsed.canonical, event: parsed.event.get() };
+        let recorded = check_event_fields(seq, &fields)?;
         let event = &recorded.event;
         if event.stream != Stream::Contract(opened.contract_id.clone()) {
             return Err(at(seq, format!("the event is of {}, not of contract {}", event.stream, opened.contract_id)));

@@ -129,19 +129,25 @@ impl WireBody {
 
     /// The `data` object of this body.
     pub fn to_json(&self) -> serde_json::Value {
-        let value = match self {
-            WireBody::LeaseGranted(b) => serde_json::to_value(b),
-            WireBody::CapacityChanged(b) => serde_json::to_value(b),
-            WireBody::MilestoneReached(b) => serde_json::to_value(b),
-            WireBody::InvoiceIssued(b) => serde_json::to_value(b),
-            WireBody::PaymentReceived(b) => serde_json::to_value(b),
-            WireBody::SlaCreditIssued(b) => serde_json::to_value(b),
-            WireBody::ContractTerminated(b) => serde_json::to_value(b),
-            WireBody::PeriodClosed(b) => serde_json::to_value(b),
-            WireBody::EventReversed(b) => serde_json::to_value(b),
-        };
         // Plain structs of strings and integers always serialize.
-        value.expect("wire bodies serialize to JSON")
+        serde_json::to_value(self).expect("wire bodies serialize to JSON")
+    }
+}
+
+/// A body serializes as its `data` object (the `type` beside it says which).
+impl Serialize for WireBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WireBody::LeaseGranted(b) => b.serialize(serializer),
+            WireBody::CapacityChanged(b) => b.serialize(serializer),
+            WireBody::MilestoneReached(b) => b.serialize(serializer),
+            WireBody::InvoiceIssued(b) => b.serialize(serializer),
+            WireBody::PaymentReceived(b) => b.serialize(serializer),
+            WireBody::SlaCreditIssued(b) => b.serialize(serializer),
+            WireBody::ContractTerminated(b) => b.serialize(serializer),
+            WireBody::PeriodClosed(b) => b.serialize(serializer),
+            WireBody::EventReversed(b) => b.serialize(serializer),
+        }
     }
 }
 
@@ -238,7 +244,7 @@ pub struct WireEventOut {
     pub actor: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    pub data: serde_json::Value,
+    pub data: WireBody,
 }
 
 impl crate::RecordedEvent {
@@ -246,6 +252,12 @@ impl crate::RecordedEvent {
     pub fn wire_json(&self) -> serde_json::Value {
         // A struct of strings, dates and a JSON value always serializes.
         serde_json::to_value(self.event.to_wire()).expect("wire JSON serializes")
+    }
+
+    /// [`RecordedEvent::wire_json`] as JSON text, appended to `out`, without building the
+    /// value: the same text `serde_json` prints for the value (a test holds them equal).
+    pub fn write_wire_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.event.to_wire()).expect("wire JSON serializes")
     }
 
     /// The one JSON shape of a stored event: `cledger log --json`, `GET /v1/events`, the
@@ -277,7 +289,7 @@ impl Event {
             effective_date: self.effective_date,
             actor: self.actor.clone(),
             idempotency_key: self.idempotency_key.clone(),
-            data: WireBody::from(&self.body).to_json(),
+            data: WireBody::from(&self.body),
         }
     }
 }

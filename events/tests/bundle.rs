@@ -164,3 +164,52 @@ fn ranges_at_the_end_of_u64_are_refused_not_overflowed() {
     let err = verify(huge_from.as_bytes(), Some(signer().verifier())).unwrap_err();
     assert!(err.contains("the consistency proof is not from the tree before the bundle"), "{err}");
 }
+
+#[test]
+fn lines_written_directly_are_the_text_of_their_json_values() {
+    // Export writes each line without building a JSON value, and verification compares the
+    // event's text with the directly written wire JSON before it parses anything: both rely
+    // on that text being exactly what the value form prints, for every kind of event.
+    for e in events() {
+        let as_value = EventLine { seq: e.seq(), hash: e.hash.to_hex(), prev_hash: e.event.prev_hash.to_hex(), canonical: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &e.canonical), event: e.wire_json() };
+        assert_eq!(event_line(&e), serde_json::to_string(&as_value).unwrap(), "seq {}", e.seq());
+        let mut text = vec![];
+        e.write_wire_json(&mut text);
+        assert_eq!(String::from_utf8(text).unwrap(), serde_json::to_string(&e.wire_json()).unwrap(), "seq {}", e.seq());
+        assert_eq!(e.hash.to_hex(), hex::encode(e.hash.0));
+    }
+}
+
+#[test]
+fn the_event_json_is_compared_as_a_value_not_as_text() {
+    // The same JSON value spelled otherwise (keys in another order, spaces) verifies, as it
+    // always did; any other value does not, wherever it differs.
+    let key = signer().verifier();
+    let respell = |b: &str, change: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| -> String {
+        let mut lines: Vec<String> = b.lines().map(str::to_string).collect();
+        for line in &mut lines[1..10] {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let event = v["event"].as_object().unwrap().clone();
+            let mut reversed: serde_json::Map<String, serde_json::Value> = event.into_iter().rev().collect();
+            change(&mut reversed);
+            v["event"] = serde_json::Value::Object(reversed);
+            *line = serde_json::to_string_pretty(&v).unwrap().replace('\n', " ");
+        }
+        lines.join("\n") + "\n"
+    };
+    let b = bundle(1, 9);
+    let same = respell(&b, &|_| {});
+    assert_ne!(same, b);
+    verify(same.as_bytes(), Some(key.clone())).unwrap();
+    let other_actor = respell(&b, &|e| {
+        e.insert("actor".into(), "b".into());
+    });
+    assert!(verify(other_actor.as_bytes(), Some(key.clone())).unwrap_err().contains("seq 1: the event JSON is not what the canonical bytes say"));
+    let extra = respell(&b, &|e| {
+        e.insert("extra".into(), 1.into());
+    });
+    assert!(verify(extra.as_bytes(), Some(key.clone())).unwrap_err().contains("seq 1: the event JSON is not what the canonical bytes say"));
+    // A hash in uppercase is the same number, but not its one spelling.
+    let upper = b.replacen(&events()[0].hash.to_hex(), &events()[0].hash.to_hex().to_uppercase(), 1);
+    assert!(verify(upper.as_bytes(), Some(key)).unwrap_err().contains("seq 1: hash is not lowercase hex"));
+}

@@ -12,7 +12,7 @@
 //! the ledger tree: it becomes the history's first entry the first time history is read.
 
 use crate::io::Op;
-use crate::{keys, Ledger, ProofError, ReadError};
+use crate::{keys, store, Ledger, ProofError, ReadError};
 use events::bundle::{self, CheckpointLine, ConsistencyProof, Header, InclusionProof, Proofs};
 use events::checkpoint::{Checkpoint, Note, NoteSigner, VerifierKey};
 use events::{evidence, ContractId, Date, Stream};
@@ -392,25 +392,46 @@ impl Ledger {
         Ok(plan)
     }
 
-    /// Writes the bundle of a plan: its header, its events a page at a time (each page's
-    /// lines rendered on every core, written in order), its last line. A missing event is an
+    /// Writes the bundle of a plan: its header, its events a page at a time, its last line.
+    /// The events are read and checked ahead ([`store::decode_in_order`]) and each page's
+    /// lines rendered on every core by a thread of their own, while this one writes the pages
+    /// before, in order (at most [`EXPORT_PAGES_AHEAD`] waiting). A missing event is an
     /// error, never a silently shorter bundle.
     pub fn write_export(&self, plan: &ExportPlan, out: &mut impl Write) -> Result<(), ExportError> {
-        use rayon::prelude::*;
-        const PAGE_EVENTS: u64 = 4_096;
         writeln!(out, "{}", plan.header)?;
-        let mut next = plan.from;
-        while next <= plan.to {
-            let page = self.events_after(next - 1, PAGE_EVENTS.min(plan.to - next + 1) as usize)?;
-            let Some(last) = page.last() else { return Err(ExportError::Missing(next)) };
-            // events_after gives consecutive seqs from `next` (it refuses a gap).
-            assert_eq!(page[0].seq(), next, "a page starts where the last one ended");
-            next = last.seq() + 1;
-            let lines: Vec<String> = page.par_iter().map(bundle::event_line).collect();
-            for line in lines {
-                writeln!(out, "{line}")?;
-            }
+        // Never past the durable head: nothing is visible before it is acknowledged.
+        let head = self.head().seq;
+        if plan.from <= plan.to && plan.to > head {
+            return Err(ExportError::Missing(head + 1));
         }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Vec<u8>>, ReadError>>(EXPORT_PAGES_AHEAD);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut page = Vec::with_capacity(EXPORT_PAGE_EVENTS);
+                let mut stopped = false;
+                let read = store::decode_in_order(&self.shared.tree, plan.from, plan.to, |recorded| {
+                    page.push(recorded);
+                    if page.len() == EXPORT_PAGE_EVENTS {
+                        stopped = tx.send(Ok(render_lines(&page))).is_err();
+                        page.clear();
+                        if stopped {
+                            return Err(ReadError::Corrupt(crate::VerifyFailure { seq: 0, reason: "the export's writer stopped".into() }));
+                        }
+                    }
+                    Ok(())
+                });
+                let last = read.map(|()| render_lines(&page));
+                if !stopped {
+                    let _ = tx.send(last);
+                }
+            });
+            for runs in rx {
+                for text in runs? {
+                    out.write_all(&text)?;
+                }
+            }
+            Ok::<(), ExportError>(())
+        })?;
         writeln!(out, "{}", plan.last_line)?;
         out.flush()?;
         Ok(())
@@ -477,6 +498,29 @@ impl Ledger {
         lines.push(evidence::report_line(&report));
         Ok(lines)
     }
+}
+
+/// Events of an export rendered at once, and pages of their lines that may wait for the
+/// writer: a bound of about 3 × 4,096 lines (of at most a few hundred KiB each) in memory.
+const EXPORT_PAGE_EVENTS: usize = 4_096;
+const EXPORT_PAGES_AHEAD: usize = 2;
+
+/// The bundle lines of `events`, each with its newline, rendered on every core into one
+/// buffer per run of events (no string per line), in order.
+fn render_lines(events: &[events::RecordedEvent]) -> Vec<Vec<u8>> {
+    use rayon::prelude::*;
+    const RENDER_RUN_EVENTS: usize = 256;
+    events
+        .par_chunks(RENDER_RUN_EVENTS)
+        .map(|run| {
+            let mut text = Vec::with_capacity(run.len() * 1024);
+            for recorded in run {
+                bundle::write_event_line(recorded, &mut text);
+                text.push(b'\n');
+            }
+            text
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -158,65 +158,85 @@ pub fn locate(tree: &sled::Tree, seq: u64, at: usize) -> Result<(Vec<u8>, usize)
     Ok((keys::block(block.first).to_vec(), offset))
 }
 
-/// Events decoded per batch handed across threads by [`decode_in_order`].
-const DECODE_CHUNK_EVENTS: usize = 8_192;
-/// Decoded batches waiting for the consumer: a bound on memory (about 3 × 8,192 events).
-const DECODE_QUEUE_CHUNKS: usize = 2;
+/// Events decoded per job (a run of whole blocks, so a little more): small enough that a
+/// job's vector is reused memory, not fresh pages from the system each time.
+const DECODE_CHUNK_EVENTS: usize = 1_024;
+/// Decode jobs started and not yet consumed: a bound on memory (about 8 × 2,048 events)
+/// and enough work ahead to keep every core busy while the consumer folds.
+const DECODE_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Checks every event of `blocks` within `from..=to` ([`crate::check_record`]), in seq order.
+fn decode_chunk(blocks: &[StoredBlock], from: u64, to: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+    let mut out = Vec::with_capacity(DECODE_CHUNK_EVENTS * 2);
+    for stored in blocks {
+        let block = stored.parse()?;
+        for i in 0..block.len() {
+            let seq = stored.first + i as u64;
+            if (from..=to).contains(&seq) {
+                out.push(crate::check_record(seq, &block.hash(i), block.canonical(i)).map_err(ReadError::Corrupt)?);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Reads `from..=to`, checks every event on its own (its bytes hash to the stored hash,
 /// decode strictly, carry its seq: [`crate::check_record`]) on every core, and hands the
 /// decoded events to `each` in seq order on the calling thread, which does what must be in
-/// order (links, versions, folds). Reading and checking run ahead of `each` by at most a few
-/// batches. Stops at the first failure, of either.
+/// order (links, versions, folds). Reading runs on its own thread and starts a decode job
+/// per run of blocks on the rayon pool, at most [`DECODE_CHUNKS_IN_FLIGHT`] ahead of `each`.
+/// Stops at the first failure, of either.
 pub fn decode_in_order(
     tree: &sled::Tree,
     from: u64,
     to: u64,
     mut each: impl FnMut(RecordedEvent) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
-    use rayon::prelude::*;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, ReadError>>(DECODE_QUEUE_CHUNKS);
+    type Decoded = std::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, ReadError>>;
+    // The jobs' answers, in seq order; each arrives when its job is done.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(DECODE_CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
         scope.spawn(move || {
+            // False once nobody takes answers any more (the consumer stopped).
+            let start = |blocks: Vec<StoredBlock>| -> bool {
+                let (answer, decoded) = std::sync::mpsc::sync_channel(1);
+                if tx.send(decoded).is_err() {
+                    return false;
+                }
+                rayon::spawn(move || {
+                    let _ = answer.send(decode_chunk(&blocks, from, to));
+                });
+                true
+            };
+            let fail = |e: ReadError| {
+                let (answer, decoded) = std::sync::mpsc::sync_channel(1);
+                let _ = answer.send(Err(e));
+                let _ = tx.send(decoded);
+            };
             let mut pending: Vec<StoredBlock> = vec![];
             let mut pending_events = 0;
-            let decode = |blocks: &[StoredBlock]| -> Result<Vec<RecordedEvent>, ReadError> {
-                let parsed: Vec<(u64, Block<'_>)> = blocks.iter().map(|b| b.parse().map(|p| (b.first, p))).collect::<Result<_, _>>()?;
-                let jobs: Vec<(u64, Digest, &[u8])> = parsed
-                    .iter()
-                    .flat_map(|(first, block)| (0..block.len()).map(move |i| (first + i as u64, block.hash(i), block.canonical(i))))
-                    .filter(|(seq, _, _)| (from..=to).contains(seq))
-                    .collect();
-                jobs.par_iter()
-                    .map(|(seq, hash, canonical)| crate::check_record(*seq, hash, canonical).map_err(ReadError::Corrupt))
-                    .collect()
-            };
             for block in blocks(tree, from, to) {
                 let block = match block {
                     Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                    Err(e) => return fail(e),
                 };
                 pending_events += block.parse().map_or(0, |b| b.len());
                 pending.push(block);
                 if pending_events >= DECODE_CHUNK_EVENTS {
-                    let chunk = decode(&pending);
-                    pending.clear();
                     pending_events = 0;
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).is_err() || failed {
+                    if !start(std::mem::take(&mut pending)) {
                         return;
                     }
                 }
             }
             if !pending.is_empty() {
-                let _ = tx.send(decode(&pending));
+                start(pending);
             }
         });
         let mut next = from;
-        for chunk in rx {
+        for decoded in rx {
+            // A job answers unless it panicked, and a panic on the pool aborts the process.
+            let chunk = decoded.recv().expect("every decode job answers");
             for recorded in chunk? {
                 if recorded.event.seq != next {
                     return Err(corrupt(next, "event missing"));
