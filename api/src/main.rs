@@ -461,8 +461,22 @@ fn parse_witness(text: &str) -> Result<(String, String), String> {
     Ok((url.to_string(), vkey.to_string()))
 }
 
+/// A command whose output is piped ends quietly when the reader goes away (`cledger export |
+/// head`), as Unix tools do, instead of panicking in `println!`. Servers keep Rust's default
+/// (SIGPIPE ignored): a client that goes away is an error to handle, not the end of the
+/// process.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. } | Command::Witness { .. }) {
+        end_quietly_when_stdout_closes();
+    }
     let result = match cli.command {
         Command::Serve {
             data,

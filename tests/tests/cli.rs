@@ -196,3 +196,20 @@ fn verify_refuses_an_overlong_bundle_line_from_a_file_or_a_server_naming_it() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("line 1:"), "the first line is refused first: {stderr}");
 }
+
+/// A command whose reader goes away (`cledger log | head -1`) ends quietly, as Unix tools
+/// do: no panic from a write to a closed pipe.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = imported(dir.path());
+    for args in [vec!["log", "--data", &data], vec!["export", "--data", &data], vec!["verify", "--data", &data]] {
+        let mut child = cledger().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?} ends by SIGPIPE: {:?} {stderr}", out.status);
+    }
+}
