@@ -723,7 +723,7 @@ impl Ledger {
         let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();
         for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
             let (state, loaded_now) = views.lock_reading(slot, id, head)?;
-            *each = Some(f(projections::Contract::State(&state)));
+            *each = Some(f(projections::Contract::state(&state)));
             drop(state);
             if loaded_now {
                 views.relieve(slot);

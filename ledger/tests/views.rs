@@ -271,7 +271,7 @@ fn portfolio_lines(ledger: &Ledger, at: &projections::AsOf) -> (Vec<String>, Vec
     };
     let from_summaries = ledger.map_contracts(at, |c| c.known_at(at.known_at).then(|| line(c))).unwrap().into_iter().flatten().collect();
     let mut from_states = vec![];
-    ledger.for_each_contract(at, |s| from_states.push(line(projections::Contract::State(s)))).unwrap();
+    ledger.for_each_contract(at, |s| from_states.push(line(projections::Contract::state(s)))).unwrap();
     (from_summaries, from_states)
 }
 
@@ -294,7 +294,7 @@ fn the_portfolio_reads_summaries_that_follow_the_writer() {
     let dates = ["2026-01-31", "2026-02-04", "2026-03-04", "2026-03-05", "2027-12-31"];
     for date in dates {
         let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
-        let seen = ledger.map_contracts(&at, |c| matches!(c, projections::Contract::Summary(_))).unwrap();
+        let seen = ledger.map_contracts(&at, |c| c.is_summary()).unwrap();
         assert_eq!((seen.len(), seen.iter().all(|s| *s)), (12, true), "at the head every contract is read from its summary");
         assert_eq!(ledger.loaded_contracts(), 0, "no state was loaded for the portfolio at the head");
     }
@@ -316,7 +316,7 @@ fn the_portfolio_reads_summaries_that_follow_the_writer() {
     append(&ledger, &event("c04", "invoice_issued", "2026-02-20", r#"{"invoice_id":"N","amount":"2.00","due_date":"2026-03-01"}"#)).unwrap();
     assert_eq!((billed("2026-12-31", None), billed("2026-12-31", Some(old_head))), (500, 300));
     let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), Some(old_head)).unwrap();
-    let c04 = ledger.map_contracts(&at, |c| (c.contract_id().as_str() == "c04").then(|| matches!(c, projections::Contract::State(_)))).unwrap();
+    let c04 = ledger.map_contracts(&at, |c| (c.contract_id().as_str() == "c04").then(|| !c.is_summary())).unwrap();
     assert_eq!(c04.into_iter().flatten().collect::<Vec<_>>(), [true], "before its last event, a contract is read from its state");
     // A refused atomic batch that touched c05 first: undone, and so is what the summary saw.
     let batch = ledger::AppendRequest {
@@ -373,4 +373,34 @@ fn views_without_summaries_are_used_as_they_are() {
     let (from_summaries, from_states) = portfolio_lines(&ledger, &at);
     assert_eq!(from_summaries.len(), 6);
     assert_eq!(from_summaries, from_states);
+}
+
+/// Every contract's view lost (snapshots and summaries): a portfolio refolds each from the
+/// chain, and finishes. (Refolds wait on work of their own on every core: run on the pool's
+/// workers, under the slot locks, they hung the pool; found by review.)
+#[test]
+fn a_portfolio_over_lost_views_refolds_them_and_finishes() {
+    let (dir, ledger) = fresh();
+    contracts_with_invoices(&ledger, 12, 2);
+    ledger.close();
+    drop(ledger);
+    {
+        let db = raw_sled(dir.path());
+        let views = db.open_tree("views").unwrap();
+        let keys: Vec<_> = views.iter().keys().map(Result::unwrap).filter(|k| k[0] == b'S' || k[0] == b'U').collect();
+        assert_eq!(keys.len(), 24);
+        for key in keys {
+            views.remove(key).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let ledger = std::sync::Arc::new(open(dir.path()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = ledger.clone();
+    std::thread::spawn(move || {
+        let at = reader.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+        let _ = tx.send(reader.map_contracts(&at, |c| c.figures(&at).unwrap().billed).unwrap());
+    });
+    let billed = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the portfolio finishes");
+    assert_eq!(billed, vec![200; 12]);
 }

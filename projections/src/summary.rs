@@ -24,11 +24,34 @@ use serde::{Deserialize, Serialize};
 
 /// A sum that changes on dates: `at(D)` is the sum of every step dated on or before D.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StepsStored")]
 pub struct Steps {
     /// Strictly increasing.
     dates: Vec<Date>,
     /// `totals[i]`: the sum of every step dated on or before `dates[i]`.
     totals: Vec<i128>,
+}
+
+/// [`Steps`] as stored, checked before use (a stored summary is read, not trusted: one
+/// whose lists disagree is made again from the state).
+#[derive(Deserialize)]
+struct StepsStored {
+    dates: Vec<Date>,
+    totals: Vec<i128>,
+}
+
+impl TryFrom<StepsStored> for Steps {
+    type Error = &'static str;
+
+    fn try_from(stored: StepsStored) -> Result<Steps, &'static str> {
+        if stored.dates.len() != stored.totals.len() {
+            return Err("steps: as many totals as dates");
+        }
+        if stored.dates.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return Err("steps: dates strictly increasing");
+        }
+        Ok(Steps { dates: stored.dates, totals: stored.totals })
+    }
 }
 
 impl Steps {
@@ -199,51 +222,87 @@ impl Summary {
 }
 
 /// A contract as a portfolio report reads it: its summary when the summary answers for the
-/// report's point of view, else its whole state.
+/// report's point of view, else its whole state. Opaque, so that a summary is only ever
+/// read through [`Contract::of_summary`], which checks that it answers.
 #[derive(Clone, Copy, Debug)]
-pub enum Contract<'a> {
+pub struct Contract<'a>(Source<'a>);
+
+#[derive(Clone, Copy, Debug)]
+enum Source<'a> {
     Summary(&'a Summary),
     State(&'a ContractState),
 }
 
 impl<'a> Contract<'a> {
-    /// The summary if it answers for `at`, else `None` (read the state instead).
+    /// The summary if it answers for `at` (the only points of view it is then asked about),
+    /// else `None` (read the state instead).
     pub fn of_summary(summary: &'a Summary, at: &AsOf) -> Option<Contract<'a>> {
-        summary.answers(at).then_some(Contract::Summary(summary))
+        summary.answers(at).then_some(Contract(Source::Summary(summary)))
+    }
+
+    /// The whole state, which answers for any point of view.
+    pub fn state(state: &'a ContractState) -> Contract<'a> {
+        Contract(Source::State(state))
+    }
+
+    pub fn is_summary(&self) -> bool {
+        matches!(self.0, Source::Summary(_))
     }
 
     pub fn contract_id(&self) -> &'a ContractId {
-        match self {
-            Contract::Summary(s) => s.contract_id(),
-            Contract::State(s) => &s.contract_id,
+        match self.0 {
+            Source::Summary(s) => s.contract_id(),
+            Source::State(s) => &s.contract_id,
         }
     }
 
     pub fn currency(&self) -> Currency {
-        match self {
-            Contract::Summary(s) => s.currency(),
-            Contract::State(s) => s.currency(),
+        match self.0 {
+            Source::Summary(s) => s.currency(),
+            Source::State(s) => s.currency(),
         }
     }
 
     pub fn known_at(&self, known_at: u64) -> bool {
-        match self {
-            Contract::Summary(s) => s.core.known_at(known_at),
-            Contract::State(s) => s.known_at(known_at),
+        match self.0 {
+            Source::Summary(s) => s.core.known_at(known_at),
+            Source::State(s) => s.known_at(known_at),
         }
     }
 
     pub fn figures(&self, at: &AsOf) -> Result<Figures, Overflow> {
-        match self {
-            Contract::Summary(s) => s.figures(at),
-            Contract::State(s) => s.figures(at),
+        match self.0 {
+            Source::Summary(s) => s.figures(at),
+            Source::State(s) => s.figures(at),
         }
     }
 
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        match self {
-            Contract::Summary(s) => s.periods(at, granularity),
-            Contract::State(s) => s.periods(at, granularity),
+        match self.0 {
+            Source::Summary(s) => s.periods(at, granularity),
+            Source::State(s) => s.periods(at, granularity),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Date {
+        Date::parse(s).unwrap()
+    }
+
+    #[test]
+    fn steps_add_up_by_date_and_stored_ones_are_checked() {
+        let steps = Steps::of(vec![(d("2026-03-01"), 5), (d("2026-01-01"), 10), (d("2026-03-01"), -2)]).unwrap();
+        let at = |s| steps.at(d(s));
+        assert_eq!((at("2025-12-31"), at("2026-01-01"), at("2026-02-28"), at("2026-03-01"), at("9999-12-31")), (0, 10, 10, 13, 13));
+        assert_eq!(steps.len(), 2);
+        let stored = |json: &str| serde_json::from_str::<Steps>(json).map_err(|e| e.to_string());
+        assert_eq!(stored(&serde_json::to_string(&steps).unwrap()), Ok(steps));
+        assert!(stored(r#"{"dates":["2026-01-01"],"totals":[]}"#).unwrap_err().contains("as many totals as dates"));
+        assert!(stored(r#"{"dates":["2026-01-02","2026-01-02"],"totals":[1,2]}"#).unwrap_err().contains("strictly increasing"));
+        assert_eq!(Steps::of(vec![(d("2026-01-01"), i128::MAX), (d("2026-01-02"), 1)]), Err(Overflow));
     }
 }

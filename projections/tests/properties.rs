@@ -655,7 +655,7 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
         let mut from_states = report::PortfolioRevenue::new(at, granularity);
         let mut from_summaries = report::PortfolioRevenue::new(at, granularity);
         for (state, summary) in book.contracts.values().zip(&summaries) {
-            from_states.add(Contract::State(state)).unwrap();
+            from_states.add(Contract::state(state)).unwrap();
             from_summaries.add(Contract::of_summary(summary, &at).unwrap()).unwrap();
         }
         prop_assert_eq!(&from_states, &from_summaries);
