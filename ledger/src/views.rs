@@ -169,6 +169,10 @@ enum SummaryAt {
 struct Contents {
     loaded: Option<Loaded>,
     summary: SummaryAt,
+    /// The summary of the state as last saved (the tree's): the next save makes the new
+    /// one from it at the cost of what changed ([`ContractState::summary_from`]). Saved
+    /// states are durable, so no rollback can take back events it includes.
+    saved_summary: Option<Arc<Summary>>,
 }
 
 /// One contract's place in the views: its state once loaded, and its summary.
@@ -274,6 +278,7 @@ impl Views {
                 Ok(Some(summary)) => {
                     let summary = Arc::new(summary);
                     contents.summary = SummaryAt::Current(summary.clone());
+                    contents.saved_summary = Some(summary.clone());
                     return Ok(summary);
                 }
                 Ok(None) => {}
@@ -372,7 +377,7 @@ impl Views {
         let id = state.contract_id.clone();
         // Not counted as resident: a reader never loaded it, so no reader unloads it.
         let loaded = Loaded { state, persisted: Persisted::default(), resident_events: 0 };
-        let slot = Slot { contents: Mutex::new(Contents { loaded: Some(loaded), summary: SummaryAt::Stale }) };
+        let slot = Slot { contents: Mutex::new(Contents { loaded: Some(loaded), summary: SummaryAt::Stale, saved_summary: None }) };
         self.write().insert(id, Arc::new(slot));
     }
 
@@ -428,8 +433,13 @@ impl Views {
             let guard = slot.contents.lock();
             let Some(loaded) = guard.loaded.as_ref() else { continue };
             let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch)? else { continue };
-            // The summary goes with the state it is made from, in the same batch.
-            let summary = loaded.state.summary().map_err(|_| corrupt(loaded.state.last_seq, &format!("the amounts of {id} overflow")))?;
+            // The summary goes with the state it is made from, in the same batch; made from
+            // the last saved one, it costs what changed.
+            let summary = match &guard.saved_summary {
+                Some(saved) => loaded.state.summary_from(saved),
+                None => loaded.state.summary(),
+            };
+            let summary = summary.map_err(|_| corrupt(loaded.state.last_seq, &format!("the amounts of {id} overflow")))?;
             batch.insert(summary_key(id), postcard::to_stdvec(&summary).map_err(|e| corrupt(cursor, &format!("the summary of {id} does not encode: {e}")))?);
             drop(guard);
             saved.push((slot, persisted, Arc::new(summary)));
@@ -441,6 +451,7 @@ impl Views {
         *self.saved_cursor.lock() = cursor;
         for (slot, persisted, summary) in saved {
             let mut contents = slot.contents.lock();
+            contents.saved_summary = Some(summary.clone());
             if let Some(loaded) = contents.loaded.as_mut() {
                 loaded.persisted = persisted;
                 // The writer saves between groups: the state is still the one saved.

@@ -76,6 +76,27 @@ impl Steps {
         Ok(out)
     }
 
+    /// These steps and `more`: appended when they come in date order (the usual case),
+    /// else the totals from the first of them on are redone.
+    fn with(&self, mut more: Vec<(Date, i128)>) -> Result<Steps, Overflow> {
+        let mut out = self.clone();
+        more.sort_by_key(|(date, _)| *date);
+        for (date, amount) in more {
+            let at = out.dates.partition_point(|d| *d < date);
+            if out.dates.get(at) != Some(&date) {
+                let before = if at == 0 { 0 } else { out.totals[at - 1] };
+                out.dates.insert(at, date);
+                out.totals.insert(at, before);
+            }
+            for total in &mut out.totals[at..] {
+                *total = total.checked_add(amount).ok_or(Overflow)?;
+            }
+        }
+        out.dates.shrink_to_fit();
+        out.totals.shrink_to_fit();
+        Ok(out)
+    }
+
     /// The sum of every step dated on or before `date`.
     pub fn at(&self, date: Date) -> i128 {
         match self.dates.partition_point(|d| *d <= date) {
@@ -117,6 +138,41 @@ fn months_between(first: Date, date: Date) -> i64 {
 }
 
 impl ContractState {
+    /// This state's [`Summary`], made from `earlier`, the summary of an earlier version of
+    /// this very history (one saved: its events can no longer be rolled back), at the cost
+    /// of what was added since when that is only invoices and payments, the bulk of a
+    /// history (their steps are added in; revenue facts are unchanged). Anything else since
+    /// (a revenue fact, a reversal), or an `earlier` that is not of this history: made whole.
+    /// Equal to [`ContractState::summary`] either way.
+    pub fn summary_from(&self, earlier: &Summary) -> Result<Summary, Overflow> {
+        let base = &earlier.core;
+        let extends = base.contract_id == self.contract_id
+            && base.last_seq <= self.last_seq
+            && self.events.get(&base.last_seq).is_some_and(|e| e.version == base.version);
+        let added = || self.events.range(base.last_seq.saturating_add(1)..);
+        if !extends || added().any(|(_, e)| !e.kind.is_billing() || e.reversed_by.is_some()) {
+            return self.summary();
+        }
+        let mut billed = Vec::new();
+        let mut collected = Vec::new();
+        // Invoices and payments are kept in seq order, so the added ones are their tails.
+        let first_added = |seq: u64| seq > base.last_seq;
+        for invoice in &self.invoices[self.invoices.partition_point(|i| !first_added(i.origin.seq))..] {
+            billed.push((invoice.origin.date, invoice.amount));
+        }
+        for payment in &self.payments[self.payments.partition_point(|p| !first_added(p.origin.seq))..] {
+            collected.push((payment.origin.date, payment.amount));
+        }
+        debug_assert_eq!(billed.len() + collected.len(), added().count(), "every added event is an invoice or a payment");
+        let core = ContractState { version: self.version, last_seq: self.last_seq, magnitude_total: self.magnitude_total, ..base.clone() };
+        Ok(Summary {
+            core,
+            billed: earlier.billed.with(billed)?,
+            collected: earlier.collected.with(collected)?,
+            month_ends: earlier.month_ends.clone(),
+        })
+    }
+
     /// This state's [`Summary`]. Costs one pass over its invoices and payments.
     pub fn summary(&self) -> Result<Summary, Overflow> {
         let steps = |origins: &mut dyn Iterator<Item = (Origin, i128)>| -> Result<Steps, Overflow> {

@@ -641,6 +641,35 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
         }
     }
 
+    // A summary made from an earlier one (one, two and five events of the contract back)
+    // equals one made whole, after every event.
+    let mut states: BTreeMap<events::ContractId, (ContractState, Vec<projections::Summary>)> = BTreeMap::new();
+    let mut ledger_facts = projections::LedgerFacts::default();
+    for (_, recorded) in &accepted {
+        let event = &recorded.event;
+        let Some(id) = event.stream.contract_id() else {
+            ledger_facts.apply(event).unwrap();
+            continue;
+        };
+        match states.get_mut(id) {
+            Some((state, _)) => {
+                projections::fold(event, Some(state), &mut ledger_facts).unwrap();
+            }
+            None => {
+                let state = projections::fold(event, None, &mut ledger_facts).unwrap().unwrap();
+                states.insert(id.clone(), (state, vec![]));
+            }
+        }
+        let (state, earlier) = states.get_mut(id).unwrap();
+        let whole = state.summary().unwrap();
+        for back in [1, 2, 5] {
+            if let Some(before) = earlier.len().checked_sub(back).map(|i| &earlier[i]) {
+                prop_assert_eq!(&state.summary_from(before).unwrap(), &whole, "{} at seq {} from {} back", id, event.seq, back);
+            }
+        }
+        earlier.push(whole);
+    }
+
     // The portfolio's revenue per period and currency is the sum of its contracts' (they
     // start in different periods), whether read from states or from summaries.
     let at = AsOf::date(far[0]);
