@@ -10,6 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const READY_LIMIT: Duration = Duration::from_secs(30);
+/// Ports are picked free, then bound by nats-server a moment later, and another test's
+/// process may take one in between: such a start is tried again on other ports, this many
+/// times in all.
+const START_ATTEMPTS: usize = 5;
+
+/// Why a node did not become ready: its log, and whether a port it was given was taken.
+struct NotReady {
+    log: String,
+    port_taken: bool,
+}
 
 /// Is nats-server available? Panics (fails the test) when NATS is required and missing.
 pub fn available() -> bool {
@@ -48,14 +58,20 @@ impl NatsNode {
     /// appended to the generated file; `{dir}` in it names the node's directory, which also
     /// holds a copy of `scripts/nats/permissions.conf` (`include "permissions.conf"`).
     pub fn start_with(extra: &str) -> NatsNode {
-        let mut node = NatsNode::configure("n1", free_port(), None);
-        std::fs::copy(crate::workspace().join("scripts/nats/permissions.conf"), node._dir.path().join("permissions.conf")).expect("copy permissions.conf");
-        let mut config = std::fs::read_to_string(&node.config).expect("nats.conf");
-        config.push_str(&extra.replace("{dir}", &node._dir.path().display().to_string()));
-        std::fs::write(&node.config, config).expect("write nats.conf");
-        node.launch();
-        node.wait_ready();
-        node
+        for attempt in 1..=START_ATTEMPTS {
+            let mut node = NatsNode::configure("n1", free_port(), None);
+            std::fs::copy(crate::workspace().join("scripts/nats/permissions.conf"), node._dir.path().join("permissions.conf")).expect("copy permissions.conf");
+            let mut config = std::fs::read_to_string(&node.config).expect("nats.conf");
+            config.push_str(&extra.replace("{dir}", &node._dir.path().display().to_string()));
+            std::fs::write(&node.config, config).expect("write nats.conf");
+            node.launch();
+            match node.try_wait_ready() {
+                Ok(()) => return node,
+                Err(e) if e.port_taken && attempt < START_ATTEMPTS => eprintln!("a port of nats-server was taken before it bound it; starting it again on others"),
+                Err(e) => panic!("nats-server {} not ready; log:\n{}", node.name, e.log),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// The node's own directory (for files its configuration names).
@@ -95,16 +111,27 @@ impl NatsNode {
 
     /// Waits until the node's monitor says it (and JetStream) is healthy.
     pub fn wait_ready(&self) {
+        if let Err(e) = self.try_wait_ready() {
+            panic!("nats-server {} not ready; log:\n{}", self.name, e.log);
+        }
+    }
+
+    /// Waits until the node is healthy, or it stopped on a fatal error, or the time is up.
+    fn try_wait_ready(&self) -> Result<(), NotReady> {
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
         let deadline = Instant::now() + READY_LIMIT;
         let url = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", self.monitor_port);
         while Instant::now() < deadline {
             if client.get(&url).send().is_ok_and(|r| r.status().is_success()) {
-                return;
+                return Ok(());
+            }
+            let log = self.log_text();
+            if log.contains("[FTL]") {
+                return Err(NotReady { port_taken: log.contains("address already in use"), log });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("nats-server {} not ready; log:\n{}", self.name, self.log_text());
+        Err(NotReady { log: self.log_text(), port_taken: false })
     }
 
     pub fn url(&self) -> String {
@@ -151,18 +178,25 @@ impl Drop for NatsNode {
     }
 }
 
-/// A JetStream cluster of `n` nodes on loopback.
+/// A JetStream cluster of `n` nodes on loopback (started again on other ports if one of
+/// its ports was taken meanwhile).
 pub fn cluster(n: usize) -> Vec<NatsNode> {
-    let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let mut nodes: Vec<NatsNode> =
-        (0..n).map(|i| NatsNode::configure(&format!("n{}", i + 1), free_port(), Some((route_ports[i], &route_ports)))).collect();
-    for node in &mut nodes {
-        node.launch();
+    for attempt in 1..=START_ATTEMPTS {
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsNode> =
+            (0..n).map(|i| NatsNode::configure(&format!("n{}", i + 1), free_port(), Some((route_ports[i], &route_ports)))).collect();
+        for node in &mut nodes {
+            node.launch();
+        }
+        match nodes.iter().map(|node| node.try_wait_ready().map_err(|e| (node.name.clone(), e))).collect::<Result<Vec<()>, _>>() {
+            Ok(_) => return nodes,
+            Err((_, e)) if e.port_taken && attempt < START_ATTEMPTS => {
+                eprintln!("a port of the NATS cluster was taken before it bound it; starting it again on others");
+            }
+            Err((name, e)) => panic!("nats-server {name} not ready; log:\n{}", e.log),
+        }
     }
-    for node in &nodes {
-        node.wait_ready();
-    }
-    nodes
+    unreachable!("the last attempt returns or panics")
 }
 
 /// A message to publish by hand: subject, headers, payload.
