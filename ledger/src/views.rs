@@ -302,19 +302,26 @@ impl Views {
     }
 
     /// After a save (the writer, between groups, when every state is saved): counts the
-    /// events the loaded states hold and, above the budget, unloads clean states until they
-    /// hold at most three quarters of it (so the next saves do not unload again at once).
+    /// events the loaded states hold and, above the budget, unloads clean states other than
+    /// those in `keep` until they hold at most three quarters of it (so the next saves do
+    /// not unload again at once).
     /// This bounds the writer's memory too; a state it needs again is loaded again.
     /// Returns how many states were unloaded.
-    pub fn trim(&self) -> usize {
+    pub fn trim(&self, keep: &BTreeSet<ContractId>) -> usize {
         use std::sync::atomic::Ordering;
-        let loaded: Vec<(Arc<Slot>, u64)> =
-            self.all().into_iter().filter_map(|(_, slot)| { let events = slot.contents.lock().loaded.as_ref().map(|l| l.state.events.len() as u64)?; Some((slot, events)) }).collect();
-        let mut total: u64 = loaded.iter().map(|(_, n)| n).sum();
+        let loaded: Vec<(ContractId, Arc<Slot>, u64)> = self
+            .all()
+            .into_iter()
+            .filter_map(|(id, slot)| {
+                let events = slot.contents.lock().loaded.as_ref().map(|l| l.state.events.len() as u64)?;
+                Some((id, slot, events))
+            })
+            .collect();
+        let mut total: u64 = loaded.iter().map(|(_, _, n)| n).sum();
         let mut unloaded = 0;
         if total > self.resident_budget {
             let low_water = self.resident_budget / 4 * 3;
-            for (slot, _) in &loaded {
+            for (_, slot, _) in loaded.iter().filter(|(id, _, _)| !keep.contains(id)) {
                 if total <= low_water {
                     break;
                 }

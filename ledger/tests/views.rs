@@ -263,6 +263,38 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     assert_eq!(open(dir.path()).persisted_views().unwrap(), saved, "the saved views equal a rebuild");
 }
 
+/// A save while the writer goes on keeps the states it changed since the last save (its
+/// working set: unloading them would only load them all again, an interleaved import past
+/// the budget went 8x slower that way) and unloads the idle ones down to the budget.
+#[test]
+fn a_save_keeps_the_writers_working_set_and_unloads_idle_states() {
+    let (dir, ledger) = fresh();
+    let ids = contracts_with_invoices(&ledger, 30, 4);
+    ledger.close();
+    drop(ledger);
+    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
+    let ledger = Ledger::open(dir.path(), options).unwrap();
+    let invoice = |id: &str, n: u32| append(&ledger, &event(id, "invoice_issued", "2026-02-02", &format!(r#"{{"invoice_id":"X{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
+    for id in &ids {
+        invoice(id, 1);
+    }
+    // A save is due 5 s after the last: the next append runs it. All 30 changed since.
+    std::thread::sleep(std::time::Duration::from_millis(ledger::views::PERSIST_EVERY_MS as u64 + 200));
+    invoice("c00", 2);
+    assert_eq!(ledger.loaded_contracts(), 30, "the working set stays, past the budget");
+    // The next save: only c00 changed since; the idle ones go, down to the budget.
+    std::thread::sleep(std::time::Duration::from_millis(ledger::views::PERSIST_EVERY_MS as u64 + 200));
+    invoice("c00", 3);
+    let loaded = ledger.loaded_contracts();
+    assert!((1..=3).contains(&loaded), "{loaded} contracts still loaded: c00 and at most 15 events' worth");
+    ledger.close();
+    drop(ledger);
+    let ledger = open(dir.path());
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    assert_eq!(ledger.with_contract(&ContractId::parse("c00").unwrap(), &at, |s| s.version).unwrap(), Some(8));
+    assert_eq!(ledger.with_contract(&ContractId::parse("c29").unwrap(), &at, |s| s.version).unwrap(), Some(6));
+}
+
 /// Each contract's figures and periods as the portfolio reads them (summaries where they
 /// answer), and as its state gives them: one line per contract.
 fn portfolio_lines(ledger: &Ledger, at: &projections::AsOf) -> (Vec<String>, Vec<String>) {
