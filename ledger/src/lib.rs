@@ -609,15 +609,7 @@ impl Ledger {
         let seqs = match stream {
             Stream::Ledger => lock(&self.shared.ledger_facts).seqs_after(after_version, head, limit),
             Stream::Contract(id) => match self.shared.views.get(id) {
-                Some(slot) => {
-                    let (state, loaded_now) = self.shared.views.lock_reading(&slot, id, head)?;
-                    let seqs = state.seqs_after(after_version, head, limit);
-                    drop(state);
-                    if loaded_now {
-                        self.shared.views.relieve(&slot);
-                    }
-                    seqs
-                }
+                Some(slot) => self.shared.views.read_state(&slot, id, head, |state| state.seqs_after(after_version, head, limit))?,
                 None => vec![],
             },
         };
@@ -679,13 +671,7 @@ impl Ledger {
     /// through `at`.
     pub fn with_contract<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(&ContractState) -> R) -> Result<Option<R>, ReadError> {
         let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
-        let (state, loaded_now) = self.shared.views.lock_reading(&slot, id, self.head().seq)?;
-        let result = state.known_at(at.known_at).then(|| f(&state));
-        drop(state);
-        if loaded_now {
-            self.shared.views.relieve(&slot);
-        }
-        Ok(result)
+        self.shared.views.read_state(&slot, id, self.head().seq, |state| state.known_at(at.known_at).then(|| f(state)))
     }
 
     /// Runs `f` on every contract known at `at`, in id order, one contract locked (and, if
@@ -693,14 +679,11 @@ impl Ledger {
     pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) -> Result<(), ReadError> {
         let head = self.head().seq;
         for (id, slot) in self.shared.views.all() {
-            let (state, loaded_now) = self.shared.views.lock_reading(&slot, &id, head)?;
-            if state.known_at(at.known_at) {
-                f(&state);
-            }
-            drop(state);
-            if loaded_now {
-                self.shared.views.relieve(&slot);
-            }
+            self.shared.views.read_state(&slot, &id, head, |state| {
+                if state.known_at(at.known_at) {
+                    f(state);
+                }
+            })?;
         }
         Ok(())
     }
@@ -722,12 +705,7 @@ impl Ledger {
         let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
         let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();
         for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
-            let (state, loaded_now) = views.lock_reading(slot, id, head)?;
-            *each = Some(f(projections::Contract::state(&state)));
-            drop(state);
-            if loaded_now {
-                views.relieve(slot);
-            }
+            *each = Some(views.read_state(slot, id, head, |state| f(projections::Contract::state(state)))?);
         }
         Ok(out.into_iter().map(|each| each.expect("every contract was read from its summary or its state")).collect())
     }

@@ -82,6 +82,23 @@ fn summary_key(id: &ContractId) -> Vec<u8> {
     key
 }
 
+/// A state's summary: made from `saved`, the summary of the state as last saved, when there
+/// is one (at the cost of what changed since: [`ContractState::summary_from`]), else whole.
+fn summary_of(state: &ContractState, saved: Option<&Summary>) -> Result<Summary, ReadError> {
+    let summary = match saved {
+        Some(saved) => state.summary_from(saved),
+        None => state.summary(),
+    };
+    summary.map_err(|_| corrupt(state.last_seq, &format!("the amounts of {} overflow", state.contract_id)))
+}
+
+/// Adds a contract's summary to a save's `batch`.
+fn stage_summary(batch: &mut sled::Batch, summary: &Summary) -> Result<(), ReadError> {
+    let bytes = postcard::to_stdvec(summary).map_err(|e| corrupt(summary.last_seq(), &format!("the summary of {} does not encode: {e}", summary.contract_id())))?;
+    batch.insert(summary_key(summary.contract_id()), bytes);
+    Ok(())
+}
+
 /// A contract's summary from the tree: `None` if it has none (views saved by format 3).
 fn read_summary(tree: &sled::Tree, id: &ContractId) -> Result<Option<Summary>, LoadError> {
     let Some(bytes) = tree.get(summary_key(id))? else { return Ok(None) };
@@ -169,9 +186,10 @@ enum SummaryAt {
 struct Contents {
     loaded: Option<Loaded>,
     summary: SummaryAt,
-    /// The summary of the state as last saved (the tree's): the next save makes the new
-    /// one from it at the cost of what changed ([`ContractState::summary_from`]). Saved
-    /// states are durable, so no rollback can take back events it includes.
+    /// The summary of the state as last saved (the tree's): the next save, or a reader after
+    /// the writer's changes, makes the new one from it at the cost of what changed
+    /// ([`ContractState::summary_from`]). Saved states are durable, so no rollback can take
+    /// back events it includes (a reader's summary may include staged events: never a base).
     saved_summary: Option<Arc<Summary>>,
 }
 
@@ -246,12 +264,18 @@ impl Views {
         self.resident_events.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Locks a contract's state for a reader; also says whether this call loaded it.
-    pub fn lock_reading<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<(StateGuard<'a>, bool), ReadError> {
-        let mut guard = slot.contents.lock();
-        let loaded_now = self.ensure_loaded(&mut guard, id, known_at)?;
-        let state = MutexGuard::try_map(guard, |c| c.loaded.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))?;
-        Ok((state, loaded_now))
+    /// `f` of a contract's state, for a reader: loaded first if it is not in memory, and,
+    /// if this call loaded it, relieved after ([`Views::relieve`]).
+    pub fn read_state<R>(&self, slot: &Slot, id: &ContractId, known_at: u64, f: impl FnOnce(&ContractState) -> R) -> Result<R, ReadError> {
+        let mut contents = slot.contents.lock();
+        let loaded_now = self.ensure_loaded(&mut contents, id, known_at)?;
+        let state = &contents.loaded.as_ref().ok_or_else(|| corrupt(0, &format!("the state of {id} did not load")))?.state;
+        let out = f(state);
+        drop(contents);
+        if loaded_now {
+            self.relieve(slot);
+        }
+        Ok(out)
     }
 
     /// Loads the state into `contents` if it is not in memory; says whether it did.
@@ -292,7 +316,7 @@ impl Views {
         }
         let loaded_now = self.ensure_loaded(&mut contents, id, known_at)?;
         let state = &contents.loaded.as_ref().expect("just loaded").state;
-        let summary = Arc::new(state.summary().map_err(|_| corrupt(state.last_seq, &format!("the amounts of {id} overflow")))?);
+        let summary = Arc::new(summary_of(state, contents.saved_summary.as_deref())?);
         contents.summary = SummaryAt::Current(summary.clone());
         drop(contents);
         if loaded_now {
@@ -440,14 +464,9 @@ impl Views {
             let guard = slot.contents.lock();
             let Some(loaded) = guard.loaded.as_ref() else { continue };
             let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch)? else { continue };
-            // The summary goes with the state it is made from, in the same batch; made from
-            // the last saved one, it costs what changed.
-            let summary = match &guard.saved_summary {
-                Some(saved) => loaded.state.summary_from(saved),
-                None => loaded.state.summary(),
-            };
-            let summary = summary.map_err(|_| corrupt(loaded.state.last_seq, &format!("the amounts of {id} overflow")))?;
-            batch.insert(summary_key(id), postcard::to_stdvec(&summary).map_err(|e| corrupt(cursor, &format!("the summary of {id} does not encode: {e}")))?);
+            // The summary goes with the state it is made from, in the same batch.
+            let summary = summary_of(&loaded.state, guard.saved_summary.as_deref())?;
+            stage_summary(&mut batch, &summary)?;
             drop(guard);
             saved.push((slot, persisted, Arc::new(summary)));
         }
@@ -709,8 +728,7 @@ pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, 
         for state in chunk {
             let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("a state does not encode: {e}")))?;
             batch.insert(snapshot_key(&state.contract_id), snapshot);
-            let summary = state.summary().map_err(|_| corrupt(state.last_seq, &format!("the amounts of {} overflow", state.contract_id)))?;
-            batch.insert(summary_key(&state.contract_id), postcard::to_stdvec(&summary).map_err(|e| corrupt(state.last_seq, &format!("a summary does not encode: {e}")))?);
+            stage_summary(&mut batch, &summary_of(state, None)?)?;
         }
         tree.apply_batch(batch)?;
     }
