@@ -52,6 +52,15 @@ fn replicated(dir: &std::path::Path, log: &Arc<Log>) -> Ledger {
     Ledger::open(dir, Options { clock: ticking_clock(), replicator: Some(log.clone()), ..Options::default() }).unwrap()
 }
 
+/// A fresh replicated ledger told it leads, with the log it replicates to.
+fn leader() -> (tempfile::TempDir, Arc<Log>, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let ledger = replicated(dir.path(), &log);
+    ledger.set_leading(true);
+    (dir, log, ledger)
+}
+
 fn keyed(json: &str, key: &str) -> AppendRequest {
     AppendRequest { events: vec![proposal(json)], mode: Mode::Atomic, idempotency_key: Some(key.into()), actor: "t@example".into() }
 }
@@ -72,10 +81,7 @@ fn a_group_is_replicated_before_it_is_committed_and_acknowledged() {
 
 #[test]
 fn a_refused_group_is_rolled_back_and_not_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::default());
-    let ledger = replicated(dir.path(), &log);
-    ledger.set_leading(true);
+    let (dir, log, ledger) = leader();
     append(&ledger, &small_grant("a")).unwrap();
     *log.refuse_next.lock().unwrap() = Some(ReplicationError::Unavailable("no quorum".into()));
     let batch = AppendRequest {
@@ -133,10 +139,7 @@ fn a_fenced_writer_stops_writing_follows_and_replays_a_retry_after_failover() {
 
 #[test]
 fn an_unknown_outcome_stops_the_writer_and_a_keyed_retry_after_catch_up_replays() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::default());
-    let ledger = replicated(dir.path(), &log);
-    ledger.set_leading(true);
+    let (_dir, log, ledger) = leader();
     // The log stores the group, but its acknowledgement is lost (a timeout): the client is
     // told the outcome is unknown, not that nothing was written.
     *log.store_then_fail_next.lock().unwrap() = Some(ReplicationError::Unknown("no acknowledgement within 5s".into()));

@@ -147,6 +147,18 @@ fn the_views_encoding_is_pinned() {
     expect_test::expect_file!["../../testdata/vectors/views.txt"].assert_eq(&text);
 }
 
+/// The store in `dir` opened with a resident budget of 20 events (about 4 contracts of 5).
+fn open_with_budget_of_20_events(dir: &std::path::Path) -> Ledger {
+    Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() }).unwrap()
+}
+
+/// The views saved in `dir` (its ledger closed and dropped) equal the views rebuilt from its
+/// chain: snapshots, deltas and summaries as they went equal to made at once.
+fn assert_equal_to_a_rebuild(dir: &std::path::Path, saved: &ledger::views::PersistedViews) {
+    Ledger::rebuild_views(dir, |_, _| {}).unwrap();
+    assert_eq!(&open(dir).persisted_views().unwrap(), saved, "the views saved as they went equal a rebuild");
+}
+
 /// `count` contracts (`c00`, `c01`, ...), each a grant and `invoices` invoices; their ids.
 fn contracts_with_invoices(ledger: &Ledger, count: usize, invoices: usize) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("c{i:02}")).collect();
@@ -193,8 +205,7 @@ fn views_save_what_changed_and_load_on_use() {
     // The folded views equal a rebuild.
     let incremental = ledger.persisted_views().unwrap();
     drop(ledger);
-    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
-    assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental);
+    assert_equal_to_a_rebuild(dir.path(), &incremental);
 }
 
 /// Readers stay within the views' resident budget: past it, a state a reader loaded is
@@ -214,8 +225,7 @@ fn readers_keep_resident_states_within_the_budget() {
     ledger.close();
     drop(ledger);
     // 5 events a contract: a budget of 20 events keeps about 4 or 5 contracts in memory.
-    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
-    let ledger = Ledger::open(dir.path(), options).unwrap();
+    let ledger = open_with_budget_of_20_events(dir.path());
     assert_eq!(figures(&ledger), unbounded, "the same figures with states unloaded as they go");
     let resident = ledger.loaded_contracts();
     assert!((4..=6).contains(&resident), "{resident} contracts stayed loaded after a read of all 30");
@@ -241,8 +251,7 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     let ids = contracts_with_invoices(&ledger, 30, 4);
     ledger.close();
     drop(ledger);
-    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
-    let ledger = Ledger::open(dir.path(), options).unwrap();
+    let ledger = open_with_budget_of_20_events(dir.path());
     // The writer loads every contract to change it (6 events each, 180 in all).
     for id in &ids {
         append(&ledger, &event(id, "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
@@ -259,8 +268,7 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
         assert_eq!(ledger.with_contract(&ContractId::parse(id).unwrap(), &at, |s| s.version).unwrap(), Some(6), "{id}");
     }
     drop(ledger);
-    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
-    assert_eq!(open(dir.path()).persisted_views().unwrap(), saved, "the saved views equal a rebuild");
+    assert_equal_to_a_rebuild(dir.path(), &saved);
 }
 
 /// A save while the writer goes on keeps the states it changed since the last save (its
@@ -272,8 +280,7 @@ fn a_save_keeps_the_writers_working_set_and_unloads_idle_states() {
     let ids = contracts_with_invoices(&ledger, 30, 4);
     ledger.close();
     drop(ledger);
-    let options = ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() };
-    let ledger = Ledger::open(dir.path(), options).unwrap();
+    let ledger = open_with_budget_of_20_events(dir.path());
     let invoice = |id: &str, n: u32| append(&ledger, &event(id, "invoice_issued", "2026-02-02", &format!(r#"{{"invoice_id":"X{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
     // A save is due 5 s after the last; the writer runs it after the next group, once it
     // has answered. Appends to c00 until one has been saved (the machine may be slow).
@@ -388,8 +395,7 @@ fn the_portfolio_reads_summaries_that_follow_the_writer() {
     ledger.close();
     let incremental = ledger.persisted_views().unwrap();
     drop(ledger);
-    Ledger::rebuild_views(dir.path(), |_, _| {}).unwrap();
-    assert_eq!(open(dir.path()).persisted_views().unwrap(), incremental, "summaries saved as they go equal rebuilt ones");
+    assert_equal_to_a_rebuild(dir.path(), &incremental);
 }
 
 /// Views saved by format 3 (no summaries) are used as they are, not rebuilt: the portfolio

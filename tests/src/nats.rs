@@ -58,20 +58,15 @@ impl NatsNode {
     /// appended to the generated file; `{dir}` in it names the node's directory, which also
     /// holds a copy of `scripts/nats/permissions.conf` (`include "permissions.conf"`).
     pub fn start_with(extra: &str) -> NatsNode {
-        for attempt in 1..=START_ATTEMPTS {
-            let mut node = NatsNode::configure("n1", free_port(), None);
+        let mut nodes = start_nodes(|| {
+            let node = NatsNode::configure("n1", free_port(), None);
             std::fs::copy(crate::workspace().join("scripts/nats/permissions.conf"), node._dir.path().join("permissions.conf")).expect("copy permissions.conf");
             let mut config = std::fs::read_to_string(&node.config).expect("nats.conf");
             config.push_str(&extra.replace("{dir}", &node._dir.path().display().to_string()));
             std::fs::write(&node.config, config).expect("write nats.conf");
-            node.launch();
-            match node.try_wait_ready() {
-                Ok(()) => return node,
-                Err(e) if e.port_taken && attempt < START_ATTEMPTS => eprintln!("a port of nats-server was taken before it bound it; starting it again on others"),
-                Err(e) => panic!("nats-server {} not ready; log:\n{}", node.name, e.log),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            vec![node]
+        });
+        nodes.pop().expect("one node")
     }
 
     /// The node's own directory (for files its configuration names).
@@ -178,20 +173,26 @@ impl Drop for NatsNode {
     }
 }
 
-/// A JetStream cluster of `n` nodes on loopback (started again on other ports if one of
-/// its ports was taken meanwhile).
+/// A JetStream cluster of `n` nodes on loopback.
 pub fn cluster(n: usize) -> Vec<NatsNode> {
-    for attempt in 1..=START_ATTEMPTS {
+    start_nodes(|| {
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let mut nodes: Vec<NatsNode> =
-            (0..n).map(|i| NatsNode::configure(&format!("n{}", i + 1), free_port(), Some((route_ports[i], &route_ports)))).collect();
+        (0..n).map(|i| NatsNode::configure(&format!("n{}", i + 1), free_port(), Some((route_ports[i], &route_ports)))).collect()
+    })
+}
+
+/// Launches the nodes `configure` makes and waits until all are ready; if one of their
+/// ports was taken meanwhile, makes them again (on fresh ports) and starts over.
+fn start_nodes(mut configure: impl FnMut() -> Vec<NatsNode>) -> Vec<NatsNode> {
+    for attempt in 1..=START_ATTEMPTS {
+        let mut nodes = configure();
         for node in &mut nodes {
             node.launch();
         }
         match nodes.iter().map(|node| node.try_wait_ready().map_err(|e| (node.name.clone(), e))).collect::<Result<Vec<()>, _>>() {
             Ok(_) => return nodes,
             Err((_, e)) if e.port_taken && attempt < START_ATTEMPTS => {
-                eprintln!("a port of the NATS cluster was taken before it bound it; starting it again on others");
+                eprintln!("a port of nats-server was taken before it bound it; starting again on others");
             }
             Err((name, e)) => panic!("nats-server {name} not ready; log:\n{}", e.log),
         }
