@@ -472,7 +472,22 @@ fn end_quietly_when_stdout_closes() {
     }
 }
 
+/// No transparent huge pages for this process. mimalloc returns freed memory to the kernel
+/// in 64 KiB pieces; with huge pages each piece taken back costs the kernel zeroing a whole
+/// 2 MiB page. Measured on 1M events (same sitting, 3 runs each): `verify --data` 1.06 s →
+/// 0.84 s wall with system time 0.5 s → 0.16 s, `rebuild` 3.3 s → 2.3–2.8 s, and resident
+/// memory 25% lower. The flag holds for every mapping of the process, mimalloc's included.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and changes only a flag of
+    // this process; failure (an old kernel) leaves the default, which is still correct.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. } | Command::Witness { .. }) {
         end_quietly_when_stdout_closes();

@@ -56,8 +56,15 @@ impl Currency {
 
     /// Looks up an upper-case three-letter code.
     pub fn from_code(code: &str) -> Result<Currency, UnknownCurrency> {
+        // Every event that carries money decodes its currency here: the codes are compared
+        // as three-byte integers (the table's order is theirs), not as strings.
+        let key = |c: &str| -> Option<u32> {
+            let b: [u8; 3] = c.as_bytes().try_into().ok()?;
+            Some(u32::from_be_bytes([0, b[0], b[1], b[2]]))
+        };
+        let wanted = key(code).ok_or_else(|| UnknownCurrency(code.to_string()))?;
         TABLE
-            .binary_search_by(|(c, _)| c.cmp(&code))
+            .binary_search_by_key(&Some(wanted), |(c, _)| key(c))
             .map(|i| {
                 let (c, exponent) = TABLE[i];
                 let b = c.as_bytes();
