@@ -84,6 +84,21 @@ impl Date {
         Date::of_epoch_day(self.epoch_day().checked_add(days)?)
     }
 
+    /// The last day of a month of a supported year (`None` for any other year or month).
+    /// Computed from the month's length, not by date arithmetic (period walks call it once
+    /// per period).
+    pub fn last_of(year: i16, month: i8) -> Option<Date> {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        Date::new(year, month, days).ok()
+    }
+
     pub fn first_of_month(self) -> Date {
         Date(self.0.first_of_month())
     }
@@ -224,10 +239,14 @@ mod tests {
             assert_eq!(day.days_until(next), 1, "{day}");
             assert_eq!(first.days_until(next), count, "{next}");
             assert_eq!(first.add_days(count), Some(next));
+            assert_eq!(Date::last_of(day.year(), day.month()), Some(day.last_of_month()), "{day}");
             day = next;
         }
         assert_eq!(day, Date::new(9999, 12, 31).unwrap());
         assert_eq!((day.add_days(1), first.add_days(-1)), (None, None));
+        for (year, month) in [(0, 1), (10_000, 1), (2026, 0), (2026, 13), (-1, 6)] {
+            assert_eq!(Date::last_of(year, month), None, "{year}-{month}");
+        }
         assert_eq!((day.add_days(i64::MAX), first.add_days(i64::MIN)), (None, None));
         assert_eq!(day.days_until(first), -count);
         assert_eq!(first.days_until(day), day.0.duration_since(first.0).as_secs() / 86_400);

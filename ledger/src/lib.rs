@@ -702,12 +702,25 @@ impl Ledger {
         let head = self.head().seq;
         let views = &self.shared.views;
         let slots = views.all();
+        // Saved summaries not read yet are read on every core first (the first portfolio
+        // after open reads them all); what remains may load states, on this thread.
+        self.read_summaries_ahead();
         let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
         let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();
         for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
             *each = Some(views.read_state(slot, id, head, |state| f(projections::Contract::state(state)))?);
         }
         Ok(out.into_iter().map(|each| each.expect("every contract was read from its summary or its state")).collect())
+    }
+
+    /// Reads every saved summary not read yet into memory, on every core, so that the first
+    /// portfolio report after open does not wait for them (a server calls it once after
+    /// open, on its own thread). Loads no state; what cannot be read is left for the reader
+    /// that needs it.
+    pub fn read_summaries_ahead(&self) {
+        use rayon::prelude::*;
+        let views = &self.shared.views;
+        views.all().par_iter().for_each(|(id, slot)| views.read_saved_summary(slot, id));
     }
 
     /// Number of contracts with a live view (including any staged, not yet durable).

@@ -298,13 +298,8 @@ impl Views {
         let mut contents = slot.contents.lock();
         match &contents.summary {
             SummaryAt::Current(summary) => return Ok(summary.clone()),
-            SummaryAt::InTree => match read_summary(&self.tree, id) {
-                Ok(Some(summary)) => {
-                    let summary = Arc::new(summary);
-                    contents.summary = SummaryAt::Current(summary.clone());
-                    contents.saved_summary = Some(summary.clone());
-                    return Ok(summary);
-                }
+            SummaryAt::InTree => match self.take_saved_summary(&mut contents, id) {
+                Ok(Some(summary)) => return Ok(summary),
                 Ok(None) => {}
                 Err(LoadError::Views(reason)) => {
                     tracing::warn!("the summary of contract {id} cannot be used ({reason}); making it from its state");
@@ -323,6 +318,26 @@ impl Views {
             self.relieve(slot);
         }
         Ok(summary)
+    }
+
+    /// Reads the saved summary into memory if it is the current one and not read yet.
+    /// Reads nothing else: it never loads or refolds a state, so it may run on a rayon
+    /// worker. A summary that cannot be read is left as it is, for [`Views::summary`] to
+    /// report and make from the state.
+    pub fn read_saved_summary(&self, slot: &Slot, id: &ContractId) {
+        let mut contents = slot.contents.lock();
+        if matches!(contents.summary, SummaryAt::InTree) {
+            let _ = self.take_saved_summary(&mut contents, id);
+        }
+    }
+
+    /// The tree's summary of a slot whose summary is [`SummaryAt::InTree`], now current.
+    fn take_saved_summary(&self, contents: &mut Contents, id: &ContractId) -> Result<Option<Arc<Summary>>, LoadError> {
+        let Some(summary) = read_summary(&self.tree, id)? else { return Ok(None) };
+        let summary = Arc::new(summary);
+        contents.summary = SummaryAt::Current(summary.clone());
+        contents.saved_summary = Some(summary.clone());
+        Ok(Some(summary))
     }
 
     /// After a save (the writer, between groups, when every state is saved): counts the

@@ -535,19 +535,22 @@ pub fn waterfall_columns(as_of: Date, last_day: Option<Date>, granularity: Granu
     let (Some(last_day), Some(first)) = (last_day, as_of.add_days(1)) else {
         return columns;
     };
+    if first > last_day {
+        return columns;
+    }
     let mut after = as_of;
-    let mut day = first;
-    while day <= last_day {
-        let (label, end) = granularity.period_of(day);
+    let (mut period, _) = granularity.period_of(first);
+    loop {
+        let end = period.last_day();
         if columns.len() == WATERFALL_PERIODS_MAX {
             columns.push(Bucket { label: "later".into(), after, through: last_day, amount: 0 });
             break;
         }
-        columns.push(Bucket { label: label.to_string(), after, through: end, amount: 0 });
+        columns.push(Bucket { label: period.to_string(), after, through: end, amount: 0 });
         after = end;
-        match end.add_days(1) {
-            Some(next) => day = next,
-            None => break,
+        match period.next() {
+            Some(next) if end < last_day => period = next,
+            _ => break,
         }
     }
     columns

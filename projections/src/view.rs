@@ -57,6 +57,34 @@ pub struct Period {
     granularity: Granularity,
 }
 
+impl Period {
+    /// The period after this one (`None` after the last of year 9999). A walk over periods
+    /// steps with this and [`Period::last_day`]: integer steps, no date arithmetic (the
+    /// portfolio walks about a million periods per query).
+    pub fn next(self) -> Option<Period> {
+        let last = match self.granularity {
+            Granularity::Month => 12,
+            Granularity::Quarter => 4,
+        };
+        match (self.number < last, self.year < 9999) {
+            (true, _) => Some(Period { number: self.number + 1, ..self }),
+            (false, true) => Some(Period { year: self.year + 1, number: 1, ..self }),
+            (false, false) => None,
+        }
+    }
+
+    /// The period's last day.
+    pub fn last_day(self) -> Date {
+        let month = match self.granularity {
+            Granularity::Month => self.number,
+            Granularity::Quarter => self.number * 3,
+        };
+        // A Period is made from a valid date (period_of) or by next(), which keeps the year
+        // in 1..=9999 and the month in 1..=12.
+        Date::last_of(self.year, month).expect("a period's month is a month of a supported year")
+    }
+}
+
 impl std::fmt::Display for Period {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.granularity {
@@ -230,13 +258,13 @@ impl ContractState {
             return Ok(out);
         }
         let mut previous = 0i128;
-        let mut day = start;
+        let (mut label, _) = granularity.period_of(start);
         // Later periods than the last change are computed once.
         let last_change = self.last_change();
         let mut settled: Option<i128> = None;
-        // One step per period; dates are bounded (year 9999), so this loop is too.
+        // One step per period; periods end at year 9999, so this loop does too.
         loop {
-            let (label, period_end) = granularity.period_of(day);
+            let period_end = label.last_day();
             let end = period_end.min(at.date);
             let recognized = match settled {
                 Some(r) => r,
@@ -250,8 +278,8 @@ impl ContractState {
             };
             out.push(PeriodRevenue { period: label, end, recognized: recognized.checked_sub(previous).ok_or(Overflow)? });
             previous = recognized;
-            match period_end.add_days(1) {
-                Some(next) if next <= at.date => day = next,
+            match label.next() {
+                Some(next) if period_end < at.date => label = next,
                 _ => break,
             }
         }
@@ -427,5 +455,33 @@ impl Portfolio {
             *sum = sum.checked_add(value).ok_or(Overflow)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stepping periods with `next` and `last_day` gives, for every day of the supported
+    /// range, the period `period_of` gives and its end; and the walk stops after 9999.
+    #[test]
+    fn period_steps_agree_with_period_of() {
+        for granularity in [Granularity::Month, Granularity::Quarter] {
+            let mut day = Date::new(1, 1, 1).unwrap();
+            let (mut period, _) = granularity.period_of(day);
+            loop {
+                let (expected, end) = granularity.period_of(day);
+                if expected != period {
+                    assert_eq!(Some(expected), period.next().filter(|_| period.last_day() < day), "{day}");
+                    period = expected;
+                }
+                assert_eq!(period.last_day(), end, "{day}");
+                match day.add_days(1) {
+                    Some(next) => day = next,
+                    None => break,
+                }
+            }
+            assert_eq!((period.last_day(), period.next()), (Date::new(9999, 12, 31).unwrap(), None));
+        }
     }
 }
