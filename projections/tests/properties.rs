@@ -691,7 +691,7 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
         let got: BTreeMap<(String, String), i128> = from_states
             .periods
             .iter()
-            .flat_map(|(c, by_period)| by_period.iter().map(move |(p, (_, r))| ((c.to_string(), p.to_string()), *r)))
+            .flat_map(|(c, by_period)| by_period.iter().map(move |(p, _, r)| ((c.to_string(), p.to_string()), r)))
             .collect();
         prop_assert_eq!(got, expected);
     }

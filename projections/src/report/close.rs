@@ -8,7 +8,7 @@ use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, Rpo
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
 use crate::summary::Contract;
-use crate::view::{Granularity, Period, PeriodRevenue, Portfolio};
+use crate::view::{Granularity, Period, PeriodRevenue, PeriodTotals, Portfolio};
 use events::{format_minor_units, ContractId, Currency, Date, DecimalText, Timestamp};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -814,15 +814,15 @@ pub struct PortfolioRevenue {
     pub portfolio: Portfolio,
     pub contracts: Vec<(ContractId, Currency, Figures)>,
     /// Per currency, per period: (period end, recognized).
-    pub periods: BTreeMap<Currency, BTreeMap<Period, (Date, i128)>>,
+    pub periods: BTreeMap<Currency, PeriodTotals>,
 }
 
-struct PeriodOut<'a>(&'a Period, Date, i128, Currency);
+struct PeriodOut(Period, Date, i128, Currency);
 
-impl Serialize for PeriodOut<'_> {
+impl Serialize for PeriodOut {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("period", self.0)?;
+        m.serialize_entry("period", &self.0)?;
         m.serialize_entry("period_end", &self.1.to_string())?;
         m.serialize_entry("recognized", &Amount(self.2, self.3))?;
         m.end()
@@ -835,7 +835,7 @@ struct FiguresOut<'a> {
     currency: Currency,
     contracts: Option<u64>,
     figures: &'a Figures,
-    periods: Option<&'a BTreeMap<Period, (Date, i128)>>,
+    periods: Option<&'a PeriodTotals>,
 }
 
 impl Serialize for FiguresOut<'_> {
@@ -851,7 +851,7 @@ impl Serialize for FiguresOut<'_> {
         }
         figure_entries(&mut m, self.figures, c)?;
         if let Some(periods) = self.periods {
-            m.serialize_entry("periods", &periods.iter().map(|(label, (end, r))| PeriodOut(label, *end, *r, c)).collect::<Vec<_>>())?;
+            m.serialize_entry("periods", &periods.iter().map(|(label, end, r)| PeriodOut(label, end, r, c)).collect::<Vec<_>>())?;
         }
         m.end()
     }
@@ -859,7 +859,7 @@ impl Serialize for FiguresOut<'_> {
 
 impl Serialize for PortfolioRevenue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let empty = BTreeMap::new();
+        let empty = PeriodTotals::default();
         let totals: Vec<FiguresOut> = self
             .portfolio
             .totals
@@ -910,26 +910,7 @@ impl PortfolioRevenue {
         let ContractPart { contract_id, currency, figures: f, periods: contract_periods } = part;
         self.portfolio.add_figures(currency, &f)?;
         self.contracts.push((contract_id, currency, f));
-        let periods = self.periods.entry(currency).or_default();
-        // A contract's periods are consecutive, and mostly the ones the totals have already:
-        // walk the totals alongside them, and look up only the periods they lack.
-        let mut absorbed = 0;
-        if let Some(first) = contract_periods.first() {
-            for ((period, total), p) in periods.range_mut(first.period..).zip(&contract_periods) {
-                if *period != p.period {
-                    break;
-                }
-                total.0 = total.0.max(p.end);
-                total.1 = add(total.1, p.recognized)?;
-                absorbed += 1;
-            }
-        }
-        for p in &contract_periods[absorbed..] {
-            let total = periods.entry(p.period).or_insert((p.end, 0));
-            total.0 = total.0.max(p.end);
-            total.1 = add(total.1, p.recognized)?;
-        }
-        Ok(())
+        self.periods.entry(currency).or_default().add(&contract_periods)
     }
 
     /// `GET /v1/portfolio`.
@@ -963,8 +944,8 @@ impl PortfolioRevenue {
             "periods" => {
                 let mut periods = Table::new("periods", &["currency", "as_of", "known_at", "period", "period_end", "recognized"]);
                 for (c, by_period) in &self.periods {
-                    for (label, (end, r)) in by_period {
-                        periods.push(vec![c.to_string(), d.clone(), k.clone(), label.to_string(), end.to_string(), amount(*r, *c)]);
+                    for (label, end, r) in by_period.iter() {
+                        periods.push(vec![c.to_string(), d.clone(), k.clone(), label.to_string(), end.to_string(), amount(r, *c)]);
                     }
                 }
                 Some(periods)
