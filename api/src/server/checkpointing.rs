@@ -73,7 +73,10 @@ impl Cosigning {
         }
         let quorum = config.quorum.unwrap_or(witnesses.len());
         let policy = WitnessPolicy::new(witnesses.iter().map(|w| w.key.clone()).collect(), quorum).map_err(|e| format!("--witness-quorum: {e}"))?;
-        let http = reqwest::Client::builder().timeout(WITNESS_TIMEOUT).build().map_err(|e| e.to_string())?;
+        // No idle connections are kept: a witness is asked once per checkpoint round, so
+        // reuse saves little, and a kept connection to a witness that restarted since is dead
+        // (a POST on it is not retried, and that round loses the witness's cosignature).
+        let http = reqwest::Client::builder().timeout(WITNESS_TIMEOUT).pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
         Ok(Some(Cosigning { witnesses, policy, http }))
     }
 
