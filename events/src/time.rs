@@ -84,19 +84,10 @@ impl Date {
         Date::of_epoch_day(self.epoch_day().checked_add(days)?)
     }
 
-    /// The last day of a month of a supported year (`None` for any other year or month).
-    /// Computed from the month's length, not by date arithmetic (period walks call it once
-    /// per period).
+    /// The last day of a month of a supported year (`None` for any other year or month),
+    /// without date arithmetic (period walks call it once per period).
     pub fn last_of(year: i16, month: i8) -> Option<Date> {
-        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let days = match month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
-        Date::new(year, month, days).ok()
+        Some(Date::new(year, month, 1).ok()?.last_of_month())
     }
 
     pub fn first_of_month(self) -> Date {

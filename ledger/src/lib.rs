@@ -693,17 +693,20 @@ impl Ledger {
     /// every contract) when that answers for `at`, else its state (loaded if need be, as
     /// [`Ledger::for_each_contract`] does). At the head this reads no state at all.
     ///
-    /// `f` runs on every core over the summaries; everything that may read the store
-    /// (summaries not yet in memory, states) is done on the calling thread, never on a
-    /// rayon worker: a load that refolds a damaged view from the chain itself waits on rayon
-    /// work, which a pool whose workers all wait on loads would never run.
+    /// `f` runs on every core over the summaries; everything that may load a state (a
+    /// state, a summary that must be made from one) is done on the calling thread, never on
+    /// a rayon worker: a load that refolds a damaged view from the chain itself waits on
+    /// rayon work, which a pool whose workers all wait on loads would never run. Saved
+    /// summaries are read on every core first, by [`Views::read_saved_summary`], which
+    /// neither loads nor waits for a slot's lock.
     pub fn map_contracts<R: Send>(&self, at: &projections::AsOf, f: impl Fn(projections::Contract<'_>) -> R + Sync) -> Result<Vec<R>, ReadError> {
         use rayon::prelude::*;
         let head = self.head().seq;
         let views = &self.shared.views;
         let slots = views.all();
         // Saved summaries not read yet are read on every core first (the first portfolio
-        // after open reads them all); what remains may load states, on this thread.
+        // after open reads them all), skipping busy slots; what remains may load states, on
+        // this thread.
         self.read_summaries_ahead();
         let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
         let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();

@@ -3,8 +3,9 @@
 
 use events::{Digest, RecordedEvent, Stream, Timestamp};
 /// Versions are looked up once per event on the one thread that links events in order:
-/// foldhash instead of SipHash (the keys are stream names from a verified chain, so
-/// flooding is not a concern here) took that lookup from a tenth of `verify` to noise.
+/// foldhash instead of SipHash took that lookup from a tenth of `verify` to noise. The keys
+/// may come from an untrusted export, but each map has its own random seed, so colliding
+/// names cannot be made in advance.
 type Versions = std::collections::HashMap<Stream, u64, foldhash::fast::RandomState>;
 
 /// The first thing wrong with a chain.

@@ -321,11 +321,13 @@ impl Views {
     }
 
     /// Reads the saved summary into memory if it is the current one and not read yet.
-    /// Reads nothing else: it never loads or refolds a state, so it may run on a rayon
-    /// worker. A summary that cannot be read is left as it is, for [`Views::summary`] to
-    /// report and make from the state.
+    /// Reads nothing else and never waits: it never loads or refolds a state, and it skips
+    /// a slot whose lock is held, so it may run on a rayon worker. (A holder of a slot lock
+    /// may be refolding a damaged view, which waits on rayon work: a worker waiting for that
+    /// lock could leave no worker to do it.) A summary skipped or not readable is left as it
+    /// is, for [`Views::summary`] to read, or to report and make from the state.
     pub fn read_saved_summary(&self, slot: &Slot, id: &ContractId) {
-        let mut contents = slot.contents.lock();
+        let Some(mut contents) = slot.contents.try_lock() else { return };
         if matches!(contents.summary, SummaryAt::InTree) {
             let _ = self.take_saved_summary(&mut contents, id);
         }

@@ -452,13 +452,13 @@ fn a_portfolio_over_lost_views_refolds_them_and_finishes() {
         db.flush().unwrap();
     }
     let ledger = std::sync::Arc::new(open(dir.path()));
-    // What a server does after open: it reads no state, and leaves the missing summaries
-    // to the report that needs them.
-    ledger.read_summaries_ahead();
-    assert_eq!(ledger.loaded_contracts(), 0, "reading summaries ahead loads no state");
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = ledger.clone();
     std::thread::spawn(move || {
+        // What a server does after open: it reads no state, and leaves the missing
+        // summaries to the report that needs them.
+        reader.read_summaries_ahead();
+        assert_eq!(reader.loaded_contracts(), 0, "reading summaries ahead loads no state");
         let at = reader.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
         let _ = tx.send(reader.map_contracts(&at, |c| c.figures(&at).unwrap().billed).unwrap());
     });

@@ -35,15 +35,12 @@ impl Granularity {
 
     /// The period holding `date`, and its last day.
     pub fn period_of(self, date: Date) -> (Period, Date) {
-        match self {
-            Granularity::Month => (Period { year: date.year(), number: date.month(), granularity: self }, date.last_of_month()),
-            Granularity::Quarter => {
-                let quarter = (date.month() - 1) / 3 + 1;
-                let last_month = quarter * 3;
-                let end = Date::new(date.year(), last_month, 1).expect("a quarter's last month").last_of_month();
-                (Period { year: date.year(), number: quarter, granularity: self }, end)
-            }
-        }
+        let number = match self {
+            Granularity::Month => date.month(),
+            Granularity::Quarter => (date.month() - 1) / 3 + 1,
+        };
+        let period = Period { year: date.year(), number, granularity: self };
+        (period, period.last_day())
     }
 }
 
@@ -128,7 +125,9 @@ impl PeriodTotals {
         }
         for (slot, p) in self.slots[offset..end].iter_mut().zip(periods) {
             let (period, end, recognized) = slot.get_or_insert((p.period, p.end, 0));
-            debug_assert_eq!(*period, p.period, "a contract's periods are consecutive");
+            // Dense slots are right only for consecutive periods of one granularity, which
+            // is what `periods` gives; anything else is a bug, not a report to sum wrongly.
+            assert_eq!(*period, p.period, "a contract's periods are consecutive");
             *end = (*end).max(p.end);
             *recognized = recognized.checked_add(p.recognized).ok_or(Overflow)?;
         }
