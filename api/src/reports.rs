@@ -216,14 +216,18 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             let g = granularity(params)?;
             match contract {
                 Some(id) => {
-                    let (json, tables) = one(ledger, id, &at, |s| {
-                        let json = if *out == Output::Json { Some(revenue_json(s, &at, g)?) } else { None };
-                        let mut tables = vec![];
-                        for section in sections {
-                            tables.push(revenue_table(s, &at, g, section)?);
-                        }
-                        Ok((json, tables))
-                    })?;
+                    // Figures and periods only: the contract's summary answers at the head.
+                    let (json, tables) = ledger
+                        .with_contract_as_reported(id, &at, |c| -> Result<_, projections::Overflow> {
+                            let json = if *out == Output::Json { Some(revenue_json(c, &at, g)?) } else { None };
+                            let mut tables = vec![];
+                            for section in sections {
+                                tables.push(revenue_table(c, &at, g, section)?);
+                            }
+                            Ok((json, tables))
+                        })?
+                        .ok_or_else(|| unknown_contract(id, at.known_at))?
+                        .map_err(overflow)?;
                     finish(out, sections, || bytes(&json.unwrap_or_default()), |section| {
                         sections.iter().position(|s| *s == section).and_then(|i| tables[i].clone())
                     })

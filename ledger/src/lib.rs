@@ -674,6 +674,19 @@ impl Ledger {
         self.shared.views.read_state(&slot, id, self.head().seq, |state| state.known_at(at.known_at).then(|| f(state)))
     }
 
+    /// Runs `f` on a contract known at `at` as a report reads it: its summary when that
+    /// answers for `at` (at the head: no state is loaded), else its state (loaded if need
+    /// be). `None` if no such contract.
+    pub fn with_contract_as_reported<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(projections::Contract<'_>) -> R) -> Result<Option<R>, ReadError> {
+        let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
+        let head = self.head().seq;
+        let summary = self.shared.views.summary(&slot, id, head)?;
+        if let Some(contract) = projections::Contract::of_summary(&summary, at) {
+            return Ok(contract.known_at(at.known_at).then(|| f(contract)));
+        }
+        self.shared.views.read_state(&slot, id, head, |state| state.known_at(at.known_at).then(|| f(projections::Contract::state(state))))
+    }
+
     /// Runs `f` on every contract known at `at`, in id order, one contract locked (and, if
     /// need be, loaded) at a time.
     pub fn for_each_contract(&self, at: &projections::AsOf, mut f: impl FnMut(&ContractState)) -> Result<(), ReadError> {

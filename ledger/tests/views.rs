@@ -356,6 +356,22 @@ fn the_portfolio_reads_summaries_that_follow_the_writer() {
         assert_eq!((seen.len(), seen.iter().all(|s| *s)), (12, true), "at the head every contract is read from its summary");
         assert_eq!(ledger.loaded_contracts(), 0, "no state was loaded for the portfolio at the head");
     }
+    // One contract as a report reads it (the revenue endpoint): from its summary, no state
+    // loaded, the state's figures and periods.
+    let c03 = ContractId::parse("c03").unwrap();
+    let read = |at: &projections::AsOf| {
+        ledger.with_contract_as_reported(&c03, at, |c| (c.is_summary(), c.figures(at).unwrap(), c.periods(at, projections::Granularity::Quarter).unwrap())).unwrap().unwrap()
+    };
+    let reported: Vec<_> = dates.iter().map(|date| read(&ledger.as_of(Date::parse(date).unwrap(), None).unwrap())).collect();
+    assert!(reported.iter().all(|(is_summary, _, _)| *is_summary), "at the head a contract is read from its summary");
+    assert_eq!(ledger.loaded_contracts(), 0, "no state was loaded for one contract at the head");
+    for (date, (_, figures, periods)) in dates.iter().zip(reported) {
+        let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
+        let from_state = ledger.with_contract(&c03, &at, |s| (s.figures(&at).unwrap(), s.periods(&at, projections::Granularity::Quarter).unwrap())).unwrap().unwrap();
+        assert_eq!((figures, periods), from_state, "at {date}");
+    }
+    let before_c03 = ledger.as_of(Date::parse("2027-12-31").unwrap(), Some(1)).unwrap();
+    assert_eq!(ledger.with_contract_as_reported(&c03, &before_c03, |c| c.is_summary()).unwrap(), None, "not known at seq 1");
     for date in dates {
         let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
         let (from_summaries, from_states) = portfolio_lines(&ledger, &at);

@@ -289,6 +289,13 @@ enum Source<'a> {
     State(&'a ContractState),
 }
 
+/// A state is a contract that answers for any point of view.
+impl<'a> From<&'a ContractState> for Contract<'a> {
+    fn from(state: &'a ContractState) -> Contract<'a> {
+        Contract::state(state)
+    }
+}
+
 impl<'a> Contract<'a> {
     /// The summary if it answers for `at` (the only points of view it is then asked about),
     /// else `None` (read the state instead).

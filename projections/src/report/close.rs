@@ -772,13 +772,14 @@ fn columns_with_figures(first: &[&'static str]) -> Vec<&'static str> {
 }
 
 /// CSV of `GET /v1/contracts/{id}/revenue`: section `rows` = periods, `figures` = the totals.
-pub fn revenue_table(state: &ContractState, at: &AsOf, granularity: Granularity, section: &str) -> Result<Option<Table>, Overflow> {
-    let c = state.currency();
-    let pov = [state.contract_id.to_string(), c.to_string(), at.date.to_string(), at.known_at.to_string()];
+pub fn revenue_table<'a>(contract: impl Into<Contract<'a>>, at: &AsOf, granularity: Granularity, section: &str) -> Result<Option<Table>, Overflow> {
+    let contract = contract.into();
+    let c = contract.currency();
+    let pov = [contract.contract_id().to_string(), c.to_string(), at.date.to_string(), at.known_at.to_string()];
     Ok(match section {
         "rows" => {
             let mut rows = Table::new("rows", &["contract_id", "currency", "as_of", "known_at", "period", "period_end", "recognized"]);
-            for p in state.periods(at, granularity)? {
+            for p in contract.periods(at, granularity)? {
                 let mut cells = pov.to_vec();
                 cells.extend([p.period.to_string(), p.end.to_string(), amount(p.recognized, c)]);
                 rows.push(cells);
@@ -788,7 +789,7 @@ pub fn revenue_table(state: &ContractState, at: &AsOf, granularity: Granularity,
         "figures" => {
             let mut figures = Table::new("figures", &columns_with_figures(&["contract_id", "currency", "as_of", "known_at"]));
             let mut cells = pov.to_vec();
-            cells.extend(figure_cells(&state.figures(at)?, c));
+            cells.extend(figure_cells(&contract.figures(at)?, c));
             figures.push(cells);
             Some(figures)
         }

@@ -3,7 +3,8 @@
 //! beside it (SPEC section 4's revenue example).
 
 use crate::figures::Figures;
-use crate::state::{AsOf, ContractState};
+use crate::state::AsOf;
+use crate::summary::Contract;
 use crate::view::{ContractView, Granularity, Portfolio};
 use crate::Overflow;
 use events::{format_minor_units, Currency};
@@ -55,16 +56,17 @@ pub fn figures_fields(f: &Figures, currency: Currency) -> Map<String, Value> {
 
 /// `GET /v1/contracts/{id}/revenue` and `cledger report --contract ID --format json`:
 /// exactly the object of SPEC section 4.
-pub fn revenue_json(state: &ContractState, at: &AsOf, granularity: Granularity) -> Result<Value, Overflow> {
-    let currency = state.currency();
-    let figures = state.figures(at)?;
-    let periods: Vec<Value> = state
+pub fn revenue_json<'a>(contract: impl Into<Contract<'a>>, at: &AsOf, granularity: Granularity) -> Result<Value, Overflow> {
+    let contract = contract.into();
+    let currency = contract.currency();
+    let figures = contract.figures(at)?;
+    let periods: Vec<Value> = contract
         .periods(at, granularity)?
         .into_iter()
         .map(|p| json!({"period": p.period, "recognized": money(p.recognized, currency)}))
         .collect();
     let mut m = Map::new();
-    m.insert("contract_id".into(), json!(state.contract_id.as_str()));
+    m.insert("contract_id".into(), json!(contract.contract_id().as_str()));
     m.insert("as_of".into(), json!(at.date.to_string()));
     m.insert("known_at".into(), json!(at.known_at));
     m.insert("currency".into(), json!(currency.code()));
