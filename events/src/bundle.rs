@@ -155,8 +155,8 @@ pub(crate) fn general(reason: impl Into<String>) -> BundleFailure {
 }
 
 /// A hash as every format writes it: 64 lowercase hex digits.
-pub fn parse_digest(text: &str) -> Result<Digest, String> {
-    digest(text, "the hash").map_err(|f| f.reason)
+pub fn parse_digest(text: &str) -> Result<Digest, BundleFailure> {
+    digest(text, "the hash")
 }
 
 pub(crate) fn digest(text: &str, what: &str) -> Result<Digest, BundleFailure> {

@@ -56,13 +56,13 @@ impl Table {
     }
 
     /// Parses what [`Table::to_csv`] wrote (the command line reads a server's CSV back).
-    pub fn from_csv(section: &str, text: &str) -> Result<Table, String> {
+    pub fn from_csv(section: &str, text: &str) -> Result<Table, CsvError> {
         let mut records = parse_csv(text)?.into_iter();
-        let columns = records.next().ok_or("an empty CSV")?;
+        let columns = records.next().ok_or(CsvError::Empty)?;
         let mut table = Table { section: section.to_string(), columns, rows: vec![] };
         for (i, record) in records.enumerate() {
             if record.len() != table.columns.len() {
-                return Err(format!("CSV line {}: {} fields, the header has {}", i + 2, record.len(), table.columns.len()));
+                return Err(CsvError::FieldCount { line: i + 2, fields: record.len(), header: table.columns.len() });
             }
             table.rows.push(record);
         }
@@ -132,7 +132,18 @@ fn csv_field(cell: &str) -> Cow<'_, str> {
     }
 }
 
-fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+/// Why a text is not a table as [`Table::to_csv`] writes them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    #[error("an empty CSV")]
+    Empty,
+    #[error("a quoted CSV field is not closed")]
+    UnclosedQuote,
+    #[error("CSV line {line}: {fields} fields, the header has {header}")]
+    FieldCount { line: usize, fields: usize, header: usize },
+}
+
+fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, CsvError> {
     let mut records = vec![];
     let mut record = vec![];
     let mut field = String::new();
@@ -160,7 +171,7 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
         }
     }
     if quoted {
-        return Err("a quoted CSV field is not closed".into());
+        return Err(CsvError::UnclosedQuote);
     }
     if any {
         record.push(field);
