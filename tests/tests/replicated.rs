@@ -548,8 +548,11 @@ fn a_node_cut_off_from_jetstream_says_it_is_not_ready_and_recovers() {
         last = reply.json();
         reply.status == 503 && last["reason"].as_str().is_some_and(|r| r.contains("has not heard from JetStream"))
     });
-    // Not before three lease TTLs: a short outage is not a failure.
-    assert!(cut_off.elapsed() >= Duration::from_millis(2_500), "not ready after only {:?}: {last}", cut_off.elapsed());
+    // Not before three lease TTLs since the last contact: a short outage is not a failure.
+    // The last contact came before the kill, by a renewal interval (250 ms) or, on a loaded
+    // machine, more (a full run once saw 670 ms): so from the kill, at least two TTLs; the
+    // exact rule is the contact age.
+    assert!(cut_off.elapsed() >= Duration::from_millis(2_000), "not ready after only {:?}: {last}", cut_off.elapsed());
     assert!(last["cluster"]["jetstream_contact_age_ms"].as_u64().unwrap_or(0) > 3_000, "{last}");
     let age = e2e::server::metric(&node.metrics(), "cluster_jetstream_contact_age_seconds").expect("the metric");
     assert!(age > 3.0, "cluster_jetstream_contact_age_seconds = {age}");
