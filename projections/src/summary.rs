@@ -267,10 +267,10 @@ impl Summary {
         assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
         // `at` sees every event: revenue by the end of a month is the table's.
         let first = self.core.grant.origin.date;
-        self.core.periods_with(at, granularity, |day| {
+        self.core.periods_with(at, granularity, |day, month_end| {
             let month = usize::try_from(months_between(first, day)).ok();
             match month.and_then(|m| self.month_ends.get(m)) {
-                Some(recognized) if day == day.last_of_month() => Ok(*recognized),
+                Some(recognized) if month_end || day == day.last_of_month() => Ok(*recognized),
                 _ => self.core.recognized(&at.with_date(day)),
             }
         })

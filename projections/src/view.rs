@@ -289,7 +289,7 @@ impl ContractState {
     /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
     /// periods always add up to the recognized total at D.
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.periods_with(at, granularity, |day| self.recognized(&at.with_date(day)))
+        self.periods_with(at, granularity, |day, _| self.recognized(&at.with_date(day)))
     }
 
     /// After this day nothing of the contract happens (no event takes effect, no tranche
@@ -304,16 +304,21 @@ impl ContractState {
             .unwrap_or(self.grant.origin.date)
     }
 
-    /// [`ContractState::periods`], with `recognized_by(B)` giving the revenue recognized by
-    /// the end of B at `at` (a summary reads it from a table of month ends).
-    pub(crate) fn periods_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(Date) -> Result<i128, Overflow>) -> Result<Vec<PeriodRevenue>, Overflow> {
-        let mut out = vec![];
+    /// [`ContractState::periods`], with `recognized_by(B, month_end)` giving the revenue
+    /// recognized by the end of B at `at` (a summary reads it from a table of month ends);
+    /// `month_end` is true when B is a period's end, hence a month's last day, and false for
+    /// a period cut at the as-of date (which may be one all the same).
+    pub(crate) fn periods_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(Date, bool) -> Result<i128, Overflow>) -> Result<Vec<PeriodRevenue>, Overflow> {
         let start = self.grant.origin.date;
         if at.date < start || !self.known_at(at.known_at) {
-            return Ok(out);
+            return Ok(vec![]);
         }
         let mut previous = 0i128;
         let (mut label, _) = granularity.period_of(start);
+        // One allocation: the number of periods is known (a portfolio makes this list for
+        // every contract).
+        let count = granularity.period_of(at.date).0.index() - label.index() + 1;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         // Later periods than the last change are computed once.
         let last_change = self.last_change();
         let mut settled: Option<i128> = None;
@@ -324,7 +329,7 @@ impl ContractState {
             let recognized = match settled {
                 Some(r) => r,
                 None => {
-                    let r = recognized_by(end)?;
+                    let r = recognized_by(end, end == period_end)?;
                     if end > last_change {
                         settled = Some(r);
                     }
