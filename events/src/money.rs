@@ -154,16 +154,56 @@ impl DecimalText {
     pub fn of(minor_units: i128, currency: Currency) -> DecimalText {
         let exponent = usize::from(currency.exponent());
         debug_assert!(exponent <= 4, "the currency table's exponents are 0 to 4");
-        let mut bytes = [0u8; 48];
-        let mut at = bytes.len();
-        let mut rest = minor_units.unsigned_abs();
-        // Digits from the least significant, with the point after `exponent` of them and at
-        // least one digit before it. u64 arithmetic once the rest fits (u128 division is slow).
+        let mut text = DecimalText { bytes: [0u8; 48], start: 48 };
+        let magnitude = minor_units.unsigned_abs();
+        // Nearly every amount fits in 64 bits: u128 division is slow, so those are written
+        // with u64 arithmetic, two digits at a time.
+        match u64::try_from(magnitude) {
+            Ok(small) => text.write_small(small, exponent),
+            Err(_) => text.write_large(magnitude, exponent),
+        }
+        if minor_units < 0 {
+            text.push(b'-');
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.start -= 1;
+        self.bytes[self.start] = byte;
+    }
+
+    /// `exponent` fraction digits, the point, then the whole part (at least one digit).
+    fn write_small(&mut self, mut rest: u64, exponent: usize) {
+        const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+        for _ in 0..exponent {
+            self.push(b'0' + (rest % 10) as u8);
+            rest /= 10;
+        }
+        if exponent > 0 {
+            self.push(b'.');
+        }
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            self.push(PAIRS[pair + 1]);
+            self.push(PAIRS[pair]);
+        }
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            self.push(PAIRS[pair + 1]);
+            self.push(PAIRS[pair]);
+        } else {
+            self.push(b'0' + rest as u8);
+        }
+    }
+
+    /// The same for magnitudes past 64 bits, a digit at a time (u64 once the rest fits).
+    fn write_large(&mut self, mut rest: u128, exponent: usize) {
         let mut written = 0;
         loop {
             if written == exponent && exponent > 0 {
-                at -= 1;
-                bytes[at] = b'.';
+                self.push(b'.');
             }
             let digit = match u64::try_from(rest) {
                 Ok(small) => {
@@ -176,18 +216,12 @@ impl DecimalText {
                     digit
                 }
             };
-            at -= 1;
-            bytes[at] = b'0' + digit;
+            self.push(b'0' + digit);
             written += 1;
             if rest == 0 && written > exponent {
                 break;
             }
         }
-        if minor_units < 0 {
-            at -= 1;
-            bytes[at] = b'-';
-        }
-        DecimalText { bytes, start: at }
     }
 
     pub fn as_str(&self) -> &str {
@@ -337,6 +371,14 @@ mod tests {
             values.extend([v, v - 1, -v, 1 - v, v + 1]);
         }
         values.extend([u64::MAX as i128, u64::MAX as i128 + 1, -(u64::MAX as i128), 10i128.pow(19), 10i128.pow(38)]);
+        // Every one- to four-digit value, every power of ten and its neighbours: each digit
+        // pair and each place of the point.
+        values.extend(-10_000..=10_000);
+        for power in 0..39 {
+            let p = 10i128.pow(power);
+            values.extend([p - 1, p, p + 1, -p]);
+            values.extend(p.checked_mul(7).map(|q| q + 3));
+        }
         for currency in Currency::all() {
             for v in &values {
                 assert_eq!(DecimalText::of(*v, currency).as_str(), plain(*v, currency), "{v} {currency}");
