@@ -674,15 +674,19 @@ impl Ledger {
         self.shared.views.read_state(&slot, id, self.head().seq, |state| state.known_at(at.known_at).then(|| f(state)))
     }
 
-    /// Runs `f` on a contract known at `at` as a report reads it: its summary when that
-    /// answers for `at` (at the head: no state is loaded), else its state (loaded if need
-    /// be). `None` if no such contract.
+    /// Runs `f` on a contract known at `at` (which must come from [`Ledger::as_of`]) as a
+    /// report reads it: its summary when that answers for `at` (at the head: no state is
+    /// loaded), else its state (loaded if need be). `None` if no such contract.
     pub fn with_contract_as_reported<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(projections::Contract<'_>) -> R) -> Result<Option<R>, ReadError> {
         let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
         let head = self.head().seq;
-        let summary = self.shared.views.summary(&slot, id, head)?;
-        if let Some(contract) = projections::Contract::of_summary(&summary, at) {
-            return Ok(contract.known_at(at.known_at).then(|| f(contract)));
+        // A summary may hold staged events: only a point of view within the durable head
+        // may read it (any other is read from the state, which looks through `at`).
+        if at.known_at <= head {
+            let summary = self.shared.views.summary(&slot, id, head)?;
+            if let Some(contract) = projections::Contract::of_summary(&summary, at) {
+                return Ok(contract.known_at(at.known_at).then(|| f(contract)));
+            }
         }
         self.shared.views.read_state(&slot, id, head, |state| state.known_at(at.known_at).then(|| f(projections::Contract::state(state))))
     }

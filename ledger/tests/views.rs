@@ -340,7 +340,7 @@ fn portfolio_lines(ledger: &Ledger, at: &projections::AsOf) -> (Vec<String>, Vec
 fn the_portfolio_reads_summaries_that_follow_the_writer() {
     let (dir, ledger) = fresh();
     contracts_with_invoices(&ledger, 12, 3);
-    append(&ledger, &event("c03", "payment_received", "2026-02-10", r#"{"payment_id":"P1","amount":"0.40","invoice_id":"I0"}"#)).unwrap();
+    let paid = append(&ledger, &event("c03", "payment_received", "2026-02-10", r#"{"payment_id":"P1","amount":"0.40","invoice_id":"I0"}"#)).unwrap().seq;
     let reversed = append(&ledger, &event("c04", "invoice_issued", "2026-02-03", r#"{"invoice_id":"R","amount":"7.00","due_date":"2026-03-01"}"#)).unwrap().seq;
     append(&ledger, &event("c04", "event_reversed", "2026-03-05", &format!(r#"{{"target_seq":{reversed},"reason":"wrong"}}"#))).unwrap();
     ledger.close();
@@ -372,6 +372,13 @@ fn the_portfolio_reads_summaries_that_follow_the_writer() {
     }
     let before_c03 = ledger.as_of(Date::parse("2027-12-31").unwrap(), Some(1)).unwrap();
     assert_eq!(ledger.with_contract_as_reported(&c03, &before_c03, |c| c.is_summary()).unwrap(), None, "not known at seq 1");
+    // Known, but not all of it: read from the state, as the state reads it.
+    let before_payment = ledger.as_of(Date::parse("2027-12-31").unwrap(), Some(paid - 1)).unwrap();
+    let (is_summary, figures, periods) = read(&before_payment);
+    assert!(!is_summary, "before its last event a contract is read from its state");
+    let from_state = ledger.with_contract(&c03, &before_payment, |s| (s.figures(&before_payment).unwrap(), s.periods(&before_payment, projections::Granularity::Quarter).unwrap())).unwrap().unwrap();
+    assert_eq!((figures, periods), from_state);
+    assert_ne!(from_state.0.collected, read(&ledger.as_of(Date::parse("2027-12-31").unwrap(), None).unwrap()).1.collected, "the payment is not seen before it");
     for date in dates {
         let at = ledger.as_of(Date::parse(date).unwrap(), None).unwrap();
         let (from_summaries, from_states) = portfolio_lines(&ledger, &at);

@@ -212,6 +212,9 @@ mod tests {
         let csv = t.to_csv();
         assert_eq!(csv, "actor,amount\n\"ops, \"\"finance\"\"\",-12.50\nplain,0.00\n");
         let back = Table::from_csv("rows", &csv).unwrap();
+        assert_eq!(Table::from_csv("rows", ""), Err(CsvError::Empty));
+        assert_eq!(Table::from_csv("rows", "a,b\n\"1,2\n"), Err(CsvError::UnclosedQuote));
+        assert_eq!(Table::from_csv("rows", "a,b\n1,2\n3\n"), Err(CsvError::FieldCount { line: 3, fields: 1, header: 2 }));
         assert_eq!(back.rows, t.rows);
         assert_eq!(back.columns, t.columns);
     }
