@@ -399,7 +399,7 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
             let through = first_day.last_of_month().min(period_end);
             let mut month = PortfolioRollforward::new(at.with_date(after), at.with_date(through));
             each(ledger, &at, |s| month.add(s))?;
-            months.push((Granularity::Month.period_of(first_day).0, month));
+            months.push((Granularity::Month.period_of(first_day), month));
             after = through;
         }
     }

@@ -680,13 +680,9 @@ impl Ledger {
     pub fn with_contract_as_reported<R>(&self, id: &ContractId, at: &projections::AsOf, f: impl FnOnce(projections::Contract<'_>) -> R) -> Result<Option<R>, ReadError> {
         let Some(slot) = self.shared.views.get(id) else { return Ok(None) };
         let head = self.head().seq;
-        // A summary may hold staged events: only a point of view within the durable head
-        // may read it (any other is read from the state, which looks through `at`).
-        if at.known_at <= head {
-            let summary = self.shared.views.summary(&slot, id, head)?;
-            if let Some(contract) = projections::Contract::of_summary(&summary, at) {
-                return Ok(contract.known_at(at.known_at).then(|| f(contract)));
-            }
+        let summary = self.shared.views.summary(&slot, id, head)?;
+        if let Some(contract) = summary_answering(&summary, at, head) {
+            return Ok(contract.known_at(at.known_at).then(|| f(contract)));
         }
         self.shared.views.read_state(&slot, id, head, |state| state.known_at(at.known_at).then(|| f(projections::Contract::state(state))))
     }
@@ -724,9 +720,9 @@ impl Ledger {
         // Saved summaries not read yet are read on every core first (the first portfolio
         // after open reads them all), skipping busy slots; what remains may load states, on
         // this thread.
-        self.read_summaries_ahead();
+        read_saved_summaries(views, &slots);
         let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| projections::Contract::of_summary(s, at).map(&f)).collect();
+        let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| summary_answering(s, at, head).map(&f)).collect();
         for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
             *each = Some(views.read_state(slot, id, head, |state| f(projections::Contract::state(state)))?);
         }
@@ -738,9 +734,7 @@ impl Ledger {
     /// open, on its own thread). Loads no state; what cannot be read is left for the reader
     /// that needs it.
     pub fn read_summaries_ahead(&self) {
-        use rayon::prelude::*;
-        let views = &self.shared.views;
-        views.all().par_iter().for_each(|(id, slot)| views.read_saved_summary(slot, id));
+        read_saved_summaries(&self.shared.views, &self.shared.views.all());
     }
 
     /// Number of contracts with a live view (including any staged, not yet durable).
@@ -899,6 +893,22 @@ impl Ledger {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// The contract as its summary gives it, if the summary answers for `at` and `at` is within
+/// the durable `head`: a summary may hold staged events, so a point of view past the head
+/// (one not made by [`Ledger::as_of`]) is read from the state, which looks through `at`.
+fn summary_answering<'s>(summary: &'s projections::Summary, at: &projections::AsOf, head: u64) -> Option<projections::Contract<'s>> {
+    if at.known_at > head {
+        return None;
+    }
+    projections::Contract::of_summary(summary, at)
+}
+
+/// [`views::Views::read_saved_summary`] of every slot, on every core.
+fn read_saved_summaries(views: &views::Views, slots: &[(ContractId, Arc<views::Slot>)]) {
+    use rayon::prelude::*;
+    slots.par_iter().for_each(|(id, slot)| views.read_saved_summary(slot, id));
 }
 
 impl Drop for Ledger {

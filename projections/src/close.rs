@@ -539,7 +539,7 @@ pub fn waterfall_columns(as_of: Date, last_day: Option<Date>, granularity: Granu
         return columns;
     }
     let mut after = as_of;
-    let (mut period, _) = granularity.period_of(first);
+    let mut period = granularity.period_of(first);
     loop {
         let end = period.last_day();
         if columns.len() == WATERFALL_PERIODS_MAX {

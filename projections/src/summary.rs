@@ -56,30 +56,15 @@ impl TryFrom<StepsStored> for Steps {
 
 impl Steps {
     /// From steps in any order (several on one date are added together).
-    fn of(mut steps: Vec<(Date, i128)>) -> Result<Steps, Overflow> {
-        // Stable and adaptive: steps arrive mostly in date order.
-        steps.sort_by_key(|(date, _)| *date);
-        let mut out = Steps::default();
-        let mut total = 0i128;
-        for (date, amount) in steps {
-            total = total.checked_add(amount).ok_or(Overflow)?;
-            if out.dates.last() == Some(&date) {
-                *out.totals.last_mut().expect("dates and totals have one length") = total;
-            } else {
-                out.dates.push(date);
-                out.totals.push(total);
-            }
-        }
-        // Kept for the life of the process: no slack.
-        out.dates.shrink_to_fit();
-        out.totals.shrink_to_fit();
-        Ok(out)
+    fn of(steps: Vec<(Date, i128)>) -> Result<Steps, Overflow> {
+        Steps::default().with(steps)
     }
 
     /// These steps and `more`: appended when they come in date order (the usual case),
     /// else the totals from the first of them on are redone.
     fn with(&self, mut more: Vec<(Date, i128)>) -> Result<Steps, Overflow> {
         let mut out = self.clone();
+        // Stable and adaptive: steps arrive mostly in date order.
         more.sort_by_key(|(date, _)| *date);
         for (date, amount) in more {
             let at = out.dates.partition_point(|d| *d < date);
@@ -92,6 +77,7 @@ impl Steps {
                 *total = total.checked_add(amount).ok_or(Overflow)?;
             }
         }
+        // Kept for the life of the process: no slack.
         out.dates.shrink_to_fit();
         out.totals.shrink_to_fit();
         Ok(out)
@@ -132,10 +118,6 @@ pub struct Summary {
 /// reach further computes each month end when asked.
 pub const MONTH_ENDS_MAX: usize = 1_200;
 
-/// Months from the month of `first` to the month of `date` (negative if before).
-fn months_between(first: Date, date: Date) -> i64 {
-    (i64::from(date.year()) - i64::from(first.year())) * 12 + i64::from(date.month()) - i64::from(first.month())
-}
 
 impl ContractState {
     /// This state's [`Summary`], made from `earlier`, the summary of an earlier version of
@@ -215,13 +197,13 @@ impl ContractState {
         };
         let mut month_ends = Vec::new();
         let first = core.grant.origin.date;
-        let months = months_between(first, core.last_change()).saturating_add(2);
+        // From the grant's month to the first month after the last change.
+        let months = Granularity::Month.period_of(core.last_change()).index() - Granularity::Month.period_of(first).index() + 2;
         if months <= MONTH_ENDS_MAX as i64 {
-            let mut month = first.first_of_month();
+            let mut month = Granularity::Month.period_of(first);
             for _ in 0..months {
-                let end = month.last_of_month();
-                month_ends.push(core.recognized(&AsOf::date(end))?);
-                let Some(next) = end.add_days(1) else { break };
+                month_ends.push(core.recognized(&AsOf::date(month.last_day()))?);
+                let Some(next) = month.next() else { break };
                 month = next;
             }
         }
@@ -266,9 +248,9 @@ impl Summary {
     fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
         assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
         // `at` sees every event: revenue by the end of a month is the table's.
-        let first = self.core.grant.origin.date;
+        let first = Granularity::Month.period_of(self.core.grant.origin.date).index();
         self.core.periods_with(at, granularity, |day, month_end| {
-            let month = usize::try_from(months_between(first, day)).ok();
+            let month = usize::try_from(Granularity::Month.period_of(day).index() - first).ok();
             match month.and_then(|m| self.month_ends.get(m)) {
                 Some(recognized) if month_end || day == day.last_of_month() => Ok(*recognized),
                 _ => self.core.recognized(&at.with_date(day)),

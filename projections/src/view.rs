@@ -33,14 +33,20 @@ impl Granularity {
         }
     }
 
-    /// The period holding `date`, and its last day.
-    pub fn period_of(self, date: Date) -> (Period, Date) {
+    /// The period holding `date` (its last day: [`Period::last_day`]).
+    pub fn period_of(self, date: Date) -> Period {
         let number = match self {
             Granularity::Month => date.month(),
             Granularity::Quarter => (date.month() - 1) / 3 + 1,
         };
-        let period = Period { year: date.year(), number, granularity: self };
-        (period, period.last_day())
+        Period { year: date.year(), number, granularity: self }
+    }
+
+    fn periods_per_year(self) -> i8 {
+        match self {
+            Granularity::Month => 12,
+            Granularity::Quarter => 4,
+        }
     }
 }
 
@@ -59,11 +65,7 @@ impl Period {
     /// steps with this and [`Period::last_day`]: integer steps, no date arithmetic (the
     /// portfolio walks about a million periods per query).
     pub fn next(self) -> Option<Period> {
-        let last = match self.granularity {
-            Granularity::Month => 12,
-            Granularity::Quarter => 4,
-        };
-        match (self.number < last, self.year < 9999) {
+        match (self.number < self.granularity.periods_per_year(), self.year < 9999) {
             (true, _) => Some(Period { number: self.number + 1, ..self }),
             (false, true) => Some(Period { year: self.year + 1, number: 1, ..self }),
             (false, false) => None,
@@ -80,17 +82,11 @@ impl Period {
         // in 1..=9999 and the month in 1..=12.
         Date::last_of(self.year, month).expect("a period's month is a month of a supported year")
     }
-}
 
-impl Period {
     /// Periods of one granularity counted from year 0: consecutive periods, consecutive
     /// numbers.
-    fn index(self) -> i64 {
-        let per_year = match self.granularity {
-            Granularity::Month => 12,
-            Granularity::Quarter => 4,
-        };
-        i64::from(self.year) * per_year + i64::from(self.number) - 1
+    pub(crate) fn index(self) -> i64 {
+        i64::from(self.year) * i64::from(self.granularity.periods_per_year()) + i64::from(self.number) - 1
     }
 }
 
@@ -314,10 +310,10 @@ impl ContractState {
             return Ok(vec![]);
         }
         let mut previous = 0i128;
-        let (mut label, _) = granularity.period_of(start);
+        let mut label = granularity.period_of(start);
         // One allocation: the number of periods is known (a portfolio makes this list for
         // every contract).
-        let count = granularity.period_of(at.date).0.index() - label.index() + 1;
+        let count = granularity.period_of(at.date).index() - label.index() + 1;
         let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         // Later periods than the last change are computed once.
         let last_change = self.last_change();
@@ -523,19 +519,22 @@ mod tests {
     use super::*;
 
     /// Stepping periods with `next` and `last_day` gives, for every day of the supported
-    /// range, the period `period_of` gives and its end; and the walk stops after 9999.
+    /// range, the period `period_of` gives, ending on the last day `period_of` puts in it;
+    /// and the walk stops after 9999.
     #[test]
     fn period_steps_agree_with_period_of() {
         for granularity in [Granularity::Month, Granularity::Quarter] {
             let mut day = Date::new(1, 1, 1).unwrap();
-            let (mut period, _) = granularity.period_of(day);
+            let mut period = granularity.period_of(day);
             loop {
-                let (expected, end) = granularity.period_of(day);
+                let expected = granularity.period_of(day);
                 if expected != period {
                     assert_eq!(Some(expected), period.next().filter(|_| period.last_day() < day), "{day}");
                     period = expected;
                 }
-                assert_eq!(period.last_day(), end, "{day}");
+                let end = period.last_day();
+                assert!(day <= end && granularity.period_of(end) == period, "{day}");
+                assert_ne!(end.add_days(1).map(|after| granularity.period_of(after)), Some(period), "{day}");
                 match day.add_days(1) {
                     Some(next) => day = next,
                     None => break,
@@ -550,7 +549,7 @@ mod tests {
     #[test]
     fn period_totals_sum_consecutive_runs_in_any_order() {
         let months = |from: &str, amounts: &[i128], cut: Option<&str>| -> Vec<PeriodRevenue> {
-            let (mut period, _) = Granularity::Month.period_of(Date::parse(from).unwrap());
+            let mut period = Granularity::Month.period_of(Date::parse(from).unwrap());
             let mut out = vec![];
             for (i, recognized) in amounts.iter().enumerate() {
                 let end = match (cut, i + 1 == amounts.len()) {

@@ -402,7 +402,7 @@ fn check_figures(state: &ContractState, at: &AsOf) -> Result<Figures, TestCaseEr
         if at.date >= state.grant.origin.date && state.known_at(at.known_at) {
             prop_assert_eq!(
                 &periods[0].period,
-                &granularity.period_of(state.grant.origin.date).0,
+                &granularity.period_of(state.grant.origin.date),
                 "{}",
                 ctx()
             );
@@ -411,13 +411,13 @@ fn check_figures(state: &ContractState, at: &AsOf) -> Result<Figures, TestCaseEr
                 let next = pair[0].end.add_days(1).unwrap();
                 prop_assert_eq!(
                     &pair[1].period,
-                    &granularity.period_of(next).0,
+                    &granularity.period_of(next),
                     "consecutive periods, {}",
                     ctx()
                 );
                 prop_assert_eq!(
                     pair[0].end,
-                    granularity.period_of(pair[0].end).1,
+                    granularity.period_of(pair[0].end).last_day(),
                     "periods end at period ends, {}",
                     ctx()
                 );

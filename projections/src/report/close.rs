@@ -674,7 +674,7 @@ impl CorrectionsReport {
     /// The period a correction was posted in: the one holding the UTC date its last cause
     /// was recorded.
     fn posted_in(&self, seq: u64, recorded: &BTreeMap<u64, Timestamp>) -> Option<String> {
-        recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).0.to_string())
+        recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).to_string())
     }
 
     /// `GET /v1/corrections`; `recorded` maps each of [`CorrectionsReport::seqs`] to its
