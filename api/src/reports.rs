@@ -193,6 +193,37 @@ fn bytes<T: serde::Serialize + ?Sized>(report: &T) -> Vec<u8> {
     serde_json::to_vec(report).expect("report JSON serializes")
 }
 
+/// Rows of the portfolio's JSON written per task: enough tasks for both cores to share the
+/// work evenly, few enough that joining them costs nothing.
+const PORTFOLIO_ROWS_PER_TASK: usize = 1_024;
+
+/// The portfolio's JSON, its rows (about 340 bytes per contract, nearly all of the
+/// document) written on every core in ranges and joined in order: byte for byte its
+/// `Serialize` (`PortfolioRevenue::json_head`).
+fn portfolio_bytes(report: &PortfolioRevenue) -> Vec<u8> {
+    use rayon::prelude::*;
+    let n = report.contracts.len();
+    let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(PORTFOLIO_ROWS_PER_TASK).map(|start| start..(start + PORTFOLIO_ROWS_PER_TASK).min(n)).collect();
+    let pieces: Vec<Vec<u8>> = ranges
+        .into_par_iter()
+        .map(|range| {
+            let mut piece = Vec::with_capacity(range.len() * 400);
+            report.write_rows(range, &mut piece);
+            piece
+        })
+        .collect();
+    let mut out = report.json_head();
+    out.reserve(pieces.iter().map(|p| p.len() + 1).sum::<usize>() + PortfolioRevenue::JSON_TAIL.len());
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(PortfolioRevenue::JSON_TAIL);
+    out
+}
+
 /// The report as asked: its JSON, one CSV section, or every section; only what is asked
 /// for is built.
 fn finish(output: &Output, sections: &[&str], json: impl FnOnce() -> Vec<u8>, table: impl Fn(&str) -> Option<Table>) -> Result<Rendered, ApiError> {
@@ -233,13 +264,15 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                     })
                 }
                 None => {
+                    let parts = ledger.map_contracts(&at, |c| PortfolioRevenue::part(c, &at, g))?;
                     let mut report = PortfolioRevenue::new(at, g);
-                    for part in ledger.map_contracts(&at, |c| PortfolioRevenue::part(c, &at, g))? {
+                    report.contracts.reserve_exact(parts.len());
+                    for part in parts {
                         if let Some(part) = part.map_err(overflow)? {
                             report.absorb(part).map_err(overflow)?;
                         }
                     }
-                    finish(out, sections, || bytes(&report), |s| report.table(s))
+                    finish(out, sections, || portfolio_bytes(&report), |s| report.table(s))
                 }
             }
         }

@@ -18,7 +18,7 @@
 
 use crate::figures::{Billing, Figures, Overflow};
 use crate::state::{AsOf, ContractState, Origin};
-use crate::view::{Granularity, PeriodRevenue};
+use crate::view::{Cumulative, Granularity, PeriodRevenue};
 use events::{ContractId, Currency, Date};
 use serde::{Deserialize, Serialize};
 
@@ -244,16 +244,17 @@ impl Summary {
         self.core.figures_with(at, Billing { billed: self.billed.at(at.date), collected: self.collected.at(at.date) })
     }
 
-    /// Revenue per period, equal to its state's (revenue does not depend on billing).
-    fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+    /// Revenue by the end of each period, equal to its state's (revenue does not depend on
+    /// billing).
+    fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
         assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
         // `at` sees every event: revenue by the end of a month is the table's.
         let first = Granularity::Month.period_of(self.core.grant.origin.date).index();
-        self.core.periods_with(at, granularity, |day, month_end| {
-            let month = usize::try_from(Granularity::Month.period_of(day).index() - first).ok();
+        self.core.cumulative_with(at, granularity, |end| {
+            let month = end.whole_period().and_then(|p| usize::try_from(p.last_month_index() - first).ok());
             match month.and_then(|m| self.month_ends.get(m)) {
-                Some(recognized) if month_end || day == day.last_of_month() => Ok(*recognized),
-                _ => self.core.recognized(&at.with_date(day)),
+                Some(recognized) => Ok(*recognized),
+                None => self.core.recognized(&at.with_date(end.date())),
             }
         })
     }
@@ -323,9 +324,15 @@ impl<'a> Contract<'a> {
     }
 
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
+        self.cumulative(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+    }
+
+    /// Revenue by the end of each period (`None` where there are no periods): what
+    /// [`Contract::periods`] are the differences of.
+    pub fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
         match self.0 {
-            Source::Summary(s) => s.periods(at, granularity),
-            Source::State(s) => s.periods(at, granularity),
+            Source::Summary(s) => s.cumulative(at, granularity),
+            Source::State(s) => s.cumulative(at, granularity),
         }
     }
 }

@@ -88,51 +88,124 @@ impl Period {
     pub(crate) fn index(self) -> i64 {
         i64::from(self.year) * i64::from(self.granularity.periods_per_year()) + i64::from(self.number) - 1
     }
+
+    /// The period of [`Period::index`] `index`, which must be one of years 1 to 9999.
+    fn of_index(granularity: Granularity, index: i64) -> Period {
+        let per_year = i64::from(granularity.periods_per_year());
+        let (year, number) = (index.div_euclid(per_year), index.rem_euclid(per_year) + 1);
+        assert!((1..=9999).contains(&year), "period {index} is of a year from 1 to 9999");
+        Period { year: year as i16, number: number as i8, granularity }
+    }
+
+    /// The [`Period::index`] of the month the period ends with.
+    pub(crate) fn last_month_index(self) -> i64 {
+        match self.granularity {
+            Granularity::Month => self.index(),
+            Granularity::Quarter => i64::from(self.year) * 12 + i64::from(self.number) * 3 - 1,
+        }
+    }
 }
 
-/// Revenue per period summed over contracts (of one currency): each period any of them
-/// has, with the latest end among theirs and the sum. Kept dense from the earliest period,
-/// because a contract's periods are consecutive: adding one is a walk over two slices, not
-/// a lookup per period (a portfolio adds about a million per report). At most one slot per
-/// period from year 1 to 9999.
+/// Revenue per period summed over contracts (of one currency), at one point of view: every
+/// contract's periods run from its grant's to the one holding the as-of date, so together
+/// they run, without gaps, from the earliest grant's period to that one. Kept dense: adding
+/// a contract is a walk over two slices (a portfolio adds about a million periods per
+/// report). At most one slot per period from year 1 to 9999.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeriodTotals {
-    /// Slot i holds the period `i` after the first slot's; `None` where no contract has one.
-    slots: Vec<Option<(Period, Date, i128)>>,
-    first_index: i64,
+    /// The first period and, from it on, the revenue of each period summed; empty before
+    /// any contract with periods.
+    first: Option<Period>,
+    recognized: Vec<i128>,
 }
 
 impl PeriodTotals {
-    /// Adds a contract's periods (consecutive, as [`ContractState::periods`] gives them).
-    pub fn add(&mut self, periods: &[PeriodRevenue]) -> Result<(), Overflow> {
-        let Some(head) = periods.first() else { return Ok(()) };
-        if self.slots.is_empty() {
-            self.first_index = head.period.index();
+    /// Adds a contract's revenue per period, given as its running totals.
+    pub fn add(&mut self, run: &Cumulative) -> Result<(), Overflow> {
+        if run.by_end.is_empty() {
+            return Ok(());
         }
-        if head.period.index() < self.first_index {
-            let missing = (self.first_index - head.period.index()) as usize;
-            self.slots.splice(0..0, std::iter::repeat_n(None, missing));
-            self.first_index = head.period.index();
+        let first = *self.first.get_or_insert(run.first);
+        // Runs of one report end on one period; anything else is a bug, not a report to
+        // sum wrongly.
+        if !self.recognized.is_empty() {
+            assert_eq!(run.last(), Period::of_index(first.granularity, first.index() + self.recognized.len() as i64 - 1), "a report's periods end on the as-of date's");
         }
-        let offset = (head.period.index() - self.first_index) as usize;
-        let end = offset + periods.len();
-        if self.slots.len() < end {
-            self.slots.resize(end, None);
+        if run.first < first || self.recognized.is_empty() {
+            let missing = run.by_end.len() - self.recognized.len();
+            self.recognized.splice(0..0, std::iter::repeat_n(0, missing));
+            self.first = Some(run.first);
         }
-        for (slot, p) in self.slots[offset..end].iter_mut().zip(periods) {
-            let (period, end, recognized) = slot.get_or_insert((p.period, p.end, 0));
-            // Dense slots are right only for consecutive periods of one granularity, which
-            // is what `periods` gives; anything else is a bug, not a report to sum wrongly.
-            assert_eq!(*period, p.period, "a contract's periods are consecutive");
-            *end = (*end).max(p.end);
-            *recognized = recognized.checked_add(p.recognized).ok_or(Overflow)?;
+        let offset = self.recognized.len() - run.by_end.len();
+        let mut previous = 0i128;
+        for (slot, by_end) in self.recognized[offset..].iter_mut().zip(&run.by_end) {
+            *slot = slot.checked_add(by_end.checked_sub(previous).ok_or(Overflow)?).ok_or(Overflow)?;
+            previous = *by_end;
         }
         Ok(())
     }
 
-    /// Each period some contract has, in order: (period, latest end, sum).
-    pub fn iter(&self) -> impl Iterator<Item = (Period, Date, i128)> + '_ {
-        self.slots.iter().flatten().copied()
+    /// Each period, in order: (period, its last day counted, the sum), the last cut at
+    /// `as_of` (the report's date).
+    pub fn iter(&self, as_of: Date) -> impl Iterator<Item = (Period, Date, i128)> + '_ {
+        let mut period = self.first;
+        let last = self.recognized.len().saturating_sub(1);
+        self.recognized.iter().enumerate().map(move |(i, recognized)| {
+            let p = period.expect("a period for every sum");
+            period = p.next();
+            (p, if i == last { as_of } else { p.last_day() }, *recognized)
+        })
+    }
+}
+
+/// Revenue recognized by the end of each period, from the period of a contract's grant to
+/// the one holding the as-of date (its end cut at that date): running totals, so that a
+/// portfolio adds a contract's periods without dates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cumulative {
+    pub(crate) first: Period,
+    /// Never empty: the first period's running total is `by_end[0]`.
+    pub(crate) by_end: Vec<i128>,
+}
+
+impl Cumulative {
+    pub fn last(&self) -> Period {
+        Period::of_index(self.first.granularity, self.first.index() + self.by_end.len() as i64 - 1)
+    }
+
+    /// Revenue per period: each running total less the one before.
+    pub fn periods(&self, as_of: Date) -> Result<Vec<PeriodRevenue>, Overflow> {
+        let mut totals = PeriodTotals::default();
+        totals.add(self)?;
+        Ok(totals.iter(as_of).map(|(period, end, recognized)| PeriodRevenue { period, end, recognized }).collect())
+    }
+}
+
+/// Where a walk over periods asks for the revenue recognized by: a period's last day, or
+/// the as-of date in the last period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeriodEnd {
+    /// The whole period, which ends before the as-of date.
+    Whole(Period),
+    /// The as-of date in `period`, the last; `whole` when it is the period's last day.
+    Cut { period: Period, date: Date, whole: bool },
+}
+
+impl PeriodEnd {
+    /// The last day counted.
+    pub(crate) fn date(self) -> Date {
+        match self {
+            PeriodEnd::Whole(period) => period.last_day(),
+            PeriodEnd::Cut { date, .. } => date,
+        }
+    }
+
+    /// The period whose last day this is, if it is one (its month is then a month end).
+    pub(crate) fn whole_period(self) -> Option<Period> {
+        match self {
+            PeriodEnd::Whole(period) | PeriodEnd::Cut { period, whole: true, .. } => Some(period),
+            PeriodEnd::Cut { whole: false, .. } => None,
+        }
     }
 }
 
@@ -285,7 +358,13 @@ impl ContractState {
     /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
     /// periods always add up to the recognized total at D.
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.periods_with(at, granularity, |day, _| self.recognized(&at.with_date(day)))
+        self.cumulative(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+    }
+
+    /// Revenue by the end of each period (`None` where there are no periods): what
+    /// [`ContractState::periods`] are the differences of.
+    pub fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
+        self.cumulative_with(at, granularity, |end| self.recognized(&at.with_date(end.date())))
     }
 
     /// After this day nothing of the contract happens (no event takes effect, no tranche
@@ -300,46 +379,41 @@ impl ContractState {
             .unwrap_or(self.grant.origin.date)
     }
 
-    /// [`ContractState::periods`], with `recognized_by(B, month_end)` giving the revenue
-    /// recognized by the end of B at `at` (a summary reads it from a table of month ends);
-    /// `month_end` is true when B is a period's end, hence a month's last day, and false for
-    /// a period cut at the as-of date (which may be one all the same).
-    pub(crate) fn periods_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(Date, bool) -> Result<i128, Overflow>) -> Result<Vec<PeriodRevenue>, Overflow> {
+    /// The running totals behind [`ContractState::periods`] (`None` where it has no
+    /// periods), with `recognized_by(end)` giving the revenue recognized by `end` at `at` (a
+    /// summary reads whole months from a table).
+    pub(crate) fn cumulative_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(PeriodEnd) -> Result<i128, Overflow>) -> Result<Option<Cumulative>, Overflow> {
         let start = self.grant.origin.date;
         if at.date < start || !self.known_at(at.known_at) {
-            return Ok(vec![]);
+            return Ok(None);
         }
-        let mut previous = 0i128;
-        let mut label = granularity.period_of(start);
+        let first = granularity.period_of(start);
+        let last = granularity.period_of(at.date);
         // One allocation: the number of periods is known (a portfolio makes this list for
-        // every contract).
-        let count = granularity.period_of(at.date).index() - label.index() + 1;
-        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        // Later periods than the last change are computed once.
-        let last_change = self.last_change();
+        // every contract). At most 40,000 (quarters from year 1 to 9999).
+        let mut by_end = Vec::with_capacity(usize::try_from(last.index() - first.index() + 1).unwrap_or(0));
+        // Periods after the last change's add nothing: computed once.
+        let moving_until = granularity.period_of(self.last_change());
         let mut settled: Option<i128> = None;
-        // One step per period; periods end at year 9999, so this loop does too.
-        loop {
-            let period_end = label.last_day();
-            let end = period_end.min(at.date);
+        let mut period = first;
+        // One step per period before the last; periods end at year 9999, so this loop does too.
+        while period < last {
             let recognized = match settled {
                 Some(r) => r,
-                None => {
-                    let r = recognized_by(end, end == period_end)?;
-                    if end > last_change {
-                        settled = Some(r);
-                    }
-                    r
-                }
+                None => recognized_by(PeriodEnd::Whole(period))?,
             };
-            out.push(PeriodRevenue { period: label, end, recognized: recognized.checked_sub(previous).ok_or(Overflow)? });
-            previous = recognized;
-            match label.next() {
-                Some(next) if period_end < at.date => label = next,
-                _ => break,
+            if period > moving_until {
+                settled = Some(recognized);
             }
+            by_end.push(recognized);
+            period = period.next().expect("a period before another has a next");
         }
-        Ok(out)
+        let recognized = match settled {
+            Some(r) => r,
+            None => recognized_by(PeriodEnd::Cut { period: last, date: at.date, whole: at.date == last.last_day() })?,
+        };
+        by_end.push(recognized);
+        Ok(Some(Cumulative { first, by_end }))
     }
 
     /// The whole contract at a point of view.
@@ -544,35 +618,38 @@ mod tests {
         }
     }
 
-    /// Totals hold every period some contract has, in order, whichever contract comes first
-    /// (a later start, an earlier start, a gap between them), with sums and latest ends.
+    /// Totals hold every period from the earliest contract's to the as-of date's, whichever
+    /// contract comes first (a later start, an earlier start), each the sum of the
+    /// contracts' differences of running totals; the last period ends on the as-of date.
     #[test]
-    fn period_totals_sum_consecutive_runs_in_any_order() {
-        let months = |from: &str, amounts: &[i128], cut: Option<&str>| -> Vec<PeriodRevenue> {
-            let mut period = Granularity::Month.period_of(Date::parse(from).unwrap());
-            let mut out = vec![];
-            for (i, recognized) in amounts.iter().enumerate() {
-                let end = match (cut, i + 1 == amounts.len()) {
-                    (Some(cut), true) => Date::parse(cut).unwrap(),
-                    _ => period.last_day(),
-                };
-                out.push(PeriodRevenue { period, end, recognized: *recognized });
-                period = period.next().unwrap();
-            }
-            out
-        };
+    fn period_totals_sum_runs_that_end_together_in_any_order() {
+        let run = |from: &str, by_end: &[i128]| Cumulative { first: Granularity::Month.period_of(Date::parse(from).unwrap()), by_end: by_end.to_vec() };
+        let as_of = Date::parse("2026-05-10").unwrap();
         let mut totals = PeriodTotals::default();
-        totals.add(&months("2026-03-01", &[1, 2, 3], Some("2026-05-10"))).unwrap();
-        totals.add(&[]).unwrap();
-        totals.add(&months("2025-12-01", &[10, 20], None)).unwrap();
-        totals.add(&months("2026-04-01", &[100, 200, 300], None)).unwrap();
-        let got: Vec<String> = totals.iter().map(|(p, end, r)| format!("{p} {end} {r}")).collect();
-        assert_eq!(
-            got,
-            ["2025-12 2025-12-31 10", "2026-01 2026-01-31 20", "2026-03 2026-03-31 1", "2026-04 2026-04-30 102", "2026-05 2026-05-31 203", "2026-06 2026-06-30 300"]
-        );
+        totals.add(&run("2026-03-01", &[1, 3, 6])).unwrap();
+        totals.add(&run("2025-12-01", &[10, 30, 30, 30, 40, 40])).unwrap();
+        totals.add(&run("2026-04-01", &[100, 300])).unwrap();
+        totals.add(&run("2026-05-01", &[-5])).unwrap();
+        let got: Vec<String> = totals.iter(as_of).map(|(p, end, r)| format!("{p} {end} {r}")).collect();
+        assert_eq!(got, ["2025-12 2025-12-31 10", "2026-01 2026-01-31 20", "2026-02 2026-02-28 0", "2026-03 2026-03-31 1", "2026-04 2026-04-30 112", "2026-05 2026-05-10 198"]);
+        // A contract's periods are the same walk.
+        let one: Vec<String> = run("2026-03-01", &[1, 3, 6]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
+        assert_eq!(one, ["2026-03 2026-03-31 1", "2026-04 2026-04-30 2", "2026-05 2026-05-10 3"]);
+        assert_eq!(run("2026-05-01", &[1, 3]).last(), Granularity::Month.period_of(Date::parse("2026-06-30").unwrap()));
+
         let mut full = PeriodTotals::default();
-        full.add(&months("2026-01-01", &[i128::MAX], None)).unwrap();
-        assert_eq!(full.add(&months("2026-01-01", &[1], None)), Err(Overflow));
+        full.add(&run("2026-01-01", &[i128::MAX])).unwrap();
+        assert_eq!(full.add(&run("2026-01-01", &[1])), Err(Overflow));
+        assert_eq!(PeriodTotals::default().add(&run("2026-01-01", &[i128::MIN, 1])), Err(Overflow));
+    }
+
+    /// Runs of one report end on one period: a run that does not is a bug, stopped.
+    #[test]
+    #[should_panic(expected = "a report's periods end on the as-of date's")]
+    fn period_totals_refuse_runs_that_end_apart() {
+        let mut totals = PeriodTotals::default();
+        let month = Granularity::Month.period_of(Date::parse("2026-01-01").unwrap());
+        totals.add(&Cumulative { first: month, by_end: vec![1, 2] }).unwrap();
+        let _ = totals.add(&Cumulative { first: month, by_end: vec![1] });
     }
 }

@@ -671,29 +671,51 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
     }
 
     // The portfolio's revenue per period and currency is the sum of its contracts' (they
-    // start in different periods), whether read from states or from summaries.
-    let at = AsOf::date(far[0]);
-    for granularity in [Granularity::Month, Granularity::Quarter] {
-        let mut expected: BTreeMap<(String, String), i128> = BTreeMap::new();
-        for state in book.contracts.values() {
-            for p in state.periods(&at, granularity).unwrap() {
-                *expected.entry((state.currency().to_string(), p.period.to_string())).or_default() += p.recognized;
+    // start in different periods), with their ends, whether read from states or from
+    // summaries: at a month end, at a day within a month and within a quarter, and before
+    // some contracts begin.
+    for date in [far[0], "2026-02-14".parse().unwrap(), "2026-05-31".parse().unwrap(), "2025-11-03".parse().unwrap()] {
+        let at = AsOf::date(date);
+        for granularity in [Granularity::Month, Granularity::Quarter] {
+            let mut expected: BTreeMap<(String, String), (Date, i128)> = BTreeMap::new();
+            for state in book.contracts.values() {
+                for p in state.periods(&at, granularity).unwrap() {
+                    let slot = expected.entry((state.currency().to_string(), p.period.to_string())).or_insert((p.end, 0));
+                    prop_assert_eq!(slot.0, p.end);
+                    slot.1 += p.recognized;
+                }
             }
+            let summaries: Vec<_> = book.contracts.values().map(|s| s.summary().unwrap()).collect();
+            let mut from_states = report::PortfolioRevenue::new(at, granularity);
+            let mut from_summaries = report::PortfolioRevenue::new(at, granularity);
+            for (state, summary) in book.contracts.values().zip(&summaries) {
+                from_states.add(Contract::state(state)).unwrap();
+                from_summaries.add(Contract::of_summary(summary, &at).unwrap()).unwrap();
+            }
+            prop_assert_eq!(&from_states, &from_summaries);
+            // Its JSON written in pieces (rows in ranges, joined by commas) is its JSON.
+            let whole = serde_json::to_vec(&from_states).unwrap();
+            let n = from_states.contracts.len();
+            for split in [0, n / 2, n] {
+                let mut pieces = from_states.json_head();
+                let (mut first, mut second) = (vec![], vec![]);
+                from_states.write_rows(0..split, &mut first);
+                from_states.write_rows(split..n, &mut second);
+                pieces.extend(&first);
+                if !first.is_empty() && !second.is_empty() {
+                    pieces.push(b',');
+                }
+                pieces.extend(&second);
+                pieces.extend(report::PortfolioRevenue::JSON_TAIL);
+                prop_assert_eq!(String::from_utf8(pieces).unwrap(), String::from_utf8(whole.clone()).unwrap());
+            }
+            let got: BTreeMap<(String, String), (Date, i128)> = from_states
+                .periods
+                .iter()
+                .flat_map(|(c, by_period)| by_period.iter(date).map(move |(p, end, r)| ((c.to_string(), p.to_string()), (end, r))))
+                .collect();
+            prop_assert_eq!(got, expected, "{} {:?}", date, granularity);
         }
-        let summaries: Vec<_> = book.contracts.values().map(|s| s.summary().unwrap()).collect();
-        let mut from_states = report::PortfolioRevenue::new(at, granularity);
-        let mut from_summaries = report::PortfolioRevenue::new(at, granularity);
-        for (state, summary) in book.contracts.values().zip(&summaries) {
-            from_states.add(Contract::state(state)).unwrap();
-            from_summaries.add(Contract::of_summary(summary, &at).unwrap()).unwrap();
-        }
-        prop_assert_eq!(&from_states, &from_summaries);
-        let got: BTreeMap<(String, String), i128> = from_states
-            .periods
-            .iter()
-            .flat_map(|(c, by_period)| by_period.iter().map(move |(p, _, r)| ((c.to_string(), p.to_string()), r)))
-            .collect();
-        prop_assert_eq!(got, expected);
     }
 
     // Portfolio totals are the per-currency sums.

@@ -8,7 +8,7 @@ use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, Rpo
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
 use crate::summary::Contract;
-use crate::view::{Granularity, Period, PeriodRevenue, PeriodTotals, Portfolio};
+use crate::view::{Cumulative, Granularity, Period, PeriodTotals, Portfolio};
 use events::{format_minor_units, ContractId, Currency, Date, DecimalText, Timestamp};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -803,7 +803,8 @@ pub struct ContractPart {
     pub contract_id: ContractId,
     pub currency: Currency,
     pub figures: Figures,
-    pub periods: Vec<PeriodRevenue>,
+    /// Revenue by the end of each period (`None`: the contract has no periods yet).
+    pub periods: Option<Cumulative>,
 }
 
 /// `GET /v1/portfolio`: totals per currency with revenue per period, and every contract's
@@ -836,7 +837,7 @@ struct FiguresOut<'a> {
     currency: Currency,
     contracts: Option<u64>,
     figures: &'a Figures,
-    periods: Option<&'a PeriodTotals>,
+    periods: Option<(&'a PeriodTotals, Date)>,
 }
 
 impl Serialize for FiguresOut<'_> {
@@ -851,8 +852,8 @@ impl Serialize for FiguresOut<'_> {
             m.serialize_entry("contracts", &n)?;
         }
         figure_entries(&mut m, self.figures, c)?;
-        if let Some(periods) = self.periods {
-            m.serialize_entry("periods", &periods.iter().map(|(label, end, r)| PeriodOut(label, end, r, c)).collect::<Vec<_>>())?;
+        if let Some((periods, as_of)) = self.periods {
+            m.serialize_entry("periods", &periods.iter(as_of).map(|(label, end, r)| PeriodOut(label, end, r, c)).collect::<Vec<_>>())?;
         }
         m.end()
     }
@@ -860,23 +861,42 @@ impl Serialize for FiguresOut<'_> {
 
 impl Serialize for PortfolioRevenue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PortfolioDocument { report: self, contracts: &self.contracts }.serialize(s)
+    }
+}
+
+/// The JSON of a [`PortfolioRevenue`] with the given contracts' rows (all of them, or none
+/// for [`PortfolioRevenue::json_head`]).
+struct PortfolioDocument<'a> {
+    report: &'a PortfolioRevenue,
+    contracts: &'a [(ContractId, Currency, Figures)],
+}
+
+impl Serialize for PortfolioDocument<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let report = self.report;
         let empty = PeriodTotals::default();
-        let totals: Vec<FiguresOut> = self
+        let totals: Vec<FiguresOut> = report
             .portfolio
             .totals
             .iter()
-            .map(|(c, t)| FiguresOut { contract_id: None, currency: *c, contracts: Some(t.contracts), figures: &t.figures, periods: Some(self.periods.get(c).unwrap_or(&empty)) })
+            .map(|(c, t)| FiguresOut { contract_id: None, currency: *c, contracts: Some(t.contracts), figures: &t.figures, periods: Some((report.periods.get(c).unwrap_or(&empty), report.at.date)) })
             .collect();
-        let contracts: Vec<FiguresOut> =
-            self.contracts.iter().map(|(id, c, f)| FiguresOut { contract_id: Some(id), currency: *c, contracts: None, figures: f, periods: None }).collect();
+        let contracts: Vec<FiguresOut> = self.contracts.iter().map(row).collect();
         let mut m = s.serialize_map(Some(5))?;
-        m.serialize_entry("as_of", &self.at.date.to_string())?;
-        m.serialize_entry("known_at", &self.at.known_at)?;
-        m.serialize_entry("granularity", granularity_str(self.granularity))?;
+        m.serialize_entry("as_of", &report.at.date.to_string())?;
+        m.serialize_entry("known_at", &report.at.known_at)?;
+        m.serialize_entry("granularity", granularity_str(report.granularity))?;
         m.serialize_entry("totals", &totals)?;
+        // Last, so that the rows can be written apart (`json_head`, `write_rows`).
         m.serialize_entry("contracts", &contracts)?;
         m.end()
     }
+}
+
+/// A contract's row of the portfolio.
+fn row((id, currency, figures): &(ContractId, Currency, Figures)) -> FiguresOut<'_> {
+    FiguresOut { contract_id: Some(id), currency: *currency, contracts: None, figures, periods: None }
 }
 
 impl PortfolioRevenue {
@@ -902,7 +922,7 @@ impl PortfolioRevenue {
             contract_id: contract.contract_id().clone(),
             currency: contract.currency(),
             figures: contract.figures(at)?,
-            periods: contract.periods(at, granularity)?,
+            periods: contract.cumulative(at, granularity)?,
         }))
     }
 
@@ -911,12 +931,41 @@ impl PortfolioRevenue {
         let ContractPart { contract_id, currency, figures: f, periods: contract_periods } = part;
         self.portfolio.add_figures(currency, &f)?;
         self.contracts.push((contract_id, currency, f));
-        self.periods.entry(currency).or_default().add(&contract_periods)
+        match contract_periods {
+            Some(run) => self.periods.entry(currency).or_default().add(&run),
+            None => Ok(()),
+        }
     }
 
     /// `GET /v1/portfolio`.
     pub fn json(&self) -> Value {
         to_value(self)
+    }
+
+    /// The report's JSON in pieces, so that the contracts' rows (nearly all of its bytes)
+    /// can be written on several threads: this head (up to the opening of the `contracts`
+    /// array), then the rows of consecutive ranges ([`PortfolioRevenue::write_rows`])
+    /// joined by commas, then [`PortfolioRevenue::JSON_TAIL`]. Together, byte for byte, the
+    /// report's `Serialize` (tested).
+    pub fn json_head(&self) -> Vec<u8> {
+        let mut head = serde_json::to_vec(&PortfolioDocument { report: self, contracts: &[] }).expect("report JSON serializes");
+        assert!(head.ends_with(b"[]}"), "the contracts' array closes the document");
+        head.truncate(head.len() - Self::JSON_TAIL.len());
+        head
+    }
+
+    /// What closes the JSON after the rows ([`PortfolioRevenue::json_head`]).
+    pub const JSON_TAIL: &'static [u8] = b"]}";
+
+    /// The JSON rows of the contracts in `range` (of those in the report), separated by
+    /// commas, appended to `out`.
+    pub fn write_rows(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        for (i, contract) in self.contracts[range].iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &row(contract)).expect("report JSON serializes");
+        }
     }
 
     /// Sections `rows` (contracts' figures), `totals` (per currency) and `periods` (revenue
@@ -945,7 +994,7 @@ impl PortfolioRevenue {
             "periods" => {
                 let mut periods = Table::new("periods", &["currency", "as_of", "known_at", "period", "period_end", "recognized"]);
                 for (c, by_period) in &self.periods {
-                    for (label, end, r) in by_period.iter() {
+                    for (label, end, r) in by_period.iter(self.at.date) {
                         periods.push(vec![c.to_string(), d.clone(), k.clone(), label.to_string(), end.to_string(), amount(r, *c)]);
                     }
                 }
