@@ -499,6 +499,11 @@ fn main() -> ExitCode {
     if let Some(e) = huge_pages {
         eprintln!("cledger: warning: cannot turn transparent huge pages off ({e}); bulk commands may be slower");
     }
+    // The pool's threads would otherwise take the name of whichever thread first used it
+    // (a server's showed as `summaries-ahead` in `top` while serving portfolio reports).
+    if let Err(e) = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rayon-{i}")).build_global() {
+        eprintln!("cledger: warning: the worker pool was already started ({e})");
+    }
     if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. } | Command::Witness { .. }) {
         end_quietly_when_stdout_closes();
     }
