@@ -380,7 +380,7 @@ impl BundleVerifier {
             return Err(at(seq, "recorded_at goes back in time"));
         }
         if header.from == 1 {
-            self.frontier.push(&recorded.hash);
+            self.frontier.append(&recorded.hash);
             if Some(seq) == self.root_at {
                 self.root_at_requested = Some(self.frontier.root());
             }

@@ -10,19 +10,21 @@
 
 use crate::Digest;
 
+// Each hash is of one buffer on the stack, in one call: a hasher fed piece by piece cost as
+// much again as the compression itself, and verification makes two of these per event.
+
 pub fn leaf_hash(event_hash: &Digest) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x00]);
-    h.update(&event_hash.0);
-    Digest(*h.finalize().as_bytes())
+    let mut input = [0u8; 33];
+    input[1..].copy_from_slice(&event_hash.0);
+    Digest(*blake3::hash(&input).as_bytes())
 }
 
 pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x01]);
-    h.update(&left.0);
-    h.update(&right.0);
-    Digest(*h.finalize().as_bytes())
+    let mut input = [0u8; 65];
+    input[0] = 0x01;
+    input[1..33].copy_from_slice(&left.0);
+    input[33..].copy_from_slice(&right.0);
+    Digest(*blake3::hash(&input).as_bytes())
 }
 
 pub fn empty_root() -> Digest {
@@ -319,26 +321,38 @@ impl Frontier {
         self.size
     }
 
-    /// Adds the next leaf; returns every perfect node it completes, `(level, index, hash)`,
-    /// the leaf itself first.
-    pub fn push(&mut self, event_hash: &Digest) -> Vec<(u32, u64, Digest)> {
+    /// Adds the next leaf and hands `completed` every perfect node it completes, `(level,
+    /// index, hash)`, the leaf itself first. Allocates nothing: verification pushes every
+    /// event of the chain on the one thread that checks links in order.
+    pub fn push(&mut self, event_hash: &Digest, completed: impl FnMut(u32, u64, Digest)) {
+        self.push_leaf(leaf_hash(event_hash), completed);
+    }
+
+    /// [`Frontier::push`] of a leaf whose hash ([`leaf_hash`]) was computed already, on
+    /// another thread perhaps.
+    pub fn push_leaf(&mut self, leaf: Digest, mut completed: impl FnMut(u32, u64, Digest)) {
         let mut index = self.size;
         let mut level = 0u32;
-        let mut hash = leaf_hash(event_hash);
-        let mut made = vec![(0, index, hash)];
+        let mut hash = leaf;
+        completed(0, index, hash);
+        // At most 64 steps: one per trailing one bit of a u64 index.
         while index & 1 == 1 {
             let left = self.pending[level as usize].take().expect("an odd index has a pending left sibling");
             hash = node_hash(&left, &hash);
             index >>= 1;
             level += 1;
-            made.push((level, index, hash));
+            completed(level, index, hash);
         }
         if self.pending.len() <= level as usize {
             self.pending.resize(level as usize + 1, None);
         }
         self.pending[level as usize] = Some(hash);
         self.size += 1;
-        made
+    }
+
+    /// Adds the next leaf, for a caller that needs only roots.
+    pub fn append(&mut self, event_hash: &Digest) {
+        self.push(event_hash, |_, _, _| {});
     }
 
     /// The root of the tree so far.
@@ -367,9 +381,9 @@ impl MemoryTree {
     }
 
     pub fn push(&mut self, event_hash: &Digest) {
-        for (level, index, hash) in self.frontier.push(event_hash) {
+        self.frontier.push(event_hash, |level, index, hash| {
             self.nodes.insert((level, index), hash);
-        }
+        });
     }
 
     pub fn size(&self) -> u64 {

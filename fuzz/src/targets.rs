@@ -116,7 +116,7 @@ fn merkle_checks(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
     let mut frontier = Frontier::new();
     for leaf in &leaves {
         tree.push(leaf);
-        frontier.push(leaf);
+        frontier.append(leaf);
     }
     assert_eq!(frontier.root(), merkle::root(&tree, n).unwrap(), "frontier and stored nodes agree on the root");
     let size = u.int_in_range(1..=n)?;

@@ -787,30 +787,31 @@ impl Ledger {
         let mut verifier = ChainVerifier::new();
         let mut frontier = merkle::Frontier::new();
         let mut roots = vec![None; sizes.len()];
-        // Sizes may be many (every kept checkpoint): find each event's in a map.
-        let mut wanted: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
-        for (i, s) in sizes.iter().enumerate() {
-            wanted.entry(*s).or_default().push(i);
-        }
+        // Sizes may be many (every kept checkpoint): in size order, so that each event
+        // compares its seq with the next one wanted.
+        let mut wanted: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        wanted.sort_unstable();
+        let mut next_wanted = 0;
         let mut note_root = |size: u64, frontier: &merkle::Frontier| {
-            for i in wanted.get(&size).into_iter().flatten() {
+            while let Some((_, i)) = wanted.get(next_wanted).filter(|(s, _)| *s == size) {
                 roots[*i] = Some(frontier.root());
+                next_wanted += 1;
             }
         };
         note_root(0, &frontier);
         let mut grants: BTreeMap<ContractId, u64> = BTreeMap::new();
         // Each event's own checks run on every core; links, versions and the tree in order.
         let mut linked = Ok(());
-        let decoded = store::decode_in_order(&self.shared.tree, 1, head.seq, |recorded| {
-            if let Err(f) = verifier.link(&recorded) {
+        let decoded = store::decode_in_order_map(&self.shared.tree, 1, head.seq, verify::Link::of, |link| {
+            if let Err(f) = verifier.link_kept(&link) {
                 linked = Err(f);
-                return Err(corrupt(recorded.event.seq, "stop"));
+                return Err(corrupt(link.seq, "stop"));
             }
-            let seq = recorded.event.seq;
-            if let (Stream::Contract(id), 1) = (&recorded.event.stream, recorded.event.version) {
+            let seq = link.seq;
+            if let (Stream::Contract(id), 1) = (&link.stream, link.version) {
                 grants.insert(id.clone(), seq);
             }
-            frontier.push(&recorded.hash);
+            frontier.push_leaf(link.leaf, |_, _, _| {});
             note_root(seq, &frontier);
             progress(seq);
             Ok(())
@@ -1024,9 +1025,11 @@ fn load_tree(tree: &sled::Tree, io: &io::Io, head: u64) -> Result<merkle::Fronti
         let mut batch = sled::Batch::default();
         for record in store::records(tree, size + 1, head) {
             let record = record?;
-            for (level, index, node) in frontier.push(&record.hash).into_iter().filter(|(level, _, _)| *level >= keys::TREE_STORED_LEVEL_MIN) {
-                batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
-            }
+            frontier.push(&record.hash, |level, index, node| {
+                if level >= keys::TREE_STORED_LEVEL_MIN {
+                    batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
+                }
+            });
         }
         batch.insert(keys::META_TREE, &head.to_be_bytes());
         io.run(io::Op::OpenBatch, || tree.apply_batch(batch))?;

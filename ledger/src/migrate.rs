@@ -140,11 +140,11 @@ fn copy(old_db: &sled::Db, dir: &Path, staging: &Path, progress: &mut impl FnMut
         let (hash, canonical) = value.split_at(32);
         let hash = events::Digest(hash.try_into().expect("32 bytes"));
         verifier.check(seq, &hash, canonical).map_err(MigrateError::Verify)?;
-        for (level, index, node) in frontier.push(&hash) {
+        frontier.push(&hash, |level, index, node| {
             if level >= keys::TREE_STORED_LEVEL_MIN {
                 batch.insert(&keys::tree_node(level, index)[..], &node.0[..]);
             }
-        }
+        });
         if block.as_ref().is_some_and(|(_, b)| b.is_full()) {
             flush_block(&mut block, &mut batch, &mut pending);
         }

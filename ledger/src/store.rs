@@ -165,15 +165,16 @@ const DECODE_CHUNK_EVENTS: usize = 1_024;
 /// and enough work ahead to keep every core busy while the consumer folds.
 const DECODE_CHUNKS_IN_FLIGHT: usize = 8;
 
-/// Checks every event of `blocks` within `from..=to` ([`crate::check_record`]), in seq order.
-fn decode_chunk(blocks: &[StoredBlock], from: u64, to: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+/// Checks every event of `blocks` within `from..=to` ([`crate::check_record`]), in seq order,
+/// and keeps `map` of each with its seq.
+fn decode_chunk<T>(blocks: &[StoredBlock], from: u64, to: u64, map: &impl Fn(RecordedEvent) -> T) -> Result<Vec<(u64, T)>, ReadError> {
     let mut out = Vec::with_capacity(DECODE_CHUNK_EVENTS * 2);
     for stored in blocks {
         let block = stored.parse()?;
         for i in 0..block.len() {
             let seq = stored.first + i as u64;
             if (from..=to).contains(&seq) {
-                out.push(crate::check_record(seq, &block.hash(i), block.canonical(i)).map_err(ReadError::Corrupt)?);
+                out.push((seq, map(crate::check_record(seq, &block.hash(i), block.canonical(i)).map_err(ReadError::Corrupt)?)));
             }
         }
     }
@@ -186,15 +187,23 @@ fn decode_chunk(blocks: &[StoredBlock], from: u64, to: u64) -> Result<Vec<Record
 /// order (links, versions, folds). Reading runs on its own thread and starts a decode job
 /// per run of blocks on the rayon pool, at most [`DECODE_CHUNKS_IN_FLIGHT`] ahead of `each`.
 /// Stops at the first failure, of either.
-pub fn decode_in_order(
+pub fn decode_in_order(tree: &sled::Tree, from: u64, to: u64, each: impl FnMut(RecordedEvent) -> Result<(), ReadError>) -> Result<(), ReadError> {
+    decode_in_order_map(tree, from, to, |recorded| recorded, each)
+}
+
+/// [`decode_in_order`], handing `each` what `map` keeps of each event; `map` runs where the
+/// event was decoded, on the pool, so a consumer that needs little of each event (links,
+/// for `verify`) neither touches nor frees the rest on its own thread.
+pub fn decode_in_order_map<T: Send + 'static>(
     tree: &sled::Tree,
     from: u64,
     to: u64,
-    mut each: impl FnMut(RecordedEvent) -> Result<(), ReadError>,
+    map: impl Fn(RecordedEvent) -> T + Send + Sync + Copy + 'static,
+    mut each: impl FnMut(T) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
-    type Decoded = std::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, ReadError>>;
+    type Decoded<T> = std::sync::mpsc::Receiver<Result<Vec<(u64, T)>, ReadError>>;
     // The jobs' answers, in seq order; each arrives when its job is done.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(DECODE_CHUNKS_IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded<T>>(DECODE_CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             // False once nobody takes answers any more (the consumer stopped).
@@ -204,7 +213,7 @@ pub fn decode_in_order(
                     return false;
                 }
                 rayon::spawn(move || {
-                    let _ = answer.send(decode_chunk(&blocks, from, to));
+                    let _ = answer.send(decode_chunk(&blocks, from, to, &map));
                 });
                 true
             };
@@ -237,12 +246,12 @@ pub fn decode_in_order(
         for decoded in rx {
             // A job answers unless it panicked, and a panic on the pool aborts the process.
             let chunk = decoded.recv().expect("every decode job answers");
-            for recorded in chunk? {
-                if recorded.event.seq != next {
+            for (seq, kept) in chunk? {
+                if seq != next {
                     return Err(corrupt(next, "event missing"));
                 }
                 next += 1;
-                each(recorded)?;
+                each(kept)?;
             }
         }
         if next <= to {

@@ -779,9 +779,11 @@ impl Writer {
         let event = &recorded.event;
         assert_eq!(event.seq, self.head.seq + 1, "events are staged in seq order");
         // Low levels are not stored: they are recomputed from the blocks' event hashes.
-        for (level, index, hash) in self.frontier.push(&recorded.hash).into_iter().filter(|(level, _, _)| *level >= keys::TREE_STORED_LEVEL_MIN) {
-            group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
-        }
+        self.frontier.push(&recorded.hash, |level, index, hash| {
+            if level >= keys::TREE_STORED_LEVEL_MIN {
+                group.writes.push((keys::tree_node(level, index).to_vec(), hash.0.to_vec()));
+            }
+        });
         self.head = ChainHead { seq: event.seq, hash: recorded.hash, recorded_at: Some(event.recorded_at) };
         assert_eq!(self.frontier.size(), self.head.seq, "the Merkle tree covers exactly the chain");
         group.events.insert(event.seq, recorded);

@@ -47,13 +47,13 @@ fn write_format_1(dir: &Path, chain: &[RecordedEvent], keyed: &Proposal) {
         if let (Stream::Contract(c), 1) = (&e.event.stream, e.event.version) {
             tree.insert([&[b'C'][..], c.as_str().as_bytes()].concat(), &e.event.seq.to_be_bytes()).unwrap();
         }
-        for (level, index, node) in frontier.push(&e.hash) {
+        frontier.push(&e.hash, |level, index, node| {
             if level > 0 {
                 let mut key = vec![b'T', level as u8];
                 key.extend_from_slice(&index.to_be_bytes());
                 tree.insert(key, &node.0).unwrap();
             }
-        }
+        });
         tree_nodes.push(&e.hash);
     }
     let grant = chain.iter().find(|e| e.event.idempotency_key.as_deref() == Some("k-1")).unwrap();
