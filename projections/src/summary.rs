@@ -18,7 +18,7 @@
 
 use crate::figures::{Billing, Figures, Overflow};
 use crate::state::{AsOf, ContractState, Origin};
-use crate::view::{Cumulative, Granularity, PeriodRevenue};
+use crate::view::{PeriodRun, Granularity, PeriodRevenue};
 use events::{ContractId, Currency, Date};
 use serde::{Deserialize, Serialize};
 
@@ -244,13 +244,13 @@ impl Summary {
         self.core.figures_with(at, Billing { billed: self.billed.at(at.date), collected: self.collected.at(at.date) })
     }
 
-    /// Revenue by the end of each period, equal to its state's (revenue does not depend on
+    /// Revenue per period, equal to its state's (revenue does not depend on
     /// billing).
-    fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
+    fn period_run(&self, at: &AsOf, granularity: Granularity) -> Result<Option<PeriodRun>, Overflow> {
         assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
         // `at` sees every event: revenue by the end of a month is the table's.
         let first = Granularity::Month.period_of(self.core.grant.origin.date).index();
-        self.core.cumulative_with(at, granularity, |end| {
+        self.core.period_run_with(at, granularity, |end| {
             let month = end.whole_period().and_then(|p| usize::try_from(p.last_month_index() - first).ok());
             match month.and_then(|m| self.month_ends.get(m)) {
                 Some(recognized) => Ok(*recognized),
@@ -324,15 +324,15 @@ impl<'a> Contract<'a> {
     }
 
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.cumulative(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+        self.period_run(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
     }
 
-    /// Revenue by the end of each period (`None` where there are no periods): what
-    /// [`Contract::periods`] are the differences of.
-    pub fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
+    /// Revenue per period without the periods' ends (`None` where there are none): what a
+    /// portfolio adds up.
+    pub fn period_run(&self, at: &AsOf, granularity: Granularity) -> Result<Option<PeriodRun>, Overflow> {
         match self.0 {
-            Source::Summary(s) => s.cumulative(at, granularity),
-            Source::State(s) => s.cumulative(at, granularity),
+            Source::Summary(s) => s.period_run(at, granularity),
+            Source::State(s) => s.period_run(at, granularity),
         }
     }
 }

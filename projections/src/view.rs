@@ -120,9 +120,9 @@ pub struct PeriodTotals {
 }
 
 impl PeriodTotals {
-    /// Adds a contract's revenue per period, given as its running totals.
-    pub fn add(&mut self, run: &Cumulative) -> Result<(), Overflow> {
-        if run.by_end.is_empty() {
+    /// Adds a contract's revenue per period.
+    pub fn add(&mut self, run: &PeriodRun) -> Result<(), Overflow> {
+        if run.recognized.is_empty() {
             return Ok(());
         }
         let first = *self.first.get_or_insert(run.first);
@@ -132,15 +132,13 @@ impl PeriodTotals {
             assert_eq!(run.last(), Period::of_index(first.granularity, first.index() + self.recognized.len() as i64 - 1), "a report's periods end on the as-of date's");
         }
         if run.first < first || self.recognized.is_empty() {
-            let missing = run.by_end.len() - self.recognized.len();
+            let missing = run.recognized.len() - self.recognized.len();
             self.recognized.splice(0..0, std::iter::repeat_n(0, missing));
             self.first = Some(run.first);
         }
-        let offset = self.recognized.len() - run.by_end.len();
-        let mut previous = 0i128;
-        for (slot, by_end) in self.recognized[offset..].iter_mut().zip(&run.by_end) {
-            *slot = slot.checked_add(by_end.checked_sub(previous).ok_or(Overflow)?).ok_or(Overflow)?;
-            previous = *by_end;
+        let offset = self.recognized.len() - run.recognized.len();
+        for (slot, recognized) in self.recognized[offset..].iter_mut().zip(&run.recognized) {
+            *slot = slot.checked_add(*recognized).ok_or(Overflow)?;
         }
         Ok(())
     }
@@ -158,22 +156,21 @@ impl PeriodTotals {
     }
 }
 
-/// Revenue recognized by the end of each period, from the period of a contract's grant to
-/// the one holding the as-of date (its end cut at that date): running totals, so that a
-/// portfolio adds a contract's periods without dates.
+/// A contract's revenue in each period, from the period of its grant to the one holding the
+/// as-of date (its end cut at that date): what a portfolio adds up, without dates.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cumulative {
+pub struct PeriodRun {
     pub(crate) first: Period,
-    /// Never empty: the first period's running total is `by_end[0]`.
-    pub(crate) by_end: Vec<i128>,
+    /// Never empty: `recognized[i]` is the revenue of the period `i` after `first`.
+    pub(crate) recognized: Vec<i128>,
 }
 
-impl Cumulative {
+impl PeriodRun {
     pub fn last(&self) -> Period {
-        Period::of_index(self.first.granularity, self.first.index() + self.by_end.len() as i64 - 1)
+        Period::of_index(self.first.granularity, self.first.index() + self.recognized.len() as i64 - 1)
     }
 
-    /// Revenue per period: each running total less the one before.
+    /// The periods with their ends.
     pub fn periods(&self, as_of: Date) -> Result<Vec<PeriodRevenue>, Overflow> {
         let mut totals = PeriodTotals::default();
         totals.add(self)?;
@@ -358,13 +355,13 @@ impl ContractState {
     /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
     /// periods always add up to the recognized total at D.
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.cumulative(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+        self.period_run(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
     }
 
-    /// Revenue by the end of each period (`None` where there are no periods): what
-    /// [`ContractState::periods`] are the differences of.
-    pub fn cumulative(&self, at: &AsOf, granularity: Granularity) -> Result<Option<Cumulative>, Overflow> {
-        self.cumulative_with(at, granularity, |end| self.recognized(&at.with_date(end.date())))
+    /// Revenue per period without the periods' ends (`None` where there are none): what a
+    /// portfolio adds up.
+    pub fn period_run(&self, at: &AsOf, granularity: Granularity) -> Result<Option<PeriodRun>, Overflow> {
+        self.period_run_with(at, granularity, |end| self.recognized(&at.with_date(end.date())))
     }
 
     /// After this day nothing of the contract happens (no event takes effect, no tranche
@@ -379,10 +376,11 @@ impl ContractState {
             .unwrap_or(self.grant.origin.date)
     }
 
-    /// The running totals behind [`ContractState::periods`] (`None` where it has no
-    /// periods), with `recognized_by(end)` giving the revenue recognized by `end` at `at` (a
-    /// summary reads whole months from a table).
-    pub(crate) fn cumulative_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(PeriodEnd) -> Result<i128, Overflow>) -> Result<Option<Cumulative>, Overflow> {
+    /// The revenue per period behind [`ContractState::periods`] (`None` where it has no
+    /// periods): `recognized_by(B) - recognized_by(A)` for each `(A, B]`, with
+    /// `recognized_by(end)` the revenue recognized by `end` at `at` (a summary reads whole
+    /// months from a table).
+    pub(crate) fn period_run_with(&self, at: &AsOf, granularity: Granularity, mut recognized_by: impl FnMut(PeriodEnd) -> Result<i128, Overflow>) -> Result<Option<PeriodRun>, Overflow> {
         let start = self.grant.origin.date;
         if at.date < start || !self.known_at(at.known_at) {
             return Ok(None);
@@ -391,29 +389,30 @@ impl ContractState {
         let last = granularity.period_of(at.date);
         // One allocation: the number of periods is known (a portfolio makes this list for
         // every contract). At most 40,000 (quarters from year 1 to 9999).
-        let mut by_end = Vec::with_capacity(usize::try_from(last.index() - first.index() + 1).unwrap_or(0));
+        let mut recognized = Vec::with_capacity(usize::try_from(last.index() - first.index() + 1).unwrap_or(0));
         // Periods after the last change's add nothing: computed once.
         let moving_until = granularity.period_of(self.last_change());
         let mut settled: Option<i128> = None;
+        let mut previous = 0i128;
         let mut period = first;
-        // One step per period before the last; periods end at year 9999, so this loop does too.
-        while period < last {
-            let recognized = match settled {
+        // One step per period; periods end at year 9999, so this loop does too.
+        loop {
+            let end = if period < last { PeriodEnd::Whole(period) } else { PeriodEnd::Cut { period, date: at.date, whole: at.date == last.last_day() } };
+            let by_end = match settled {
                 Some(r) => r,
-                None => recognized_by(PeriodEnd::Whole(period))?,
+                None => recognized_by(end)?,
             };
             if period > moving_until {
-                settled = Some(recognized);
+                settled = Some(by_end);
             }
-            by_end.push(recognized);
+            recognized.push(by_end.checked_sub(previous).ok_or(Overflow)?);
+            previous = by_end;
+            if period == last {
+                break;
+            }
             period = period.next().expect("a period before another has a next");
         }
-        let recognized = match settled {
-            Some(r) => r,
-            None => recognized_by(PeriodEnd::Cut { period: last, date: at.date, whole: at.date == last.last_day() })?,
-        };
-        by_end.push(recognized);
-        Ok(Some(Cumulative { first, by_end }))
+        Ok(Some(PeriodRun { first, recognized }))
     }
 
     /// The whole contract at a point of view.
@@ -620,27 +619,26 @@ mod tests {
 
     /// Totals hold every period from the earliest contract's to the as-of date's, whichever
     /// contract comes first (a later start, an earlier start), each the sum of the
-    /// contracts' differences of running totals; the last period ends on the as-of date.
+    /// contracts'; the last period ends on the as-of date.
     #[test]
     fn period_totals_sum_runs_that_end_together_in_any_order() {
-        let run = |from: &str, by_end: &[i128]| Cumulative { first: Granularity::Month.period_of(Date::parse(from).unwrap()), by_end: by_end.to_vec() };
+        let run = |from: &str, recognized: &[i128]| PeriodRun { first: Granularity::Month.period_of(Date::parse(from).unwrap()), recognized: recognized.to_vec() };
         let as_of = Date::parse("2026-05-10").unwrap();
         let mut totals = PeriodTotals::default();
-        totals.add(&run("2026-03-01", &[1, 3, 6])).unwrap();
-        totals.add(&run("2025-12-01", &[10, 30, 30, 30, 40, 40])).unwrap();
-        totals.add(&run("2026-04-01", &[100, 300])).unwrap();
+        totals.add(&run("2026-03-01", &[1, 2, 3])).unwrap();
+        totals.add(&run("2025-12-01", &[10, 20, 0, 0, 10, 0])).unwrap();
+        totals.add(&run("2026-04-01", &[100, 200])).unwrap();
         totals.add(&run("2026-05-01", &[-5])).unwrap();
         let got: Vec<String> = totals.iter(as_of).map(|(p, end, r)| format!("{p} {end} {r}")).collect();
         assert_eq!(got, ["2025-12 2025-12-31 10", "2026-01 2026-01-31 20", "2026-02 2026-02-28 0", "2026-03 2026-03-31 1", "2026-04 2026-04-30 112", "2026-05 2026-05-10 198"]);
         // A contract's periods are the same walk.
-        let one: Vec<String> = run("2026-03-01", &[1, 3, 6]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
+        let one: Vec<String> = run("2026-03-01", &[1, 2, 3]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
         assert_eq!(one, ["2026-03 2026-03-31 1", "2026-04 2026-04-30 2", "2026-05 2026-05-10 3"]);
         assert_eq!(run("2026-05-01", &[1, 3]).last(), Granularity::Month.period_of(Date::parse("2026-06-30").unwrap()));
 
         let mut full = PeriodTotals::default();
         full.add(&run("2026-01-01", &[i128::MAX])).unwrap();
         assert_eq!(full.add(&run("2026-01-01", &[1])), Err(Overflow));
-        assert_eq!(PeriodTotals::default().add(&run("2026-01-01", &[i128::MIN, 1])), Err(Overflow));
     }
 
     /// Runs of one report end on one period: a run that does not is a bug, stopped.
@@ -649,7 +647,7 @@ mod tests {
     fn period_totals_refuse_runs_that_end_apart() {
         let mut totals = PeriodTotals::default();
         let month = Granularity::Month.period_of(Date::parse("2026-01-01").unwrap());
-        totals.add(&Cumulative { first: month, by_end: vec![1, 2] }).unwrap();
-        let _ = totals.add(&Cumulative { first: month, by_end: vec![1] });
+        totals.add(&PeriodRun { first: month, recognized: vec![1, 2] }).unwrap();
+        let _ = totals.add(&PeriodRun { first: month, recognized: vec![1] });
     }
 }

@@ -8,7 +8,7 @@ use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, Rpo
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
 use crate::summary::Contract;
-use crate::view::{Cumulative, Granularity, Period, PeriodTotals, Portfolio};
+use crate::view::{PeriodRun, Granularity, Period, PeriodTotals, Portfolio};
 use events::{format_minor_units, ContractId, Currency, Date, DecimalText, Timestamp};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -803,8 +803,8 @@ pub struct ContractPart {
     pub contract_id: ContractId,
     pub currency: Currency,
     pub figures: Figures,
-    /// Revenue by the end of each period (`None`: the contract has no periods yet).
-    pub periods: Option<Cumulative>,
+    /// Revenue per period (`None`: the contract has no periods yet).
+    pub periods: Option<PeriodRun>,
 }
 
 /// `GET /v1/portfolio`: totals per currency with revenue per period, and every contract's
@@ -922,7 +922,7 @@ impl PortfolioRevenue {
             contract_id: contract.contract_id().clone(),
             currency: contract.currency(),
             figures: contract.figures(at)?,
-            periods: contract.cumulative(at, granularity)?,
+            periods: contract.period_run(at, granularity)?,
         }))
     }
 
