@@ -37,6 +37,25 @@ const TABLE: &[(&str, u8)] = &[
     ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
 ];
 
+/// A three-letter code as an integer that orders as the code does.
+const fn key(code: [u8; 3]) -> u32 {
+    u32::from_be_bytes([0, code[0], code[1], code[2]])
+}
+
+/// [`TABLE`]'s codes as [`key`]s, in the same order.
+const KEYS: [u32; TABLE.len()] = {
+    let mut keys = [0u32; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let b = TABLE[i].0.as_bytes();
+        assert!(b.len() == 3, "currency codes have three letters");
+        keys[i] = key([b[0], b[1], b[2]]);
+        assert!(i == 0 || keys[i - 1] < keys[i], "the table is sorted by code, without repeats");
+        i += 1;
+    }
+    keys
+};
+
 /// An ISO 4217 currency we know the exponent of.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Currency {
@@ -56,21 +75,14 @@ impl Currency {
 
     /// Looks up an upper-case three-letter code.
     pub fn from_code(code: &str) -> Result<Currency, UnknownCurrency> {
-        // Every event that carries money decodes its currency here: the codes are compared
-        // as three-byte integers (the table's order is theirs), not as strings.
-        let key = |c: &str| -> Option<u32> {
-            let b: [u8; 3] = c.as_bytes().try_into().ok()?;
-            Some(u32::from_be_bytes([0, b[0], b[1], b[2]]))
-        };
-        let wanted = key(code).ok_or_else(|| UnknownCurrency(code.to_string()))?;
-        TABLE
-            .binary_search_by_key(&Some(wanted), |(c, _)| key(c))
-            .map(|i| {
-                let (c, exponent) = TABLE[i];
-                let b = c.as_bytes();
-                Currency { code: [b[0], b[1], b[2]], exponent }
-            })
-            .map_err(|_| UnknownCurrency(code.to_string()))
+        // Every event that carries money decodes its currency here: the code is searched as
+        // a three-byte integer among the table's, computed once (the table's order is theirs).
+        let unknown = || UnknownCurrency(code.to_string());
+        let bytes: [u8; 3] = code.as_bytes().try_into().map_err(|_| unknown())?;
+        let i = KEYS.binary_search(&key(bytes)).map_err(|_| unknown())?;
+        let (c, exponent) = TABLE[i];
+        let b = c.as_bytes();
+        Ok(Currency { code: [b[0], b[1], b[2]], exponent })
     }
 
     pub fn code(&self) -> &str {

@@ -807,7 +807,7 @@ impl Ledger {
         let mut grants: BTreeMap<ContractId, u64> = BTreeMap::new();
         // Each event's own checks run on every core; links, versions and the tree in order.
         let mut linked = Ok(());
-        let decoded = store::decode_in_order_map(&self.shared.tree, 1, head.seq, verify::Link::of, |link| {
+        let decoded = store::decode_in_order_map(&self.shared.tree, 1, head.seq, |event, hash, _| verify::Link::of(event, hash), |link| {
             if let Err(f) = verifier.link_kept(&link) {
                 linked = Err(f);
                 return Err(corrupt(link.seq, "stop"));

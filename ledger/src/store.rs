@@ -6,7 +6,7 @@
 
 use crate::block::Block;
 use crate::{corrupt, keys, ReadError, VerifyFailure};
-use events::{Digest, RecordedEvent};
+use events::{Digest, Event, RecordedEvent};
 
 /// One stored event, not decoded: its seq, stored hash and canonical bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,15 +166,17 @@ const DECODE_CHUNK_EVENTS: usize = 1_024;
 const DECODE_CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Checks every event of `blocks` within `from..=to` ([`crate::check_record`]), in seq order,
-/// and keeps `map` of each with its seq.
-fn decode_chunk<T>(blocks: &[StoredBlock], from: u64, to: u64, map: &impl Fn(RecordedEvent) -> T) -> Result<Vec<(u64, T)>, ReadError> {
+/// and keeps `map` of each (the event, its hash, its bytes) with its seq.
+fn decode_chunk<T>(blocks: &[StoredBlock], from: u64, to: u64, map: &impl Fn(Event, Digest, &[u8]) -> T) -> Result<Vec<(u64, T)>, ReadError> {
     let mut out = Vec::with_capacity(DECODE_CHUNK_EVENTS * 2);
     for stored in blocks {
         let block = stored.parse()?;
         for i in 0..block.len() {
             let seq = stored.first + i as u64;
             if (from..=to).contains(&seq) {
-                out.push((seq, map(crate::check_record(seq, &block.hash(i), block.canonical(i)).map_err(ReadError::Corrupt)?)));
+                let (hash, canonical) = (block.hash(i), block.canonical(i));
+                let event = crate::verify::check_event(seq, &hash, canonical).map_err(ReadError::Corrupt)?;
+                out.push((seq, map(event, hash, canonical)));
             }
         }
     }
@@ -188,17 +190,18 @@ fn decode_chunk<T>(blocks: &[StoredBlock], from: u64, to: u64, map: &impl Fn(Rec
 /// per run of blocks on the rayon pool, at most [`DECODE_CHUNKS_IN_FLIGHT`] ahead of `each`.
 /// Stops at the first failure, of either.
 pub fn decode_in_order(tree: &sled::Tree, from: u64, to: u64, each: impl FnMut(RecordedEvent) -> Result<(), ReadError>) -> Result<(), ReadError> {
-    decode_in_order_map(tree, from, to, |recorded| recorded, each)
+    decode_in_order_map(tree, from, to, |event, hash, canonical: &[u8]| RecordedEvent { event, canonical: canonical.to_vec(), hash }, each)
 }
 
-/// [`decode_in_order`], handing `each` what `map` keeps of each event; `map` runs where the
-/// event was decoded, on the pool, so a consumer that needs little of each event (links,
-/// for `verify`) neither touches nor frees the rest on its own thread.
+/// [`decode_in_order`], handing `each` what `map` keeps of each event (given the decoded
+/// event, its hash and its bytes); `map` runs where the event was decoded, on the pool, so
+/// a consumer that needs little of each event (links, for `verify`) neither copies, touches
+/// nor frees the rest.
 pub fn decode_in_order_map<T: Send + 'static>(
     tree: &sled::Tree,
     from: u64,
     to: u64,
-    map: impl Fn(RecordedEvent) -> T + Send + Sync + Copy + 'static,
+    map: impl Fn(Event, Digest, &[u8]) -> T + Send + Sync + Copy + 'static,
     mut each: impl FnMut(T) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     type Decoded<T> = std::sync::mpsc::Receiver<Result<Vec<(u64, T)>, ReadError>>;

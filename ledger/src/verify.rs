@@ -101,8 +101,8 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn of(recorded: RecordedEvent) -> Link {
-        let RecordedEvent { event, hash, .. } = recorded;
+    /// The link facts of `event`, whose canonical bytes hash to `hash`.
+    pub fn of(event: events::Event, hash: Digest) -> Link {
         Link { seq: event.seq, hash, leaf: events::merkle::leaf_hash(&hash), prev_hash: event.prev_hash, stream: event.stream, version: event.version, recorded_at: event.recorded_at }
     }
 }
@@ -111,6 +111,12 @@ impl Link {
 /// strictly, and carry its seq. Independent of every other event, so verification runs
 /// them in parallel and links the results in order ([`ChainVerifier::link`]).
 pub fn check_record(seq: u64, stored_hash: &Digest, canonical: &[u8]) -> Result<RecordedEvent, VerifyFailure> {
+    let event = check_event(seq, stored_hash, canonical)?;
+    Ok(RecordedEvent { event, canonical: canonical.to_vec(), hash: *stored_hash })
+}
+
+/// [`check_record`] without keeping a copy of the bytes: the decoded event.
+pub fn check_event(seq: u64, stored_hash: &Digest, canonical: &[u8]) -> Result<events::Event, VerifyFailure> {
     let fail = |reason: String| VerifyFailure { seq, reason };
     let hash = Digest::of_event(canonical);
     if hash != *stored_hash {
@@ -120,5 +126,5 @@ pub fn check_record(seq: u64, stored_hash: &Digest, canonical: &[u8]) -> Result<
     if event.seq != seq {
         return Err(fail(format!("the event inside says seq {}", event.seq)));
     }
-    Ok(RecordedEvent { event, canonical: canonical.to_vec(), hash })
+    Ok(event)
 }
