@@ -318,12 +318,12 @@ fn verify_lines<R: Read + Send>(first: Option<String>, lines: BoundedLines<R>, k
                         BundleVerifier::check_event_line(next_seq + (k - i) as u64, line).map_err(LineFailure::Bundle)
                     })
                     .collect_into_vec(&mut checked);
-                for recorded in checked.drain(..) {
-                    let recorded = recorded.map_err(|f| match f {
+                for line in checked.drain(..) {
+                    let line = line.map_err(|f| match f {
                         LineFailure::Read(e) => e,
                         LineFailure::Bundle(f) => at_failure(&f),
                     })?;
-                    verifier.accept_event(&recorded).map_err(|f| at_failure(&f))?;
+                    verifier.accept_event(&line).map_err(|f| at_failure(&f))?;
                 }
                 i += n;
             }

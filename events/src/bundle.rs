@@ -261,6 +261,27 @@ pub fn verify_checkpoint(key: &VerifierKey, witnesses: Option<&WitnessPolicy>, n
     Ok((checkpoint, cosignatures))
 }
 
+/// What the in-order checks need of an event line checked on its own
+/// ([`BundleVerifier::check_event_line`]): a few dozen bytes, with its Merkle leaf already
+/// hashed, so that a caller checking lines on several threads hands the one thread that
+/// links them little to read and nothing to free.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedLine {
+    pub seq: u64,
+    pub hash: Digest,
+    pub prev_hash: Digest,
+    pub recorded_at: crate::Timestamp,
+    /// [`merkle::leaf_hash`] of `hash`.
+    pub leaf: Digest,
+}
+
+impl CheckedLine {
+    fn of(recorded: &RecordedEvent) -> CheckedLine {
+        let event = &recorded.event;
+        CheckedLine { seq: event.seq, hash: recorded.hash, prev_hash: event.prev_hash, recorded_at: event.recorded_at, leaf: merkle::leaf_hash(&recorded.hash) }
+    }
+}
+
 /// Verifies a bundle line by line, in O(log n) memory.
 pub struct BundleVerifier {
     key: Option<VerifierKey>,
@@ -344,49 +365,50 @@ impl BundleVerifier {
     /// decode, hash, JSON against the bytes): independent of every other line, so a caller
     /// may run them for many lines at once, then hand each result to
     /// [`BundleVerifier::accept_event`] in seq order.
-    pub fn check_event_line(seq: u64, line: &str) -> Result<RecordedEvent, BundleFailure> {
+    pub fn check_event_line(seq: u64, line: &str) -> Result<CheckedLine, BundleFailure> {
         let parsed: EventLineIn<'_> = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
         let fields = EventFields { line_seq: parsed.seq, hash: &parsed.hash, prev_hash: &parsed.prev_hash, canonical: &parsed.canonical, event: parsed.event.get() };
-        check_event_fields(seq, &fields)
+        check_event_fields(seq, &fields).map(|recorded| CheckedLine::of(&recorded))
     }
 
     /// The in-order checks of the next event (checked by [`BundleVerifier::check_event_line`]
     /// with the seq [`BundleVerifier::events_due`] gave): the link to the one before, time
     /// not going back, and the tree.
-    pub fn accept_event(&mut self, recorded: &RecordedEvent) -> Result<(), BundleFailure> {
-        let Some(header) = self.header.clone() else { return Err(general("an event line before the header")) };
-        if self.events_due().map(|(seq, _)| seq) != Some(recorded.seq()) {
-            return Err(at(recorded.seq(), "an event out of its place in the bundle"));
+    pub fn accept_event(&mut self, checked: &CheckedLine) -> Result<(), BundleFailure> {
+        let Some(from) = self.header.as_ref().map(|h| h.from) else { return Err(general("an event line before the header")) };
+        if self.events_due().map(|(seq, _)| seq) != Some(checked.seq) {
+            return Err(at(checked.seq, "an event out of its place in the bundle"));
         }
-        self.link(recorded, &header)
+        self.link(checked, from)
     }
 
     fn event(&mut self, line: &str, header: &Header) -> Result<(), BundleFailure> {
-        let recorded = Self::check_event_line(self.next_seq, line)?;
-        self.link(&recorded, header)
+        let checked = Self::check_event_line(self.next_seq, line)?;
+        self.link(&checked, header.from)
     }
 
-    fn link(&mut self, recorded: &RecordedEvent, header: &Header) -> Result<(), BundleFailure> {
+    /// `from`: the header's first seq.
+    fn link(&mut self, checked: &CheckedLine, from: u64) -> Result<(), BundleFailure> {
         let seq = self.next_seq;
-        let expected_prev = match (self.last_hash, header.from) {
+        let expected_prev = match (self.last_hash, from) {
             (Some(h), _) => Some(h),
             (None, 1) => Some(Digest::ZERO),
             (None, _) => None, // A range: the link to seq from-1 is proven by the proofs.
         };
-        if expected_prev.is_some_and(|p| p != recorded.event.prev_hash) {
+        if expected_prev.is_some_and(|p| p != checked.prev_hash) {
             return Err(at(seq, "prev_hash does not link to the previous event"));
         }
-        if self.last_recorded_at.is_some_and(|t| recorded.event.recorded_at < t) {
+        if self.last_recorded_at.is_some_and(|t| checked.recorded_at < t) {
             return Err(at(seq, "recorded_at goes back in time"));
         }
-        if header.from == 1 {
-            self.frontier.append(&recorded.hash);
+        if from == 1 {
+            self.frontier.push_leaf(checked.leaf, |_, _, _| {});
             if Some(seq) == self.root_at {
                 self.root_at_requested = Some(self.frontier.root());
             }
         }
-        self.last_hash = Some(recorded.hash);
-        self.last_recorded_at = Some(recorded.event.recorded_at);
+        self.last_hash = Some(checked.hash);
+        self.last_recorded_at = Some(checked.recorded_at);
         self.next_seq += 1;
         Ok(())
     }
