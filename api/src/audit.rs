@@ -247,13 +247,13 @@ fn read_batches<R: Read>(mut lines: BoundedLines<R>, tx: std::sync::mpsc::SyncSe
         let mut error = None;
         let mut at_end = false;
         while batch.len() < VERIFY_BATCH_LINES && batch.text.len() < VERIFY_BATCH_BYTES {
-            match lines.next_line() {
-                Ok(Some(line)) => match line.strip_suffix(b"\n") {
-                    Some(line) => {
-                        batch.text.extend_from_slice(line);
+            match lines.append_line(&mut batch.text) {
+                Ok(Some(_)) => match batch.text.last() {
+                    Some(b'\n') => {
+                        batch.text.pop();
                         batch.ends.push(batch.text.len());
                     }
-                    None => {
+                    _ => {
                         error = Some("the file does not end with a newline (cut off?)".to_string());
                         break;
                     }

@@ -264,8 +264,8 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                     })
                 }
                 None => {
-                    let parts = ledger.map_contracts(&at, |c| PortfolioRevenue::part(c, &at, g))?;
                     let mut report = PortfolioRevenue::new(at, g);
+                    let parts = ledger.map_contracts(&at, |c| report.part(c))?;
                     report.contracts.reserve_exact(parts.len());
                     for part in parts {
                         if let Some(part) = part.map_err(overflow)? {
@@ -470,4 +470,28 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
         }
     };
     finish(out, sections, || bytes(&json()), table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The portfolio's JSON written in ranges on the pool is its `Serialize`, byte for byte,
+    /// with no contract, with one, and with several ranges (the last one short), in several
+    /// currencies with amounts of every sign and size.
+    #[test]
+    fn portfolio_json_in_ranges_is_its_serialization() {
+        let at = AsOf::date(Date::parse("2027-03-31").unwrap());
+        for n in [0, 1, PORTFOLIO_ROWS_PER_TASK, 2 * PORTFOLIO_ROWS_PER_TASK + 7] {
+            let mut report = PortfolioRevenue::new(at, Granularity::Month);
+            for i in 0..n {
+                let currency = events::Currency::from_code(["USD", "JPY", "KWD"][i % 3]).unwrap();
+                let amount = (i as i128 - 500) * 1_000_003_i128.pow((i % 5) as u32);
+                let figures = projections::Figures { headline: amount, recognized: -amount, billed: i as i128, ..Default::default() };
+                report.contracts.push((ContractId::parse(&format!("c-{i:05}")).unwrap(), currency, figures));
+            }
+            let whole = serde_json::to_vec(&report).unwrap();
+            assert_eq!(String::from_utf8(portfolio_bytes(&report)).unwrap(), String::from_utf8(whole).unwrap(), "{n} contracts");
+        }
+    }
 }

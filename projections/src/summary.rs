@@ -357,4 +357,33 @@ mod tests {
         assert!(stored(r#"{"dates":["2026-01-02","2026-01-02"],"totals":[1,2]}"#).unwrap_err().contains("strictly increasing"));
         assert_eq!(Steps::of(vec![(d("2026-01-01"), i128::MAX), (d("2026-01-02"), 1)]), Err(Overflow));
     }
+
+    /// A contract longer than the month-end table (here 150 years) keeps no table: its
+    /// summary computes every period end, and still gives its state's revenue per period,
+    /// at month ends, mid-month, mid-quarter and long after its end.
+    #[test]
+    fn a_contract_past_the_month_end_table_computes_its_periods() {
+        let mut book = crate::Book::new();
+        let grant = r#"{"contract_id": "long", "type": "lease_granted", "effective_date": "2026-01-15", "data": {"provider": "P", "customer": "C", "currency": "USD", "term": {"start": "2026-02-01", "end": "2176-02-01"}, "cluster": {"site": "s", "gpu_model": "H100", "gpus": 8}, "headline": "1000000.00", "tranches": [{"id": "a", "amount": "900000.00", "window": {"start": "2026-02-01", "end": "2176-02-01"}, "firm": true}, {"id": "b", "amount": "100000.00", "window": {"start": "2030-01-01", "end": "2031-01-01"}, "milestone": "m"}]}}"#;
+        let proposal = events::Proposal::parse_json(grant.as_bytes()).unwrap();
+        let now = events::Timestamp::parse_rfc3339("2026-01-15T00:00:00Z").unwrap();
+        book.propose(&proposal, "test", now).unwrap();
+        let state = &book.contracts[&ContractId::parse("long").unwrap()];
+        let summary = state.summary().unwrap();
+        assert!(summary.month_ends.is_empty(), "150 years is past MONTH_ENDS_MAX months");
+        for date in ["2026-01-15", "2027-03-31", "2030-05-17", "2100-12-31", "2176-02-01", "2300-06-30"] {
+            let at = AsOf::date(d(date));
+            let from_summary = Contract::of_summary(&summary, &at).unwrap();
+            for granularity in [Granularity::Month, Granularity::Quarter] {
+                assert_eq!(from_summary.periods(&at, granularity).unwrap(), state.periods(&at, granularity).unwrap(), "{date} {granularity:?}");
+            }
+        }
+        // As of the last day of the calendar, the run holds the contract's months (and one
+        // past its last change), not the 96,000 months to year 9999.
+        let at = AsOf::date(d("9999-12-31"));
+        let run = Contract::of_summary(&summary, &at).unwrap().period_run(&at, Granularity::Month).unwrap().unwrap();
+        assert_eq!((run.first.to_string(), run.last.to_string(), run.recognized.len()), ("2026-01".into(), "9999-12".into(), 1 + 12 * 150 + 2));
+        // The firm tranche, all of it; the conditional one waits on a milestone never reached.
+        assert_eq!(run.recognized.iter().sum::<i128>(), 90_000_000);
+    }
 }

@@ -120,23 +120,24 @@ pub struct PeriodTotals {
 }
 
 impl PeriodTotals {
-    /// Adds a contract's revenue per period.
-    pub fn add(&mut self, run: &PeriodRun) -> Result<(), Overflow> {
-        if run.recognized.is_empty() {
+    /// Adds a contract's revenue per period. Crate-private: runs of one report end on one
+    /// period, which only the report's own parts guarantee.
+    pub(crate) fn add(&mut self, run: &PeriodRun) -> Result<(), Overflow> {
+        let span = run.last.index() - run.first.index() + 1;
+        let Some(first) = self.first else {
+            self.first = Some(run.first);
+            self.recognized = run.recognized.clone();
+            self.recognized.resize(span as usize, 0);
             return Ok(());
-        }
-        let first = *self.first.get_or_insert(run.first);
-        // Runs of one report end on one period; anything else is a bug, not a report to
-        // sum wrongly.
-        if !self.recognized.is_empty() {
-            assert_eq!(run.last(), Period::of_index(first.granularity, first.index() + self.recognized.len() as i64 - 1), "a report's periods end on the as-of date's");
-        }
-        if run.first < first || self.recognized.is_empty() {
-            let missing = run.recognized.len() - self.recognized.len();
+        };
+        // Anything else is a bug, not a report to sum wrongly.
+        assert_eq!(run.last, Period::of_index(first.granularity, first.index() + self.recognized.len() as i64 - 1), "a report's periods end on the as-of date's");
+        if run.first < first {
+            let missing = (first.index() - run.first.index()) as usize;
             self.recognized.splice(0..0, std::iter::repeat_n(0, missing));
             self.first = Some(run.first);
         }
-        let offset = self.recognized.len() - run.recognized.len();
+        let offset = self.recognized.len() - span as usize;
         for (slot, recognized) in self.recognized[offset..].iter_mut().zip(&run.recognized) {
             *slot = slot.checked_add(*recognized).ok_or(Overflow)?;
         }
@@ -161,13 +162,18 @@ impl PeriodTotals {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeriodRun {
     pub(crate) first: Period,
-    /// Never empty: `recognized[i]` is the revenue of the period `i` after `first`.
+    /// The as-of date's period.
+    pub(crate) last: Period,
+    /// `recognized[i]`: the revenue of the period `i` after `first`. Ends once revenue no
+    /// longer moves (the contract's last change): the periods after, up to `last`, have
+    /// none. So a run's length is the contract's, whatever the as-of date (a report as of
+    /// 9999-12-31 would otherwise hold 96,000 months per contract).
     pub(crate) recognized: Vec<i128>,
 }
 
 impl PeriodRun {
     pub fn last(&self) -> Period {
-        Period::of_index(self.first.granularity, self.first.index() + self.recognized.len() as i64 - 1)
+        self.last
     }
 
     /// The periods with their ends.
@@ -387,32 +393,28 @@ impl ContractState {
         }
         let first = granularity.period_of(start);
         let last = granularity.period_of(at.date);
-        // One allocation: the number of periods is known (a portfolio makes this list for
-        // every contract). At most 40,000 (quarters from year 1 to 9999).
-        let mut recognized = Vec::with_capacity(usize::try_from(last.index() - first.index() + 1).unwrap_or(0));
-        // Periods after the last change's add nothing: computed once.
+        // After the period of the last change, revenue no longer moves: the first period
+        // past it is the run's last entry (the periods after it have none).
         let moving_until = granularity.period_of(self.last_change());
-        let mut settled: Option<i128> = None;
+        let stop = last.min(moving_until.next().unwrap_or(moving_until));
+        // One allocation: the number of periods is known (a portfolio makes this list for
+        // every contract).
+        let mut recognized = Vec::with_capacity(usize::try_from(stop.index() - first.index() + 1).unwrap_or(0));
         let mut previous = 0i128;
         let mut period = first;
-        // One step per period; periods end at year 9999, so this loop does too.
+        // One step per period up to the contract's last change (and one past it), or the
+        // as-of date's if earlier; periods end at year 9999, so this loop does too.
         loop {
             let end = if period < last { PeriodEnd::Whole(period) } else { PeriodEnd::Cut { period, date: at.date, whole: at.date == last.last_day() } };
-            let by_end = match settled {
-                Some(r) => r,
-                None => recognized_by(end)?,
-            };
-            if period > moving_until {
-                settled = Some(by_end);
-            }
+            let by_end = recognized_by(end)?;
             recognized.push(by_end.checked_sub(previous).ok_or(Overflow)?);
             previous = by_end;
-            if period == last {
+            if period >= stop {
                 break;
             }
             period = period.next().expect("a period before another has a next");
         }
-        Ok(Some(PeriodRun { first, recognized }))
+        Ok(Some(PeriodRun { first, last, recognized }))
     }
 
     /// The whole contract at a point of view.
@@ -622,11 +624,12 @@ mod tests {
     /// contracts'; the last period ends on the as-of date.
     #[test]
     fn period_totals_sum_runs_that_end_together_in_any_order() {
-        let run = |from: &str, recognized: &[i128]| PeriodRun { first: Granularity::Month.period_of(Date::parse(from).unwrap()), recognized: recognized.to_vec() };
+        let as_of_period = Granularity::Month.period_of(Date::parse("2026-05-10").unwrap());
+        let run = |from: &str, recognized: &[i128]| PeriodRun { first: Granularity::Month.period_of(Date::parse(from).unwrap()), last: as_of_period, recognized: recognized.to_vec() };
         let as_of = Date::parse("2026-05-10").unwrap();
         let mut totals = PeriodTotals::default();
         totals.add(&run("2026-03-01", &[1, 2, 3])).unwrap();
-        totals.add(&run("2025-12-01", &[10, 20, 0, 0, 10, 0])).unwrap();
+        totals.add(&run("2025-12-01", &[10, 20, 0, 0, 10])).unwrap();
         totals.add(&run("2026-04-01", &[100, 200])).unwrap();
         totals.add(&run("2026-05-01", &[-5])).unwrap();
         let got: Vec<String> = totals.iter(as_of).map(|(p, end, r)| format!("{p} {end} {r}")).collect();
@@ -634,11 +637,13 @@ mod tests {
         // A contract's periods are the same walk.
         let one: Vec<String> = run("2026-03-01", &[1, 2, 3]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
         assert_eq!(one, ["2026-03 2026-03-31 1", "2026-04 2026-04-30 2", "2026-05 2026-05-10 3"]);
-        assert_eq!(run("2026-05-01", &[1, 3]).last(), Granularity::Month.period_of(Date::parse("2026-06-30").unwrap()));
+        // A run that stopped (nothing moves after its first entry) has none in later periods.
+        let stopped: Vec<String> = run("2026-02-01", &[7]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
+        assert_eq!(stopped, ["2026-02 2026-02-28 7", "2026-03 2026-03-31 0", "2026-04 2026-04-30 0", "2026-05 2026-05-10 0"]);
 
         let mut full = PeriodTotals::default();
-        full.add(&run("2026-01-01", &[i128::MAX])).unwrap();
-        assert_eq!(full.add(&run("2026-01-01", &[1])), Err(Overflow));
+        full.add(&run("2026-05-01", &[i128::MAX])).unwrap();
+        assert_eq!(full.add(&run("2026-05-01", &[1])), Err(Overflow));
     }
 
     /// Runs of one report end on one period: a run that does not is a bug, stopped.
@@ -647,7 +652,7 @@ mod tests {
     fn period_totals_refuse_runs_that_end_apart() {
         let mut totals = PeriodTotals::default();
         let month = Granularity::Month.period_of(Date::parse("2026-01-01").unwrap());
-        totals.add(&PeriodRun { first: month, recognized: vec![1, 2] }).unwrap();
-        let _ = totals.add(&PeriodRun { first: month, recognized: vec![1] });
+        totals.add(&PeriodRun { first: month, last: month.next().unwrap(), recognized: vec![1, 2] }).unwrap();
+        let _ = totals.add(&PeriodRun { first: month, last: month, recognized: vec![1] });
     }
 }

@@ -623,31 +623,12 @@ fn read_summaries_ahead(ledger: &Arc<Ledger>) {
     let ledger = ledger.clone();
     let started = std::thread::Builder::new().name("summaries-ahead".into()).spawn(move || {
         let began = std::time::Instant::now();
-        // Below requests: reading ahead only saves the first portfolio report some work.
-        if let Err(e) = lower_this_threads_priority() {
-            tracing::warn!("cannot lower the priority of the thread reading summaries ahead ({e})");
-        }
         ledger.read_summaries_ahead();
         tracing::info!(contracts = ledger.contract_count(), ms = began.elapsed().as_millis() as u64, "read the contracts' summaries ahead");
     });
     if let Err(e) = started {
         tracing::warn!("cannot start a thread to read summaries ahead ({e}); the first portfolio report reads them");
     }
-}
-
-/// Gives the calling thread a nice value of 10 (on Linux a thread's own attribute), so
-/// that the scheduler runs request threads first.
-fn lower_this_threads_priority() -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions; setpriority changes only the nice value of
-        // the thread it names, this one.
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Runs the server until SIGTERM or SIGINT; then stops taking requests, finishes the ones in

@@ -803,8 +803,10 @@ pub struct ContractPart {
     pub contract_id: ContractId,
     pub currency: Currency,
     pub figures: Figures,
-    /// Revenue per period (`None`: the contract has no periods yet).
-    pub periods: Option<PeriodRun>,
+    /// Revenue per period (`None`: the contract has no periods yet). Private: a part is
+    /// made by [`PortfolioRevenue::part`] only, so its periods end on its report's as-of
+    /// date's.
+    pub(crate) periods: Option<PeriodRun>,
 }
 
 /// `GET /v1/portfolio`: totals per currency with revenue per period, and every contract's
@@ -815,7 +817,7 @@ pub struct PortfolioRevenue {
     pub granularity: Granularity,
     pub portfolio: Portfolio,
     pub contracts: Vec<(ContractId, Currency, Figures)>,
-    /// Per currency, per period: (period end, recognized).
+    /// Per currency, the revenue of each period (their ends follow from `at`).
     pub periods: BTreeMap<Currency, PeriodTotals>,
 }
 
@@ -906,7 +908,7 @@ impl PortfolioRevenue {
 
     /// Adds a contract (skipped if not known at K), from its summary or its state.
     pub fn add(&mut self, contract: Contract<'_>) -> Result<(), Overflow> {
-        match PortfolioRevenue::part(contract, &self.at, self.granularity)? {
+        match self.part(contract)? {
             Some(part) => self.absorb(part),
             None => Ok(()),
         }
@@ -914,7 +916,8 @@ impl PortfolioRevenue {
 
     /// What one contract adds to the report (`None` if not known at K): a pure function of
     /// the contract, so contracts can be read in parallel and absorbed in order.
-    pub fn part(contract: Contract<'_>, at: &AsOf, granularity: Granularity) -> Result<Option<ContractPart>, Overflow> {
+    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractPart>, Overflow> {
+        let (at, granularity) = (&self.at, self.granularity);
         if !contract.known_at(at.known_at) {
             return Ok(None);
         }
@@ -927,6 +930,9 @@ impl PortfolioRevenue {
     }
 
     /// Adds a contract's part (in contract order).
+    ///
+    /// # Panics
+    /// If the part is another report's, of another as-of date or granularity: a bug.
     pub fn absorb(&mut self, part: ContractPart) -> Result<(), Overflow> {
         let ContractPart { contract_id, currency, figures: f, periods: contract_periods } = part;
         self.portfolio.add_figures(currency, &f)?;
