@@ -244,8 +244,7 @@ impl Summary {
         self.core.figures_with(at, Billing { billed: self.billed.at(at.date), collected: self.collected.at(at.date) })
     }
 
-    /// Revenue per period, equal to its state's (revenue does not depend on
-    /// billing).
+    /// Revenue per period, equal to its state's (revenue does not depend on billing).
     fn period_run(&self, at: &AsOf, granularity: Granularity) -> Result<Option<PeriodRun>, Overflow> {
         assert!(self.answers(at), "a summary answers only for points of view that see all of its contract");
         // `at` sees every event: revenue by the end of a month is the table's.
@@ -324,7 +323,7 @@ impl<'a> Contract<'a> {
     }
 
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.period_run(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+        Ok(self.period_run(at, granularity)?.map(|run| run.periods(at.date)).unwrap_or_default())
     }
 
     /// Revenue per period without the periods' ends (`None` where there are none): what a

@@ -123,13 +123,11 @@ impl PeriodTotals {
     /// Adds a contract's revenue per period. Crate-private: runs of one report end on one
     /// period, which only the report's own parts guarantee.
     pub(crate) fn add(&mut self, run: &PeriodRun) -> Result<(), Overflow> {
-        let span = run.last.index() - run.first.index() + 1;
         let Some(first) = self.first else {
-            self.first = Some(run.first);
-            self.recognized = run.recognized.clone();
-            self.recognized.resize(span as usize, 0);
+            *self = PeriodTotals::of(run);
             return Ok(());
         };
+        let span = run.last.index() - run.first.index() + 1;
         // Anything else is a bug, not a report to sum wrongly.
         assert_eq!(run.last, Period::of_index(first.granularity, first.index() + self.recognized.len() as i64 - 1), "a report's periods end on the as-of date's");
         if run.first < first {
@@ -142,6 +140,14 @@ impl PeriodTotals {
             *slot = slot.checked_add(*recognized).ok_or(Overflow)?;
         }
         Ok(())
+    }
+
+    /// The totals of one contract's run: its revenue in every period from its first to the
+    /// as-of date's (none after the run's entries end).
+    fn of(run: &PeriodRun) -> PeriodTotals {
+        let mut recognized = run.recognized.clone();
+        recognized.resize((run.last.index() - run.first.index() + 1) as usize, 0);
+        PeriodTotals { first: Some(run.first), recognized }
     }
 
     /// Each period, in order: (period, its last day counted, the sum), the last cut at
@@ -172,15 +178,9 @@ pub struct PeriodRun {
 }
 
 impl PeriodRun {
-    pub fn last(&self) -> Period {
-        self.last
-    }
-
     /// The periods with their ends.
-    pub fn periods(&self, as_of: Date) -> Result<Vec<PeriodRevenue>, Overflow> {
-        let mut totals = PeriodTotals::default();
-        totals.add(self)?;
-        Ok(totals.iter(as_of).map(|(period, end, recognized)| PeriodRevenue { period, end, recognized }).collect())
+    pub fn periods(&self, as_of: Date) -> Vec<PeriodRevenue> {
+        PeriodTotals::of(self).iter(as_of).map(|(period, end, recognized)| PeriodRevenue { period, end, recognized }).collect()
     }
 }
 
@@ -361,7 +361,7 @@ impl ContractState {
     /// D, the last cut at D. `recognized(B) - recognized(A)` for each `(A, B]`, so the
     /// periods always add up to the recognized total at D.
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
-        self.period_run(at, granularity)?.map_or(Ok(vec![]), |c| c.periods(at.date))
+        crate::Contract::state(self).periods(at, granularity)
     }
 
     /// Revenue per period without the periods' ends (`None` where there are none): what a
@@ -635,10 +635,10 @@ mod tests {
         let got: Vec<String> = totals.iter(as_of).map(|(p, end, r)| format!("{p} {end} {r}")).collect();
         assert_eq!(got, ["2025-12 2025-12-31 10", "2026-01 2026-01-31 20", "2026-02 2026-02-28 0", "2026-03 2026-03-31 1", "2026-04 2026-04-30 112", "2026-05 2026-05-10 198"]);
         // A contract's periods are the same walk.
-        let one: Vec<String> = run("2026-03-01", &[1, 2, 3]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
+        let one: Vec<String> = run("2026-03-01", &[1, 2, 3]).periods(as_of).iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
         assert_eq!(one, ["2026-03 2026-03-31 1", "2026-04 2026-04-30 2", "2026-05 2026-05-10 3"]);
         // A run that stopped (nothing moves after its first entry) has none in later periods.
-        let stopped: Vec<String> = run("2026-02-01", &[7]).periods(as_of).unwrap().iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
+        let stopped: Vec<String> = run("2026-02-01", &[7]).periods(as_of).iter().map(|p| format!("{} {} {}", p.period, p.end, p.recognized)).collect();
         assert_eq!(stopped, ["2026-02 2026-02-28 7", "2026-03 2026-03-31 0", "2026-04 2026-04-30 0", "2026-05 2026-05-10 0"]);
 
         let mut full = PeriodTotals::default();
