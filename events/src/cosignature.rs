@@ -194,14 +194,15 @@ impl WitnessPolicy {
     }
 }
 
-/// Adds `cosignatures` to a note, keeping one line per key (a newer line of the same key
-/// replaces the older one) and every line already there. The caller has verified them.
+/// Adds `cosignatures` to a note, one line per key. Every line already there stays as it
+/// is, and a later line of a key already there is dropped: a kept note only ever gains
+/// lines (a witness asked again cosigns with a newer timestamp, and replacing its kept
+/// line would edit what was stored). The caller has verified them.
 pub fn attach(note: &Note, cosignatures: &[NoteSignature]) -> Note {
     let mut out = note.clone();
     for c in cosignatures {
-        match out.signatures.iter_mut().find(|s| s.name == c.name && s.key_id == c.key_id) {
-            Some(existing) => *existing = c.clone(),
-            None => out.signatures.push(c.clone()),
+        if !out.signatures.iter().any(|s| s.name == c.name && s.key_id == c.key_id) {
+            out.signatures.push(c.clone());
         }
     }
     out
@@ -237,9 +238,13 @@ mod tests {
         let err = WitnessPolicy::new(keys.clone(), 3).unwrap().check(&note).unwrap_err();
         assert!(matches!(err, CosignatureError::BelowQuorum { valid: 2, required: 3, .. }), "{err}");
         // The same cosignature twice counts once.
-        let twice = attach(&Note::parse(&signer.sign(&checkpoint)).unwrap(), &[a.cosign(&checkpoint, 1), a.cosign(&checkpoint, 2)]);
-        assert_eq!(twice.signatures.len(), 2, "the newer line replaced the older: {twice}");
+        let first = a.cosign(&checkpoint, 1);
+        let twice = attach(&Note::parse(&signer.sign(&checkpoint)).unwrap(), &[first.clone(), a.cosign(&checkpoint, 2)]);
+        assert_eq!(twice.signatures.len(), 2, "one line per key: {twice}");
+        assert_eq!(twice.signatures[1], first, "the line already there stays: {twice}");
         assert!(WitnessPolicy::new(keys.clone(), 2).unwrap().check(&twice).is_err());
+        // Attaching a newer line of a key already on a note keeps the note as it was.
+        assert_eq!(attach(&twice, &[a.cosign(&checkpoint, 3)]), twice);
         // Policies: no duplicates, a reachable quorum.
         assert!(WitnessPolicy::new(vec![a.verifier(), a.verifier()], 1).is_err());
         assert!(WitnessPolicy::new(keys.clone(), 0).is_err());

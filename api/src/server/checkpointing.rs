@@ -84,9 +84,12 @@ impl Cosigning {
         &self.policy
     }
 
-    /// Asks every witness to cosign `issued`; returns the valid cosignature lines.
-    async fn collect(&self, ledger: &Arc<Ledger>, issued: &Issued) -> Vec<NoteSignature> {
-        let requests = self.witnesses.iter().map(|w| async move {
+    /// Asks every witness whose line is not on `note` yet to cosign `issued`; returns the
+    /// valid cosignature lines. One already there is not asked again: it would cosign with
+    /// a newer timestamp, and the kept note keeps the line it has.
+    async fn collect(&self, ledger: &Arc<Ledger>, issued: &Issued, note: &Note) -> Vec<NoteSignature> {
+        let missing = self.witnesses.iter().filter(|w| !note.signatures.iter().any(|s| w.key.signed(s)));
+        let requests = missing.map(|w| async move {
             let outcome = w.cosign(&self.http, ledger, issued).await;
             let label = match &outcome {
                 Ok(_) => "cosigned",
@@ -230,11 +233,11 @@ impl Checkpointing {
         if quorum {
             return Ok(Round { issued, quorum });
         }
-        let lines = cosigning.collect(ledger, &issued).await;
+        let note = Note::parse(&issued.note)?;
+        let lines = cosigning.collect(ledger, &issued, &note).await;
         if lines.is_empty() {
             return Ok(Round { issued, quorum: false });
         }
-        let note = Note::parse(&issued.note)?;
         let cosigned = cosignature::attach(&note, &lines).to_string();
         let ledger2 = ledger.clone();
         let issued = match tokio::task::spawn_blocking(move || ledger2.attach_cosignatures(&cosigned)).await {
