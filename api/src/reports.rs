@@ -343,7 +343,8 @@ fn corrections(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]
             recorded.insert(seq, e.event.recorded_at);
         }
     }
-    finish(out, sections, || bytes(&report.json(&recorded)), |s| report.table(s, &recorded))
+    report.recorded(recorded);
+    finish(out, sections, || bytes(&report), |s| report.table(s))
 }
 
 /// One `period_closed` event.

@@ -3,8 +3,8 @@
 //! contract (`add`), then read as JSON (`json`) or as CSV sections (`tables`): the HTTP API
 //! and `cledger report` call exactly these, so they print the same shapes.
 
-use super::{figure_pairs, figures_fields, money, Table};
-use crate::close::{waterfall_columns, Bucket, Correction, Line, Rollforward, RpoDisclosure, Schedule, Walk, Walked};
+use super::{figure_pairs, figures_fields, Table};
+use crate::close::{waterfall_columns, Bucket, Cause, Correction, Line, Rollforward, RpoDisclosure, Schedule, Walk, Walked};
 use crate::figures::{Figures, Overflow};
 use crate::state::{AsOf, ContractState};
 use crate::summary::Contract;
@@ -640,7 +640,21 @@ pub struct CorrectionsReport {
     pub from_known_at: u64,
     pub to_known_at: u64,
     pub granularity: Granularity,
-    pub rows: Vec<(ContractId, Currency, Correction)>,
+    pub rows: Vec<CorrectionRow>,
+    /// Per currency: the rows and the sum of their deltas (checked as rows are added).
+    totals: BTreeMap<Currency, (u64, i128)>,
+    /// When each cause was recorded ([`CorrectionsReport::recorded`]).
+    recorded: BTreeMap<u64, Timestamp>,
+}
+
+/// One contract's correction of one period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorrectionRow {
+    pub contract_id: ContractId,
+    pub currency: Currency,
+    pub correction: Correction,
+    /// `after - before`.
+    pub delta: i128,
 }
 
 /// The UTC calendar date of a server timestamp.
@@ -650,113 +664,150 @@ pub fn utc_date(t: Timestamp) -> Option<Date> {
 
 impl CorrectionsReport {
     pub fn new(as_of: Date, from_known_at: u64, to_known_at: u64, granularity: Granularity) -> CorrectionsReport {
-        CorrectionsReport { as_of, from_known_at, to_known_at, granularity, rows: vec![] }
+        CorrectionsReport { as_of, from_known_at, to_known_at, granularity, rows: vec![], totals: BTreeMap::new(), recorded: BTreeMap::new() }
     }
 
     pub fn add(&mut self, state: &ContractState) -> Result<(), Overflow> {
         if !state.known_at(self.to_known_at) {
             return Ok(());
         }
-        for c in state.corrections(self.as_of, self.from_known_at, self.to_known_at, self.granularity)? {
-            self.rows.push((state.contract_id.clone(), state.currency(), c));
+        let currency = state.currency();
+        for correction in state.corrections(self.as_of, self.from_known_at, self.to_known_at, self.granularity)? {
+            let delta = correction.after.checked_sub(correction.before).ok_or(Overflow)?;
+            let total = self.totals.entry(currency).or_default();
+            total.0 += 1;
+            total.1 = add(total.1, delta)?;
+            self.rows.push(CorrectionRow { contract_id: state.contract_id.clone(), currency, correction, delta });
         }
         Ok(())
     }
 
-    /// The seqs that caused corrections: the caller looks up when each was recorded.
+    /// The seqs that caused corrections: the caller looks up when each was recorded and
+    /// hands them to [`CorrectionsReport::recorded`].
     pub fn seqs(&self) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self.rows.iter().flat_map(|(_, _, c)| c.causes.iter().map(|x| x.seq)).collect();
+        let mut seqs: Vec<u64> = self.rows.iter().flat_map(|r| r.correction.causes.iter().map(|x| x.seq)).collect();
         seqs.sort_unstable();
         seqs.dedup();
         seqs
     }
 
-    /// The period a correction was posted in: the one holding the UTC date its last cause
-    /// was recorded.
-    fn posted_in(&self, seq: u64, recorded: &BTreeMap<u64, Timestamp>) -> Option<String> {
-        recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).to_string())
+    /// When each of [`CorrectionsReport::seqs`] was recorded (its `recorded_at`): the
+    /// periods corrections were posted in.
+    pub fn recorded(&mut self, recorded: BTreeMap<u64, Timestamp>) {
+        self.recorded = recorded;
     }
 
-    /// `GET /v1/corrections`; `recorded` maps each of [`CorrectionsReport::seqs`] to its
-    /// `recorded_at`.
-    pub fn json(&self, recorded: &BTreeMap<u64, Timestamp>) -> Value {
-        let mut totals: BTreeMap<Currency, (u64, i128)> = BTreeMap::new();
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|(id, c, x)| {
-                let delta = x.after - x.before;
-                let t = totals.entry(*c).or_default();
-                t.0 += 1;
-                t.1 = t.1.saturating_add(delta);
-                json!({
-                    "contract_id": id.as_str(),
-                    "currency": c.code(),
-                    "period": x.period,
-                    "period_end": x.period_end.to_string(),
-                    "before": money(x.before, *c),
-                    "after": money(x.after, *c),
-                    "delta": money(delta, *c),
-                    "posted_in": x.causes.last().and_then(|l| self.posted_in(l.seq, recorded)),
-                    "caused_by": x.causes.iter().map(|cause| json!({
-                        "seq": cause.seq,
-                        "type": cause.kind.as_str(),
-                        "effective_date": cause.effective_date.to_string(),
-                        "recorded_at": recorded.get(&cause.seq).map(|t| t.to_rfc3339()),
-                        "posted_in": self.posted_in(cause.seq, recorded),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({
-            "as_of": self.as_of.to_string(),
-            "from_known_at": self.from_known_at,
-            "to_known_at": self.to_known_at,
-            "granularity": granularity_str(self.granularity),
-            "totals": totals.iter().map(|(c, (n, delta))| json!({"currency": c.code(), "corrections": n, "delta": money(*delta, *c)})).collect::<Vec<_>>(),
-            "corrections": rows,
-        })
+    /// The period a correction was posted in: the one holding the UTC date its last cause
+    /// was recorded.
+    fn posted_in(&self, seq: u64) -> Option<String> {
+        self.recorded.get(&seq).copied().and_then(utc_date).map(|d| self.granularity.period_of(d).to_string())
+    }
+
+    /// `GET /v1/corrections`, as a `Value` (the HTTP API serializes the report itself).
+    pub fn json(&self) -> Value {
+        to_value(self)
     }
 
     /// CSV sections `rows` and `totals`.
-    pub fn table(&self, section: &str, recorded: &BTreeMap<u64, Timestamp>) -> Option<Table> {
+    pub fn table(&self, section: &str) -> Option<Table> {
         let pov = [self.as_of.to_string(), self.from_known_at.to_string(), self.to_known_at.to_string()];
-        let mut rows = Table::new(
-            "rows",
-            &["contract_id", "currency", "as_of", "from_known_at", "to_known_at", "period", "period_end", "posted_in", "before", "after", "delta", "seqs"],
-        );
-        let mut totals: BTreeMap<Currency, (u64, i128)> = BTreeMap::new();
-        for (id, c, x) in &self.rows {
-            let delta = x.after - x.before;
-            let t = totals.entry(*c).or_default();
-            t.0 += 1;
-            t.1 = t.1.saturating_add(delta);
-            let seqs: Vec<String> = x.causes.iter().map(|c| c.seq.to_string()).collect();
-            let mut cells = vec![id.to_string(), c.to_string()];
-            cells.extend(pov.iter().cloned());
-            cells.extend([
-                x.period.to_string(),
-                x.period_end.to_string(),
-                x.causes.last().and_then(|l| self.posted_in(l.seq, recorded)).unwrap_or_default(),
-                amount(x.before, *c),
-                amount(x.after, *c),
-                amount(delta, *c),
-                seqs.join(" "),
-            ]);
-            rows.push(cells);
-        }
-        let mut total_table = Table::new("totals", &["currency", "as_of", "from_known_at", "to_known_at", "corrections", "delta"]);
-        for (c, (n, delta)) in totals {
-            let mut cells = vec![c.to_string()];
-            cells.extend(pov.iter().cloned());
-            cells.extend([n.to_string(), amount(delta, c)]);
-            total_table.push(cells);
-        }
         match section {
-            "rows" => Some(rows),
-            "totals" => Some(total_table),
+            "rows" => {
+                let mut rows = Table::new(
+                    "rows",
+                    &["contract_id", "currency", "as_of", "from_known_at", "to_known_at", "period", "period_end", "posted_in", "before", "after", "delta", "seqs"],
+                );
+                for r in &self.rows {
+                    let (x, c) = (&r.correction, r.currency);
+                    let seqs: Vec<String> = x.causes.iter().map(|c| c.seq.to_string()).collect();
+                    let mut cells = vec![r.contract_id.to_string(), c.to_string()];
+                    cells.extend(pov.iter().cloned());
+                    cells.extend([
+                        x.period.to_string(),
+                        x.period_end.to_string(),
+                        x.causes.last().and_then(|l| self.posted_in(l.seq)).unwrap_or_default(),
+                        amount(x.before, c),
+                        amount(x.after, c),
+                        amount(r.delta, c),
+                        seqs.join(" "),
+                    ]);
+                    rows.push(cells);
+                }
+                Some(rows)
+            }
+            "totals" => {
+                let mut totals = Table::new("totals", &["currency", "as_of", "from_known_at", "to_known_at", "corrections", "delta"]);
+                for (c, (n, delta)) in &self.totals {
+                    let mut cells = vec![c.to_string()];
+                    cells.extend(pov.iter().cloned());
+                    cells.extend([n.to_string(), amount(*delta, *c)]);
+                    totals.push(cells);
+                }
+                Some(totals)
+            }
             _ => None,
         }
+    }
+}
+
+/// One row of the corrections' JSON.
+struct CorrectionOut<'a>(&'a CorrectionsReport, &'a CorrectionRow);
+
+impl Serialize for CorrectionOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (report, r) = (self.0, self.1);
+        let (x, c) = (&r.correction, r.currency);
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("contract_id", r.contract_id.as_str())?;
+        m.serialize_entry("currency", c.code())?;
+        m.serialize_entry("period", &x.period)?;
+        m.serialize_entry("period_end", &x.period_end.to_string())?;
+        m.serialize_entry("before", &Amount(x.before, c))?;
+        m.serialize_entry("after", &Amount(x.after, c))?;
+        m.serialize_entry("delta", &Amount(r.delta, c))?;
+        m.serialize_entry("posted_in", &x.causes.last().and_then(|l| report.posted_in(l.seq)))?;
+        m.serialize_entry("caused_by", &x.causes.iter().map(|cause| CauseOut(report, cause)).collect::<Vec<_>>())?;
+        m.end()
+    }
+}
+
+struct CauseOut<'a>(&'a CorrectionsReport, &'a Cause);
+
+impl Serialize for CauseOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (report, cause) = (self.0, self.1);
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("seq", &cause.seq)?;
+        m.serialize_entry("type", cause.kind.as_str())?;
+        m.serialize_entry("effective_date", &cause.effective_date.to_string())?;
+        m.serialize_entry("recorded_at", &report.recorded.get(&cause.seq).map(|t| t.to_rfc3339()))?;
+        m.serialize_entry("posted_in", &report.posted_in(cause.seq))?;
+        m.end()
+    }
+}
+
+struct CorrectionTotal(Currency, u64, i128);
+
+impl Serialize for CorrectionTotal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("currency", self.0.code())?;
+        m.serialize_entry("corrections", &self.1)?;
+        m.serialize_entry("delta", &Amount(self.2, self.0))?;
+        m.end()
+    }
+}
+
+impl Serialize for CorrectionsReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("as_of", &self.as_of.to_string())?;
+        m.serialize_entry("from_known_at", &self.from_known_at)?;
+        m.serialize_entry("to_known_at", &self.to_known_at)?;
+        m.serialize_entry("granularity", granularity_str(self.granularity))?;
+        m.serialize_entry("totals", &self.totals.iter().map(|(c, (n, delta))| CorrectionTotal(*c, *n, *delta)).collect::<Vec<_>>())?;
+        m.serialize_entry("corrections", &self.rows.iter().map(|r| CorrectionOut(self, r)).collect::<Vec<_>>())?;
+        m.end()
     }
 }
 
