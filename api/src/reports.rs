@@ -184,8 +184,31 @@ fn each(ledger: &Ledger, at: &AsOf, mut f: impl FnMut(&ContractState) -> Result<
     failed.map_or(Ok(()), |e| Err(overflow(e)))
 }
 
-fn one<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(&ContractState) -> Result<R, Overflow>) -> Result<R, ApiError> {
-    ledger.with_contract(id, at, f)?.ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
+/// One contract's report as [`Ledger::with_contract_as_reported`] reads it (its summary
+/// where that answers).
+fn reported<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(projections::Contract<'_>) -> Result<R, Overflow>) -> Result<R, ApiError> {
+    ledger.with_contract_as_reported(id, at, f)?.ok_or_else(|| unknown_contract(id, at.known_at))?.map_err(overflow)
+}
+
+
+/// What every contract adds to a portfolio report, in contract order: `part` runs on every
+/// core, on each contract's summary where it answers for `at` (else its state,
+/// [`Ledger::map_contracts`]); contracts that take no part give `None` and are left out.
+fn parts<P: Send>(ledger: &Ledger, at: &AsOf, part: impl Fn(projections::Contract<'_>) -> Result<Option<P>, Overflow> + Sync) -> Result<Vec<P>, ApiError> {
+    let mut out = vec![];
+    for p in ledger.map_contracts(at, part)? {
+        out.extend(p.map_err(overflow)?);
+    }
+    Ok(out)
+}
+
+/// The portfolio rollforward for (`from`, `to`] (they share `known_at`).
+fn rollforward(ledger: &Ledger, from: AsOf, to: AsOf) -> Result<PortfolioRollforward, ApiError> {
+    let mut report = PortfolioRollforward::new(from, to);
+    for part in parts(ledger, &to, |c| report.part(c))? {
+        report.absorb(part).map_err(overflow)?;
+    }
+    Ok(report)
 }
 
 /// A report's JSON, serialized straight from its `Serialize` impl (no `Value` tree).
@@ -248,29 +271,24 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             match contract {
                 Some(id) => {
                     // Figures and periods only: the contract's summary answers at the head.
-                    let (json, tables) = ledger
-                        .with_contract_as_reported(id, &at, |c| -> Result<_, projections::Overflow> {
-                            let json = if *out == Output::Json { Some(revenue_json(c, &at, g)?) } else { None };
-                            let mut tables = vec![];
-                            for section in sections {
-                                tables.push(revenue_table(c, &at, g, section)?);
-                            }
-                            Ok((json, tables))
-                        })?
-                        .ok_or_else(|| unknown_contract(id, at.known_at))?
-                        .map_err(overflow)?;
+                    let (json, tables) = reported(ledger, id, &at, |c| {
+                        let json = if *out == Output::Json { Some(revenue_json(c, &at, g)?) } else { None };
+                        let mut tables = vec![];
+                        for section in sections {
+                            tables.push(revenue_table(c, &at, g, section)?);
+                        }
+                        Ok((json, tables))
+                    })?;
                     finish(out, sections, || bytes(&json.unwrap_or_default()), |section| {
                         sections.iter().position(|s| *s == section).and_then(|i| tables[i].clone())
                     })
                 }
                 None => {
                     let mut report = PortfolioRevenue::new(at, g);
-                    let parts = ledger.map_contracts(&at, |c| report.part(c))?;
+                    let parts = parts(ledger, &at, |c| report.part(c))?;
                     report.contracts.reserve_exact(parts.len());
                     for part in parts {
-                        if let Some(part) = part.map_err(overflow)? {
-                            report.absorb(part).map_err(overflow)?;
-                        }
+                        report.absorb(part).map_err(overflow)?;
                     }
                     finish(out, sections, || portfolio_bytes(&report), |s| report.table(s))
                 }
@@ -286,12 +304,11 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             let start = end.with_date(from);
             match contract {
                 Some(id) => {
-                    let r = one(ledger, id, &end, |s| ContractRollforward::of(s, &start, &end))?;
+                    let r = reported(ledger, id, &end, |c| ContractRollforward::of(c, &start, &end))?;
                     finish(out, sections, || bytes(&r), |s| r.table(s))
                 }
                 None => {
-                    let mut report = PortfolioRollforward::new(start, end);
-                    each(ledger, &end, |s| report.add(s))?;
+                    let report = rollforward(ledger, start, end)?;
                     finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
@@ -300,12 +317,14 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
             let at = point_of_view(ledger, params.date("as_of")?.unwrap_or_else(today), params, "known_at")?;
             match contract {
                 Some(id) => {
-                    let r = one(ledger, id, &at, |s| ContractRpo::of(s, &at))?;
+                    let r = reported(ledger, id, &at, |c| ContractRpo::of(c, &at))?;
                     finish(out, sections, || bytes(&r), |s| r.table(s))
                 }
                 None => {
                     let mut report = PortfolioRpo::new(at);
-                    each(ledger, &at, |s| report.add(s))?;
+                    for part in parts(ledger, &at, |c| report.part(c))? {
+                        report.absorb(part).map_err(overflow)?;
+                    }
                     finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
@@ -313,7 +332,9 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
         Kind::Waterfall => {
             let at = point_of_view(ledger, params.date("as_of")?.unwrap_or_else(today), params, "known_at")?;
             let mut builder = WaterfallBuilder::new(at, granularity(params)?);
-            each(ledger, &at, |s| builder.add(s))?;
+            for part in parts(ledger, &at, |c| builder.part(c))? {
+                builder.absorb(part);
+            }
             let waterfall = builder.finish().map_err(overflow)?;
             finish(out, sections, || bytes(&waterfall), |s| waterfall.table(s))
         }
@@ -414,8 +435,7 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
         blockers.push(("period_not_ended", format!("the period ending {period_end} has not ended: today is {today} (UTC)")));
     }
     // The window opens after the last close, or on the first grant's date.
-    let mut first_grant: Option<Date> = None;
-    ledger.for_each_contract(&at, |s| first_grant = Some(first_grant.map_or(s.grant.origin.date, |d| d.min(s.grant.origin.date))))?;
+    let first_grant = ledger.map_contracts(&at, |c| c.known_at(at.known_at).then(|| c.granted()))?.into_iter().flatten().min();
     let start = match (last_closed, first_grant) {
         (Some(last), _) => Some(last),
         (None, Some(first)) => first.add_days(-1),
@@ -424,16 +444,12 @@ fn preview(ledger: &Ledger, params: &Params, out: &Output, sections: &[&str]) ->
     let mut window = None;
     let mut months = vec![];
     if let Some(start) = start.filter(|s| *s < period_end) {
-        let mut whole = PortfolioRollforward::new(at.with_date(start), at);
-        each(ledger, &at, |s| whole.add(s))?;
-        window = Some(whole);
+        window = Some(rollforward(ledger, at.with_date(start), at)?);
         let mut after = start;
         while after < period_end && months.len() < PREVIEW_MONTHS_MAX {
             let first_day = after.add_days(1).expect("before period_end, so not the last date");
             let through = first_day.last_of_month().min(period_end);
-            let mut month = PortfolioRollforward::new(at.with_date(after), at.with_date(through));
-            each(ledger, &at, |s| month.add(s))?;
-            months.push((Granularity::Month.period_of(first_day), month));
+            months.push((Granularity::Month.period_of(first_day), rollforward(ledger, at.with_date(after), at.with_date(through))?));
             after = through;
         }
     }

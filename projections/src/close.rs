@@ -245,11 +245,18 @@ impl ContractState {
     /// attributed to the event that caused it (`docs/REVENUE.md`), and
     /// `opening + movements = closing` holds for every balance (asserted).
     pub fn rollforward(&self, from: &AsOf, to: &AsOf) -> Result<Rollforward, Overflow> {
+        self.rollforward_with(from, to, |at| self.figures(at))
+    }
+
+    /// [`ContractState::rollforward`] with the figures at A and at B given by `figures`:
+    /// this state's own, or a summary's, whose core (this state without its billing) walks
+    /// the revenue facts.
+    pub(crate) fn rollforward_with(&self, from: &AsOf, to: &AsOf, figures: impl Fn(&AsOf) -> Result<Figures, Overflow>) -> Result<Rollforward, Overflow> {
         assert_eq!(from.known_at, to.known_at, "a rollforward is seen from one ledger position");
         assert!(from.date < to.date, "a rollforward runs forward");
         let mut r = Rollforward::empty();
-        r.opening = self.figures(from)?;
-        r.closing = self.figures(to)?;
+        r.opening = figures(from)?;
+        r.closing = figures(to)?;
         let (o, c) = (r.opening, r.closing);
         for balance in Walked::ALL {
             let walk = r.walk_mut(balance);

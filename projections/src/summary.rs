@@ -16,6 +16,7 @@
 //! It answers only for points of view that see every event of the contract
 //! ([`Summary::answers`]); for an earlier K, the state is the only source.
 
+use crate::close::{Rollforward, RpoDisclosure, Schedule};
 use crate::figures::{Billing, Figures, Overflow};
 use crate::state::{AsOf, ContractState, Origin};
 use crate::view::{PeriodRun, Granularity, PeriodRevenue};
@@ -324,6 +325,53 @@ impl<'a> Contract<'a> {
 
     pub fn periods(&self, at: &AsOf, granularity: Granularity) -> Result<Vec<PeriodRevenue>, Overflow> {
         Ok(self.period_run(at, granularity)?.map(|run| run.periods(at.date)).unwrap_or_default())
+    }
+
+    /// The grant's effective date.
+    pub fn granted(&self) -> Date {
+        self.revenue_facts().grant.origin.date
+    }
+
+    /// A state with every revenue fact of the contract: the state itself, or a summary's
+    /// core (which lacks only invoices, payments and their reversals). Only for points of
+    /// view the contract answers for, which a `Contract` made by
+    /// [`Contract::of_summary`] does for the report that made it.
+    fn revenue_facts(&self) -> &'a ContractState {
+        match self.0 {
+            Source::Summary(s) => &s.core,
+            Source::State(s) => s,
+        }
+    }
+
+    /// The counted, uncancelled tranches as they stand at `at` ([`ContractState::schedule`]);
+    /// revenue facts only.
+    pub fn schedule(&self, at: &AsOf) -> Result<Schedule, Overflow> {
+        self.check_answers(at);
+        self.revenue_facts().schedule(at)
+    }
+
+    /// [`ContractState::rpo_disclosure`]; RPO does not depend on billing.
+    pub fn rpo_disclosure(&self, at: &AsOf) -> Result<RpoDisclosure, Overflow> {
+        self.check_answers(at);
+        self.revenue_facts().rpo_disclosure(at)
+    }
+
+    /// [`ContractState::rollforward`]: the figures at A and B are the contract's (a
+    /// summary's billing steps included), the movements walk its revenue facts.
+    pub fn rollforward(&self, from: &AsOf, to: &AsOf) -> Result<Rollforward, Overflow> {
+        match self.0 {
+            Source::Summary(s) => {
+                self.check_answers(from);
+                s.core.rollforward_with(from, to, |at| s.figures(at))
+            }
+            Source::State(s) => s.rollforward(from, to),
+        }
+    }
+
+    fn check_answers(&self, at: &AsOf) {
+        if let Source::Summary(s) = self.0 {
+            assert!(s.answers(at), "a summary answers only for points of view that see all of its contract");
+        }
     }
 
     /// Revenue per period without the periods' ends (`None` where there are none): what a

@@ -514,6 +514,15 @@ fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseErr
             for g in [Granularity::Month, Granularity::Quarter] {
                 prop_assert_eq!(from_summary.periods(&at, g).unwrap(), state.periods(&at, g).unwrap());
             }
+            // The close reports read summaries too: the same RPO, schedule and rollforward
+            // (from a year before and from the grant's eve, billing lines included).
+            prop_assert_eq!(from_summary.rpo_disclosure(&at).unwrap(), state.rpo_disclosure(&at).unwrap(), "{} rpo at {}", state.contract_id, d);
+            prop_assert_eq!(from_summary.schedule(&at).unwrap(), state.schedule(&at).unwrap(), "{} schedule at {}", state.contract_id, d);
+            prop_assert_eq!(from_summary.granted(), state.grant.origin.date);
+            for from in [d.add_days(-365), state.grant.origin.date.add_days(-1)].into_iter().flatten().filter(|from| *from < d) {
+                let from = at.with_date(from);
+                prop_assert_eq!(from_summary.rollforward(&from, &at).unwrap(), state.rollforward(&from, &at).unwrap(), "{} rollforward to {}", state.contract_id, d);
+            }
             let view = state.view(&at).unwrap();
             prop_assert_eq!(view.figures, f);
             let json = report::revenue_json(state, &at, Granularity::Quarter).unwrap();

@@ -68,8 +68,8 @@ pub fn granularity_str(g: Granularity) -> &'static str {
 }
 
 /// Does a contract take part in a report seen at `at`: known at K, granted by D?
-fn takes_part(state: &ContractState, at: &AsOf) -> bool {
-    state.known_at(at.known_at) && state.grant.origin.date <= at.date
+fn takes_part(contract: &Contract<'_>, at: &AsOf) -> bool {
+    contract.known_at(at.known_at) && contract.granted() <= at.date
 }
 
 // ---------------------------------------------------------------------------------------
@@ -194,8 +194,10 @@ impl Serialize for PortfolioRollforward {
 }
 
 impl ContractRollforward {
-    pub fn of(state: &ContractState, from: &AsOf, to: &AsOf) -> Result<ContractRollforward, Overflow> {
-        Ok(ContractRollforward { contract_id: state.contract_id.clone(), currency: state.currency(), from: *from, to: *to, rollforward: state.rollforward(from, to)? })
+    /// From the contract's summary or its state.
+    pub fn of<'c>(contract: impl Into<Contract<'c>>, from: &AsOf, to: &AsOf) -> Result<ContractRollforward, Overflow> {
+        let contract = contract.into();
+        Ok(ContractRollforward { contract_id: contract.contract_id().clone(), currency: contract.currency(), from: *from, to: *to, rollforward: contract.rollforward(from, to)? })
     }
 
     /// `GET /v1/contracts/{id}/rollforward`.
@@ -231,11 +233,29 @@ impl PortfolioRollforward {
         PortfolioRollforward { from, to, totals: BTreeMap::new(), contracts: vec![] }
     }
 
-    pub fn add(&mut self, state: &ContractState) -> Result<(), Overflow> {
-        if !takes_part(state, &self.to) {
-            return Ok(());
+    /// Adds a contract (skipped unless it takes part), from its summary or its state.
+    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
+        match self.part(contract.into())? {
+            Some(part) => self.absorb(part),
+            None => Ok(()),
         }
-        let r = ContractRollforward::of(state, &self.from, &self.to)?;
+    }
+
+    /// What one contract adds (`None` unless it takes part): a pure function of the
+    /// contract, so contracts can be read in parallel and absorbed in order.
+    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRollforward>, Overflow> {
+        if !takes_part(&contract, &self.to) {
+            return Ok(None);
+        }
+        ContractRollforward::of(contract, &self.from, &self.to).map(Some)
+    }
+
+    /// Adds a contract's part (in contract order).
+    ///
+    /// # Panics
+    /// If the part is of another period: a bug.
+    pub fn absorb(&mut self, r: ContractRollforward) -> Result<(), Overflow> {
+        assert_eq!((r.from, r.to), (self.from, self.to), "a part of this rollforward");
         let (count, total) = self.totals.entry(r.currency).or_insert_with(|| (0, Rollforward::empty()));
         *count += 1;
         total.absorb(&r.rollforward)?;
@@ -362,8 +382,10 @@ pub struct ContractRpo {
 }
 
 impl ContractRpo {
-    pub fn of(state: &ContractState, at: &AsOf) -> Result<ContractRpo, Overflow> {
-        Ok(ContractRpo { contract_id: state.contract_id.clone(), currency: state.currency(), at: *at, disclosure: state.rpo_disclosure(at)? })
+    /// From the contract's summary or its state.
+    pub fn of<'c>(contract: impl Into<Contract<'c>>, at: &AsOf) -> Result<ContractRpo, Overflow> {
+        let contract = contract.into();
+        Ok(ContractRpo { contract_id: contract.contract_id().clone(), currency: contract.currency(), at: *at, disclosure: contract.rpo_disclosure(at)? })
     }
 
     /// `GET /v1/contracts/{id}/rpo`.
@@ -398,11 +420,29 @@ impl PortfolioRpo {
         PortfolioRpo { at, totals: BTreeMap::new(), contracts: vec![] }
     }
 
-    pub fn add(&mut self, state: &ContractState) -> Result<(), Overflow> {
-        if !takes_part(state, &self.at) {
-            return Ok(());
+    /// Adds a contract (skipped unless it takes part), from its summary or its state.
+    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
+        match self.part(contract.into())? {
+            Some(part) => self.absorb(part),
+            None => Ok(()),
         }
-        let r = ContractRpo::of(state, &self.at)?;
+    }
+
+    /// What one contract adds (`None` unless it takes part): a pure function of the
+    /// contract, so contracts can be read in parallel and absorbed in order.
+    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRpo>, Overflow> {
+        if !takes_part(&contract, &self.at) {
+            return Ok(None);
+        }
+        ContractRpo::of(contract, &self.at).map(Some)
+    }
+
+    /// Adds a contract's part (in contract order).
+    ///
+    /// # Panics
+    /// If the part is of another point of view: a bug.
+    pub fn absorb(&mut self, r: ContractRpo) -> Result<(), Overflow> {
+        assert_eq!(r.at, self.at, "a part of this RPO report");
         let empty = || RpoDisclosure { rpo: 0, next_12_months: 0, thereafter: 0, years: vec![] };
         let (count, total) = self.totals.entry(r.currency).or_insert_with(|| (0, empty()));
         *count += 1;
@@ -455,7 +495,8 @@ impl PortfolioRpo {
 // ---------------------------------------------------------------------------------------
 // Waterfall.
 
-struct WaterfallInput {
+/// What one contract adds to a waterfall ([`WaterfallBuilder::part`]).
+pub struct WaterfallInput {
     contract_id: ContractId,
     currency: Currency,
     rpo: i128,
@@ -498,19 +539,33 @@ impl WaterfallBuilder {
         WaterfallBuilder { at, granularity, inputs: vec![] }
     }
 
-    pub fn add(&mut self, state: &ContractState) -> Result<(), Overflow> {
-        if !takes_part(state, &self.at) {
-            return Ok(());
+    /// Adds a contract (skipped unless it takes part), from its summary or its state.
+    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
+        if let Some(part) = self.part(contract.into())? {
+            self.absorb(part);
         }
-        let f = state.figures(&self.at)?;
-        self.inputs.push(WaterfallInput {
-            contract_id: state.contract_id.clone(),
-            currency: state.currency(),
+        Ok(())
+    }
+
+    /// What one contract adds (`None` unless it takes part): a pure function of the
+    /// contract, so contracts can be read in parallel and absorbed in order.
+    pub fn part(&self, contract: Contract<'_>) -> Result<Option<WaterfallInput>, Overflow> {
+        if !takes_part(&contract, &self.at) {
+            return Ok(None);
+        }
+        let f = contract.figures(&self.at)?;
+        Ok(Some(WaterfallInput {
+            contract_id: contract.contract_id().clone(),
+            currency: contract.currency(),
             rpo: f.rpo,
             remaining_conditional: f.remaining_conditional,
-            schedule: state.schedule(&self.at)?,
-        });
-        Ok(())
+            schedule: contract.schedule(&self.at)?,
+        }))
+    }
+
+    /// Adds a contract's part (in contract order).
+    pub fn absorb(&mut self, part: WaterfallInput) {
+        self.inputs.push(part);
     }
 
     pub fn finish(self) -> Result<Waterfall, Overflow> {
