@@ -302,6 +302,18 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
         "  portfolio query over HTTP at the head, {contracts} contracts (from their summaries): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} queries, a month end each)",
         portfolio.p50_ms, portfolio.p99_ms, portfolio.max_ms, portfolio.count
     );
+    // The close reports at the head read the summaries too: once each.
+    let mut close = vec![];
+    for (what, path) in [
+        ("RPO", "portfolio/rpo?as_of=2027-12-31"),
+        ("waterfall", "portfolio/waterfall?as_of=2027-12-31"),
+        ("rollforward", "portfolio/rollforward?from=2027-01-01&to=2027-12-31"),
+        ("close preview", "periods/preview?period_end=2026-06-30"),
+    ] {
+        let took = timed_get(&client, &format!("{}/v1/{path}", server.base))?;
+        close.push(format!("{what} {:.0} ms", took.as_secs_f64() * 1000.0));
+    }
+    println!("  close reports over HTTP at the head (from their summaries): {}", close.join(", "));
     // A point of view before the last events reads every contract's whole state.
     let past = timed_get(&client, &format!("{}/v1/portfolio?as_of=2028-12-31&known_at={}", server.base, events / 2))?;
     println!("  portfolio query over HTTP known at seq {} (from the states): {:.0} ms", events / 2, past.as_secs_f64() * 1000.0);
