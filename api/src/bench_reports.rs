@@ -1,7 +1,8 @@
 //! `cledger bench --suite reports`: latency of the finance close reports over a ledger of
 //! 10,000 contracts (by default), built exactly as the HTTP API builds them
-//! ([`crate::reports::render`]: every contract read through `for_each_contract`, the
-//! report's JSON or CSV rendered). Numbers are printed, never asserted.
+//! ([`crate::reports::render`]: every contract read as the handler reads it, from its
+//! summary where that answers for the report's point of view, else its state; the report's
+//! JSON or CSV rendered). Numbers are printed, never asserted.
 
 use crate::bench::Latencies;
 use crate::bench_projections::load;
@@ -21,13 +22,15 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
     load(scratch.path(), events, contracts)?;
     let ledger = Ledger::open(scratch.path(), Options::default()).map_err(|e| e.to_string())?;
     let count = ledger.contract_count();
-    let cases: [(&str, Kind, &str, Output); 6] = [
+    let cases: [(&str, Kind, &str, Output); 7] = [
         ("portfolio rollforward, JSON", Kind::Rollforward, "from=2027-06-30&to=2027-09-30", Output::Json),
         ("portfolio rollforward, CSV totals", Kind::Rollforward, "from=2027-06-30&to=2027-09-30", Output::Csv("totals".into())),
         ("waterfall by month, JSON", Kind::Waterfall, "as_of=2026-12-31&granularity=month", Output::Json),
         ("waterfall by quarter, JSON", Kind::Waterfall, "as_of=2026-12-31&granularity=quarter", Output::Json),
         ("RPO disclosure, JSON", Kind::Rpo, "as_of=2026-12-31", Output::Json),
         ("portfolio with quarters, JSON", Kind::Revenue, "as_of=2027-12-31&granularity=quarter", Output::Json),
+        // Two past points of view: only the states can answer.
+        ("corrections since seq 1, JSON", Kind::Corrections, "as_of=2027-12-31&from_known_at=1", Output::Json),
     ];
     println!("  {count} contracts, {} events; {RUNS} runs each", ledger.head().seq);
     // What the reports cost beyond the figures themselves: the fold at both ends alone.

@@ -26,42 +26,68 @@ fn contract_id(c: usize) -> String {
     format!("c{c:06}")
 }
 
-/// Writes the interleaved workload: `contracts` grants, then round after round over every
-/// contract an invoice (even rounds) or the payment of the previous invoice (odd rounds),
-/// until `events` lines. Returns the bytes written.
-fn write_workload(path: &Path, events: usize, contracts: usize) -> Result<u64, String> {
+/// How a workload orders its events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Every grant, then round after round over every contract: each contract's state is
+    /// changed between any two saves of the views.
+    Interleaved,
+    /// The same events, each contract's together (grant first).
+    ByContract,
+}
+
+/// Writes the workload: `contracts` grants, and for each contract, round after round, an
+/// invoice (even rounds) or the payment of the previous invoice (odd rounds), until `events`
+/// lines; interleaved, the rounds go over every contract in turn. Both orders hold the same
+/// events. Returns the bytes written.
+fn write_workload(path: &Path, events: usize, contracts: usize, order: Order) -> Result<u64, String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut written = 0usize;
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    for c in 0..contracts.min(events) {
+    let grants = contracts.min(events);
+    let grant = |out: &mut BufWriter<std::fs::File>, c: usize| {
         let id = contract_id(c);
         writeln!(
             out,
             r#"{{"contract_id":"{id}","type":"lease_granted","effective_date":"2026-05-01","data":{{"provider":"Neocloud","customer":"Lab {c}","currency":"USD","term":{{"start":"2026-06-01","end":"2029-06-01"}},"cluster":{{"site":"s","gpu_model":"H100","gpus":1024}},"headline":"45000000.00","tranches":[{{"id":"base","amount":"40500000.00","window":{{"start":"2026-06-01","end":"2029-06-01"}},"firm":true}},{{"id":"expansion","amount":"4500000.00","window":{{"start":"2027-06-01","end":"2029-06-01"}},"milestone":"phase-2"}}]}}}}"#
         )
-        .map_err(io)?;
-        written += 1;
-    }
-    let mut round = 0usize;
-    while written < events {
+    };
+    let billing = |out: &mut BufWriter<std::fs::File>, c: usize, round: usize| {
+        let id = contract_id(c);
         // Dates move forward with the rounds, a month every 24 rounds, within the term.
         let month = (round / 24) % 36;
         let (year, mon) = (2026 + (5 + month) / 12, (5 + month) % 12 + 1);
-        for c in 0..contracts {
-            if written == events {
-                break;
-            }
-            let id = contract_id(c);
-            let n = round / 2;
-            if round % 2 == 0 {
-                writeln!(out, r#"{{"contract_id":"{id}","type":"invoice_issued","effective_date":"{year}-{mon:02}-01","data":{{"invoice_id":"I{n}","amount":"1000.00","due_date":"{year}-{mon:02}-28"}}}}"#).map_err(io)?;
-            } else {
-                writeln!(out, r#"{{"contract_id":"{id}","type":"payment_received","effective_date":"{year}-{mon:02}-15","data":{{"payment_id":"P{n}","amount":"1000.00","invoice_id":"I{n}"}}}}"#).map_err(io)?;
-            }
-            written += 1;
+        let n = round / 2;
+        if round.is_multiple_of(2) {
+            writeln!(out, r#"{{"contract_id":"{id}","type":"invoice_issued","effective_date":"{year}-{mon:02}-01","data":{{"invoice_id":"I{n}","amount":"1000.00","due_date":"{year}-{mon:02}-28"}}}}"#)
+        } else {
+            writeln!(out, r#"{{"contract_id":"{id}","type":"payment_received","effective_date":"{year}-{mon:02}-15","data":{{"payment_id":"P{n}","amount":"1000.00","invoice_id":"I{n}"}}}}"#)
         }
-        round += 1;
+    };
+    // Billing lines: whole rounds over every contract, and the first `partial` contracts in
+    // one more round.
+    let billing_lines = events - grants;
+    let (rounds, partial) = (billing_lines.checked_div(contracts).unwrap_or(0), billing_lines.checked_rem(contracts).unwrap_or(0));
+    match order {
+        Order::Interleaved => {
+            for c in 0..grants {
+                grant(&mut out, c).map_err(io)?;
+            }
+            for round in 0..=rounds {
+                let width = if round == rounds { partial } else { contracts };
+                for c in 0..width {
+                    billing(&mut out, c, round).map_err(io)?;
+                }
+            }
+        }
+        Order::ByContract => {
+            for c in 0..grants {
+                grant(&mut out, c).map_err(io)?;
+                for round in 0..rounds + usize::from(c < partial) {
+                    billing(&mut out, c, round).map_err(io)?;
+                }
+            }
+        }
     }
     out.flush().map_err(io)?;
     Ok(std::fs::metadata(path).map_err(|e| e.to_string())?.len())
@@ -246,12 +272,26 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
     let bundle = root.join("bundle.json");
     let data_arg = data.to_str().ok_or("the scratch path is not UTF-8")?;
     println!("cledger bench --suite scale: {events} events interleaved over {contracts} contracts, in {}", root.display());
-    let workload_bytes = write_workload(&workload, events, contracts)?;
+    let workload_bytes = write_workload(&workload, events, contracts, Order::Interleaved)?;
     println!("  workload: {:.1} MiB of NDJSON ({} bytes per event)", mib(workload_bytes), workload_bytes / events.max(1) as u64);
 
     let import = run_child(&["import", "--data", data_arg, "--actor", "bench", workload.to_str().ok_or("path")?])?;
     let stored = disk_bytes(&data);
     row("import", events, &import, &format!("store {:.1} MiB on disk = {} bytes per event", mib(stored), stored / events.max(1) as u64));
+    // Imported: the workload is not read again (the second one takes its place on disk).
+    let _ = std::fs::remove_file(&workload);
+    // The same events with each contract's together: the states an import changes between
+    // two saves of the views are then few, where interleaved they are all of them.
+    {
+        let sorted = root.join("workload-by-contract.ndjson");
+        let sorted_data = root.join("ledger-by-contract");
+        write_workload(&sorted, events, contracts, Order::ByContract)?;
+        let run = run_child(&["import", "--data", sorted_data.to_str().ok_or("path")?, "--actor", "bench", sorted.to_str().ok_or("path")?])?;
+        let stored = disk_bytes(&sorted_data);
+        row("import by contract", events, &run, &format!("the same events, each contract's together; {} bytes per event on disk", stored / events.max(1) as u64));
+        let _ = std::fs::remove_file(&sorted);
+        let _ = std::fs::remove_dir_all(&sorted_data);
+    }
 
     let verify = run_child(&["verify", "--data", data_arg])?;
     row("verify --data", events, &verify, "every hash, link, version and the Merkle root");
@@ -327,4 +367,46 @@ pub fn run(scratch: &tempfile::TempDir, events: usize, contracts: usize) -> Resu
     let ceiling = blake3_ceiling(&data)?;
     println!("  raw BLAKE3 over the stored canonical bytes, one core (ceiling): {ceiling:.0} events/s");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(events: usize, contracts: usize, order: Order) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.ndjson");
+        let bytes = write_workload(&path, events, contracts, order).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(bytes as usize, text.len());
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn both_orders_hold_the_same_events_each_contract_in_its_own_order() {
+        for (events, contracts) in [(25, 4), (3, 5), (40, 4), (1, 1)] {
+            let interleaved = lines(events, contracts, Order::Interleaved);
+            let by_contract = lines(events, contracts, Order::ByContract);
+            assert_eq!(interleaved.len(), events);
+            let of = |all: &[String], c: usize| -> Vec<String> { all.iter().filter(|l| l.contains(&format!("\"{}\"", contract_id(c)))).cloned().collect() };
+            for c in 0..contracts {
+                assert_eq!(of(&interleaved, c), of(&by_contract, c), "contract {c} of {events} events");
+            }
+            let (mut a, mut b) = (interleaved.clone(), by_contract);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+        // Interleaved: every grant, then rounds over the contracts; 25 events over 4
+        // contracts end in a sixth round that reaches contract c000000 only.
+        let w = lines(25, 4, Order::Interleaved);
+        assert!(w[..4].iter().all(|l| l.contains("lease_granted")));
+        assert!(w[4].contains(r#""c000000","type":"invoice_issued""#) && w[4].contains(r#""invoice_id":"I0""#));
+        assert!(w[8].contains(r#""c000000","type":"payment_received""#) && w[8].contains(r#""payment_id":"P0""#));
+        assert!(w[24].contains(r#""c000000","type":"payment_received""#) && w[24].contains(r#""payment_id":"P2""#));
+        let b = lines(25, 4, Order::ByContract);
+        assert!(b[0].contains("lease_granted") && b[1].contains(r#""c000000","type":"invoice_issued""#));
+        assert!(b[6].contains(r#""c000000","type":"payment_received""#) && b[6].contains(r#""payment_id":"P2""#));
+        assert!(b[7].contains(r#""c000001","type":"lease_granted""#));
+    }
 }

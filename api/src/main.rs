@@ -216,8 +216,12 @@ enum Command {
         #[arg(long, default_value = "cledger-import")]
         actor: String,
         /// Contract states kept in memory between saves, counted in events; past it, saved
-        /// states are dropped after each save and loaded again when next needed.
-        #[arg(long, default_value_t = ledger::views::RESIDENT_EVENTS_DEFAULT)]
+        /// states are dropped after each save and loaded again when next needed. Lower than
+        /// `serve`'s: the states an import changed since the last save stay whatever the
+        /// budget; the others are needed again only when their contract comes back. Raise it
+        /// for a file that returns to many contracts, each less often than every 100,000
+        /// events.
+        #[arg(long, default_value_t = ledger::views::IMPORT_RESIDENT_EVENTS_DEFAULT)]
         views_resident_events: u64,
         /// The NDJSON file; `-` reads standard input.
         file: PathBuf,

@@ -51,6 +51,12 @@ pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
 /// 10,000 contracts stayed under 1 GiB resident with it through portfolio queries (states
 /// take roughly 350-500 bytes an event in memory).
 pub const RESIDENT_EVENTS_DEFAULT: u64 = 1_500_000;
+/// `cledger import`'s default. An import needs a state again only when its contract comes
+/// back, and the states it changed since the last save stay whatever the budget: a file of
+/// each contract's events together keeps few (10M events so: 420 MiB peak), a file that
+/// goes over every contract between two saves keeps them all either way. What it costs: a
+/// file returning to many contracts, each less often than a save, reloads their states.
+pub const IMPORT_RESIDENT_EVENTS_DEFAULT: u64 = 100_000;
 
 /// Events since the last save whose bytes a save reads in one pass, block by block, to
 /// write the deltas; a save that follows more (saves failed for a while) reads each event

@@ -85,11 +85,28 @@ impl Cosigning {
     }
 
     /// Asks every witness whose line is not on `note` yet to cosign `issued`; returns the
-    /// valid cosignature lines. One already there is not asked again: it would cosign with
-    /// a newer timestamp, and the kept note keeps the line it has.
+    /// valid cosignature lines. One whose valid line is there is not asked again: it would
+    /// cosign with a newer timestamp, and the kept note keeps the line it has.
     async fn collect(&self, ledger: &Arc<Ledger>, issued: &Issued, note: &Note) -> Vec<NoteSignature> {
-        let missing = self.witnesses.iter().filter(|w| !note.signatures.iter().any(|s| w.key.signed(s)));
-        let requests = missing.map(|w| async move {
+        let size = issued.checkpoint.size;
+        let mut missing = vec![];
+        for w in &self.witnesses {
+            match w.key.check(note) {
+                Ok(None) => missing.push(w),
+                // It cosigned this size: what we know of it follows.
+                Ok(Some(_)) => {
+                    let mut known = w.known_size.lock().expect("witness lock");
+                    *known = Some(known.map_or(size, |k| k.max(size)));
+                }
+                // A kept line of its key that does not verify stays (kept notes only gain
+                // lines), so this checkpoint cannot count it: say so, loudly, every round.
+                Err(e) => {
+                    tracing::error!(witness = %w.key.name, size, "the kept checkpoint holds a line of this witness that does not verify: {e}");
+                    *w.last_error.lock().expect("witness lock") = Some(format!("the kept checkpoint of size {size} holds a line of its key that does not verify: {e}"));
+                }
+            }
+        }
+        let requests = missing.into_iter().map(|w| async move {
             let outcome = w.cosign(&self.http, ledger, issued).await;
             let label = match &outcome {
                 Ok(_) => "cosigned",

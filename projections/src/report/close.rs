@@ -695,7 +695,8 @@ pub struct CorrectionsReport {
     pub from_known_at: u64,
     pub to_known_at: u64,
     pub granularity: Granularity,
-    pub rows: Vec<CorrectionRow>,
+    /// Added only by `add`, which keeps `totals` with them.
+    rows: Vec<CorrectionRow>,
     /// Per currency: the rows and the sum of their deltas (checked as rows are added).
     totals: BTreeMap<Currency, (u64, i128)>,
     /// When each cause was recorded ([`CorrectionsReport::recorded`]).
@@ -735,6 +736,11 @@ impl CorrectionsReport {
             self.rows.push(CorrectionRow { contract_id: state.contract_id.clone(), currency, correction, delta });
         }
         Ok(())
+    }
+
+    /// Every (contract, period) corrected, in contract order.
+    pub fn rows(&self) -> &[CorrectionRow] {
+        &self.rows
     }
 
     /// The seqs that caused corrections: the caller looks up when each was recorded and
