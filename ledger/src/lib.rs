@@ -322,6 +322,9 @@ pub struct Options {
     /// each time). It cannot bound the states one save interval touches: an import that
     /// interleaves every contract still loads them all between two saves.
     pub views_resident_events: u64,
+    /// Snapshot bytes one save of the views writes before it puts the other snapshots due
+    /// off to later saves ([`views::SAVE_SNAPSHOT_BYTES_MAX`]; lower in tests).
+    pub views_save_snapshot_bytes: usize,
 }
 
 /// The system clock, in microseconds since the Unix epoch.
@@ -332,7 +335,7 @@ pub fn system_clock() -> Timestamp {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None, views_resident_events: views::RESIDENT_EVENTS_DEFAULT }
+        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None, views_resident_events: views::RESIDENT_EVENTS_DEFAULT, views_save_snapshot_bytes: views::SAVE_SNAPSHOT_BYTES_MAX }
     }
 }
 
@@ -425,6 +428,7 @@ impl Ledger {
         // views that cannot be used are rebuilt from the chain, never a reason not to start.
         let mut opened = views::open(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
         opened.views.set_resident_budget(options.views_resident_events);
+        opened.views.set_save_snapshot_bytes_max(options.views_save_snapshot_bytes);
         let ledger_facts = opened.ledger;
         if opened.cursor < head.seq || views_tree.is_empty() {
             // Events were folded in to catch up: save the result, so the next open does not

@@ -9,7 +9,9 @@
 //!   the cursor (the seq the views include), in one batch: for each changed contract, the
 //!   canonical bytes of its new events as a *delta*, or, once its deltas would outweigh its
 //!   snapshot, a new *snapshot* that replaces them. A save costs what changed (amortized),
-//!   not the size of the states; a load folds at most a snapshot's worth of deltas.
+//!   not the size of the states; a load folds about a snapshot's worth of deltas at most
+//!   (a save writes at most [`SAVE_SNAPSHOT_BYTES_MAX`] of snapshots and puts the others
+//!   due off to the next saves).
 //! - Opening reads the cursor and the contract directory only; a state is loaded (snapshot,
 //!   then deltas folded with [`projections::fold`]) when the writer or a reader first needs
 //!   it. Events after the cursor are folded in before the ledger serves, so the views never
@@ -47,6 +49,12 @@ pub const PERSIST_EVERY_MS: u128 = 5_000;
 /// A contract's deltas are replaced by a snapshot once they would outweigh it, and never
 /// before they reach this size (so a small contract is not rewritten at every save).
 pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
+/// Snapshot bytes one save writes before it puts off the other snapshots due (they save a
+/// delta instead, and snapshot at a later save). Contracts that grow alike come due
+/// together: 10,000 contracts of an interleaved import all did in the same save, one batch
+/// of every state in the ledger (GiBs at 10M events, and that import's peak). A contract's
+/// first save is a snapshot whatever this says (there is nothing to add a delta to).
+pub const SAVE_SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Default of [`crate::Options::views_resident_events`]: a server on 10 million events over
 /// 10,000 contracts stayed under 1 GiB resident with it through portfolio queries (states
 /// take roughly 350-500 bytes an event in memory).
@@ -221,6 +229,8 @@ pub struct Views {
     /// Above this many resident events, a state a reader loaded is unloaded again after the
     /// read if it is clean ([`Views::relieve`]).
     resident_budget: u64,
+    /// [`SAVE_SNAPSHOT_BYTES_MAX`], or another bound (tests).
+    save_snapshot_bytes_max: usize,
 }
 
 /// The canonical bytes of the events a save writes as deltas: the events since the last
@@ -257,7 +267,12 @@ impl Views {
             saved_cursor: Mutex::new(saved_cursor),
             resident_events: std::sync::atomic::AtomicU64::new(0),
             resident_budget: RESIDENT_EVENTS_DEFAULT,
+            save_snapshot_bytes_max: SAVE_SNAPSHOT_BYTES_MAX,
         }
+    }
+
+    pub fn set_save_snapshot_bytes_max(&mut self, bytes: usize) {
+        self.save_snapshot_bytes_max = bytes;
     }
 
     /// Sets the resident budget ([`crate::Options::views_resident_events`]).
@@ -482,11 +497,12 @@ impl Views {
         let mut saved: Vec<(Arc<Slot>, Persisted, Arc<Summary>)> = Vec::with_capacity(dirty.len());
         let since = *self.saved_cursor.lock();
         let mut reader = SaveReader { chain: &self.chain, since, cursor, recent: None };
+        let mut snapshot_bytes = 0;
         for id in dirty {
             let Some(slot) = self.get(id) else { continue };
             let guard = slot.contents.lock();
             let Some(loaded) = guard.loaded.as_ref() else { continue };
-            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch)? else { continue };
+            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch, &mut snapshot_bytes)? else { continue };
             // The summary goes with the state it is made from, in the same batch.
             let summary = summary_of(&loaded.state, guard.saved_summary.as_deref())?;
             stage_summary(&mut batch, &summary)?;
@@ -513,9 +529,18 @@ impl Views {
     }
 
     /// Adds one contract's save to `batch`: a delta of its events since the last save, or a
-    /// snapshot (replacing its deltas) once the deltas would outweigh it. What the tree will
-    /// hold of it afterwards; `None` if nothing changed.
-    fn stage_save(&self, id: &ContractId, loaded: &Loaded, cursor: u64, reader: &mut SaveReader<'_>, batch: &mut sled::Batch) -> Result<Option<Persisted>, ReadError> {
+    /// snapshot (replacing its deltas) once the deltas would outweigh it, unless this save
+    /// has written [`SAVE_SNAPSHOT_BYTES_MAX`] of snapshots already (`snapshot_bytes`, which
+    /// it adds to). What the tree will hold of it afterwards; `None` if nothing changed.
+    fn stage_save(
+        &self,
+        id: &ContractId,
+        loaded: &Loaded,
+        cursor: u64,
+        reader: &mut SaveReader<'_>,
+        batch: &mut sled::Batch,
+        snapshot_bytes: &mut usize,
+    ) -> Result<Option<Persisted>, ReadError> {
         let (state, persisted) = (&loaded.state, loaded.persisted);
         if state.version <= persisted.version && persisted.version > 0 {
             return Ok(None);
@@ -530,7 +555,11 @@ impl Views {
                 delta.extend_from_slice(&canonical);
             }
             let threshold = persisted.snapshot_bytes.max(SNAPSHOT_MIN_BYTES);
-            if persisted.delta_bytes + delta.len() <= threshold {
+            let due = persisted.delta_bytes + delta.len() > threshold;
+            if due && *snapshot_bytes >= self.save_snapshot_bytes_max {
+                metrics::counter!("ledger_views_snapshots_put_off_total").increment(1);
+            }
+            if !due || *snapshot_bytes >= self.save_snapshot_bytes_max {
                 batch.insert(delta_key(id, persisted.version + 1), delta.as_slice());
                 return Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }));
             }
@@ -540,6 +569,7 @@ impl Views {
             batch.remove(key?);
         }
         let saved = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
+        *snapshot_bytes += snapshot.len();
         batch.insert(snapshot_key(id), snapshot);
         Ok(Some(saved))
     }

@@ -488,3 +488,67 @@ fn a_portfolio_over_lost_views_refolds_them_and_finishes() {
     let billed = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the portfolio finishes");
     assert_eq!(billed, vec![200; 12]);
 }
+
+/// `n` invoices of `contract`, numbered from `first`, as one atomic request.
+fn invoice_batch(ledger: &Ledger, contract: &str, first: usize, n: usize) {
+    let events = (first..first + n)
+        .map(|i| proposal(&event(contract, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{i}","amount":"1.00","due_date":"2026-03-01"}}"#))))
+        .collect();
+    ledger.append(ledger::AppendRequest { events, mode: ledger::Mode::Atomic, idempotency_key: None, actor: "t".into() }).unwrap();
+}
+
+/// Contracts whose deltas come to outweigh their snapshots in the same save do not all
+/// write a snapshot in it: past the save's snapshot bytes, the rest save a delta and
+/// snapshot at later saves (one each here, with a bound of one byte), and the views stay
+/// those a rebuild makes. With the default bound, all six snapshot at once.
+#[test]
+fn snapshots_due_together_are_spread_over_saves() {
+    let snapshots_and_deltas = |dir: &std::path::Path, bound: usize| {
+        let ledger = Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
+        let raw = ledger.persisted_views_raw().unwrap();
+        drop(ledger);
+        let count = |tag: u8, id: &str| raw.iter().filter(|(k, _)| k[0] == tag && k[1..].starts_with(id.as_bytes())).count();
+        (0..6).map(|c| format!("c{c:02}")).map(|id| (count(b'S', &id), count(b'D', &id))).collect::<Vec<_>>()
+    };
+    for (bound, spread) in [(1, true), (ledger::views::SAVE_SNAPSHOT_BYTES_MAX, false)] {
+        let (dir, ledger) = fresh();
+        let ids: Vec<String> = (0..6).map(|c| format!("c{c:02}")).collect();
+        for id in &ids {
+            append(&ledger, &small_grant(id)).unwrap();
+        }
+        ledger.close();
+        drop(ledger);
+        // Enough invoices that each contract's delta outweighs its snapshot (16 KiB at least).
+        let ledger = Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
+        for id in &ids {
+            invoice_batch(&ledger, id, 0, 250);
+        }
+        ledger.close();
+        drop(ledger);
+        let after_one_save = snapshots_and_deltas(dir.path(), bound);
+        if spread {
+            // c00 snapshots (the first due), the five others add a delta to the snapshot
+            // of their grant.
+            assert_eq!(after_one_save, [(1, 0), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1)]);
+        } else {
+            assert_eq!(after_one_save, [(1, 0); 6]);
+            continue;
+        }
+        // One more invoice each per save: one more of the contracts put off snapshots.
+        for round in 1..=5 {
+            let ledger = Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
+            for id in &ids {
+                invoice_batch(&ledger, id, 250 + round, 1);
+            }
+            ledger.close();
+            drop(ledger);
+            let now = snapshots_and_deltas(dir.path(), bound);
+            assert!(now[round].1 == 0, "round {round}: c{round:02} snapshots now: {now:?}");
+            assert!(now[round + 1..].iter().all(|(_, deltas)| *deltas == round + 1), "round {round}: the others add a delta: {now:?}");
+        }
+        let ledger = open(dir.path());
+        let saved = ledger.persisted_views().unwrap();
+        drop(ledger);
+        assert_equal_to_a_rebuild(dir.path(), &saved);
+    }
+}
