@@ -5,6 +5,7 @@
 use events::{
     Cluster, Code, Condition, ContractId, Currency, Date, Event, EventBody, EventKind, Outcome, Rejection, Window,
 };
+use crate::idindex::IdIndex;
 use crate::seqmap::SeqMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -126,7 +127,8 @@ pub struct EventFact {
 }
 
 /// Everything known of one contract, folded from its events in ledger order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StoredState")]
 pub struct ContractState {
     pub contract_id: ContractId,
     /// Version of the last event applied (the contract's event count).
@@ -142,9 +144,10 @@ pub struct ContractState {
     pub terminations: Vec<TerminationFact>,
     pub reversals: Vec<ReversalFact>,
     pub events: SeqMap<EventFact>,
-    /// Indexes, so that deciding on the next event does not scan the contract's history.
-    pub invoice_index: BTreeMap<String, usize>,
-    pub payment_index: BTreeMap<String, usize>,
+    /// Indexes, so that deciding on the next event does not scan the contract's history:
+    /// the position in `invoices` (`payments`) of each id's first fact.
+    pub invoice_index: IdIndex,
+    pub payment_index: IdIndex,
     /// Per invoice id: the sum of its payments that are not reversed; no entry when that
     /// sum is zero (so a state has one form, whatever was added and taken away).
     pub paid_by_invoice: BTreeMap<String, i128>,
@@ -154,6 +157,109 @@ pub struct ContractState {
     /// below `MAX_ABS_MINOR_UNITS` by the rules, which bounds every figure and every
     /// intermediate product of the revenue arithmetic.
     pub magnitude_total: i128,
+}
+
+/// [`ContractState`] as stored (postcard, views snapshots and summaries): its fields in
+/// order, the id indexes as maps of id to position, as when they were `BTreeMap`s, so the
+/// stored bytes did not change with [`IdIndex`] (pinned by `ledger/tests/views.rs`).
+#[derive(Serialize)]
+struct StateOut<'a> {
+    contract_id: &'a ContractId,
+    version: u64,
+    last_seq: u64,
+    grant: &'a Grant,
+    tranches: &'a [TrancheFact],
+    capacity_changes: &'a [CapacityFact],
+    resolutions: &'a [ResolutionFact],
+    invoices: &'a [InvoiceFact],
+    payments: &'a [PaymentFact],
+    credits: &'a [CreditFact],
+    terminations: &'a [TerminationFact],
+    reversals: &'a [ReversalFact],
+    events: &'a SeqMap<EventFact>,
+    invoice_index: BTreeMap<&'a str, usize>,
+    payment_index: BTreeMap<&'a str, usize>,
+    paid_by_invoice: &'a BTreeMap<String, i128>,
+    latest_non_billing_date: Date,
+    magnitude_total: i128,
+}
+
+/// What [`StateOut`] wrote, read back: checked into a [`ContractState`].
+#[derive(Deserialize)]
+struct StoredState {
+    contract_id: ContractId,
+    version: u64,
+    last_seq: u64,
+    grant: Grant,
+    tranches: Vec<TrancheFact>,
+    capacity_changes: Vec<CapacityFact>,
+    resolutions: Vec<ResolutionFact>,
+    invoices: Vec<InvoiceFact>,
+    payments: Vec<PaymentFact>,
+    credits: Vec<CreditFact>,
+    terminations: Vec<TerminationFact>,
+    reversals: Vec<ReversalFact>,
+    events: SeqMap<EventFact>,
+    invoice_index: BTreeMap<String, usize>,
+    payment_index: BTreeMap<String, usize>,
+    paid_by_invoice: BTreeMap<String, i128>,
+    latest_non_billing_date: Date,
+    magnitude_total: i128,
+}
+
+impl Serialize for ContractState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StateOut {
+            contract_id: &self.contract_id,
+            version: self.version,
+            last_seq: self.last_seq,
+            grant: &self.grant,
+            tranches: &self.tranches,
+            capacity_changes: &self.capacity_changes,
+            resolutions: &self.resolutions,
+            invoices: &self.invoices,
+            payments: &self.payments,
+            credits: &self.credits,
+            terminations: &self.terminations,
+            reversals: &self.reversals,
+            events: &self.events,
+            invoice_index: self.invoice_index.to_map(|i| self.invoices[i].invoice_id.as_str()),
+            payment_index: self.payment_index.to_map(|i| self.payments[i].payment_id.as_str()),
+            paid_by_invoice: &self.paid_by_invoice,
+            latest_non_billing_date: self.latest_non_billing_date,
+            magnitude_total: self.magnitude_total,
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<StoredState> for ContractState {
+    type Error = &'static str;
+
+    fn try_from(stored: StoredState) -> Result<ContractState, &'static str> {
+        let invoice_index = IdIndex::from_map(stored.invoice_index, stored.invoices.len(), |i| stored.invoices[i].invoice_id.as_str())?;
+        let payment_index = IdIndex::from_map(stored.payment_index, stored.payments.len(), |i| stored.payments[i].payment_id.as_str())?;
+        Ok(ContractState {
+            contract_id: stored.contract_id,
+            version: stored.version,
+            last_seq: stored.last_seq,
+            grant: stored.grant,
+            tranches: stored.tranches,
+            capacity_changes: stored.capacity_changes,
+            resolutions: stored.resolutions,
+            invoices: stored.invoices,
+            payments: stored.payments,
+            credits: stored.credits,
+            terminations: stored.terminations,
+            reversals: stored.reversals,
+            events: stored.events,
+            invoice_index,
+            payment_index,
+            paid_by_invoice: stored.paid_by_invoice,
+            latest_non_billing_date: stored.latest_non_billing_date,
+            magnitude_total: stored.magnitude_total,
+        })
+    }
 }
 
 /// Adds `amount` to an invoice's paid sum, keeping no zero entries.
@@ -236,8 +342,8 @@ impl ContractState {
             terminations: vec![],
             reversals: vec![],
             events: SeqMap::default(),
-            invoice_index: BTreeMap::new(),
-            payment_index: BTreeMap::new(),
+            invoice_index: IdIndex::default(),
+            payment_index: IdIndex::default(),
             paid_by_invoice: BTreeMap::new(),
             latest_non_billing_date: origin.date,
             magnitude_total: 0,
@@ -301,7 +407,8 @@ impl ContractState {
             }
             EventBody::InvoiceIssued(i) => {
                 self.add_magnitude(seq, i.amount.minor_units())?;
-                self.invoice_index.entry(i.invoice_id.clone()).or_insert(self.invoices.len());
+                let invoices = &self.invoices;
+                self.invoice_index.insert_first(&i.invoice_id, invoices.len(), |p| if p == invoices.len() { i.invoice_id.as_str() } else { invoices[p].invoice_id.as_str() });
                 self.invoices.push(InvoiceFact {
                     invoice_id: i.invoice_id.clone(),
                     amount: i.amount.minor_units(),
@@ -311,7 +418,8 @@ impl ContractState {
             }
             EventBody::PaymentReceived(p) => {
                 self.add_magnitude(seq, p.amount.minor_units())?;
-                self.payment_index.entry(p.payment_id.clone()).or_insert(self.payments.len());
+                let payments = &self.payments;
+                self.payment_index.insert_first(&p.payment_id, payments.len(), |q| if q == payments.len() { p.payment_id.as_str() } else { payments[q].payment_id.as_str() });
                 if let Some(invoice) = &p.invoice_id {
                     add_paid(&mut self.paid_by_invoice, invoice.clone(), p.amount.minor_units());
                 }
@@ -380,16 +488,13 @@ impl ContractState {
                     self.resolutions.pop();
                 }
                 EventKind::InvoiceIssued => {
-                    if let Some(i) = self.invoices.pop()
-                        && self.invoice_index.get(&i.invoice_id) == Some(&self.invoices.len()) {
-                            self.invoice_index.remove(&i.invoice_id);
-                        }
+                    if let Some(i) = self.invoices.pop() {
+                        self.invoice_index.remove_at(&i.invoice_id, self.invoices.len());
+                    }
                 }
                 EventKind::PaymentReceived => {
                     if let Some(p) = self.payments.pop() {
-                        if self.payment_index.get(&p.payment_id) == Some(&self.payments.len()) {
-                            self.payment_index.remove(&p.payment_id);
-                        }
+                        self.payment_index.remove_at(&p.payment_id, self.payments.len());
                         if let Some(invoice) = p.invoice_id {
                             add_paid(&mut self.paid_by_invoice, invoice, -p.amount);
                         }
@@ -481,11 +586,11 @@ impl ContractState {
     }
 
     pub fn invoice(&self, invoice_id: &str) -> Option<&InvoiceFact> {
-        self.invoice_index.get(invoice_id).map(|&i| &self.invoices[i])
+        self.invoice_index.get(invoice_id, |i| self.invoices[i].invoice_id.as_str()).map(|i| &self.invoices[i])
     }
 
     pub fn payment(&self, payment_id: &str) -> Option<&PaymentFact> {
-        self.payment_index.get(payment_id).map(|&i| &self.payments[i])
+        self.payment_index.get(payment_id, |i| self.payments[i].payment_id.as_str()).map(|i| &self.payments[i])
     }
 
     /// Seqs of up to `limit` of the contract's events with a version above `after_version`,
