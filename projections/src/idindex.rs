@@ -3,8 +3,9 @@
 //!
 //! The ids already live in the facts; a `BTreeMap<String, usize>` beside them held a second
 //! copy of every id and a B-tree node share: about 60 of the 250 bytes a billing event
-//! costs a state, and string comparisons on every lookup. A hash table of positions (4
-//! bytes each) finds an id by its hash and confirms it against the fact at that position.
+//! costs a state, and string comparisons on every lookup. A hash table of positions (8
+//! bytes each, so no history is too long for them) finds an id by its hash and confirms
+//! it against the fact at that position.
 //! The hasher is std's keyed SipHash: ids are chosen by clients, and a table whose keys an
 //! attacker could make collide would turn every lookup into a scan.
 //!
@@ -18,7 +19,7 @@ use std::hash::{BuildHasher, RandomState};
 
 #[derive(Clone, Default)]
 pub struct IdIndex {
-    table: HashTable<u32>,
+    table: HashTable<usize>,
     hasher: RandomState,
 }
 
@@ -33,35 +34,30 @@ impl IdIndex {
 
     /// The position of `id`, given `id_at`, the id of the fact at a position.
     pub fn get<'a>(&self, id: &str, id_at: impl Fn(usize) -> &'a str) -> Option<usize> {
-        self.table.find(self.hasher.hash_one(id), |&p| id_at(p as usize) == id).map(|&p| p as usize)
+        self.table.find(self.hasher.hash_one(id), |&p| id_at(p) == id).copied()
     }
 
     /// Records `id` at `position` unless it is already recorded (the first fact of an id
     /// keeps it, as `entry().or_insert` did).
-    ///
-    /// # Panics
-    /// At more than 2^32 facts of one kind in one contract (the rules bound a contract's
-    /// amounts far below that many facts).
     pub fn insert_first<'a>(&mut self, id: &str, position: usize, id_at: impl Fn(usize) -> &'a str) {
-        let position = u32::try_from(position).expect("fewer than 2^32 facts of a kind in a contract");
         let hasher = &self.hasher;
         let hash = hasher.hash_one(id);
-        if self.table.find(hash, |&p| id_at(p as usize) == id).is_none() {
-            self.table.insert_unique(hash, position, |&p| hasher.hash_one(id_at(p as usize)));
+        if self.table.find(hash, |&p| id_at(p) == id).is_none() {
+            self.table.insert_unique(hash, position, |&p| hasher.hash_one(id_at(p)));
         }
     }
 
     /// Forgets `id` if it is recorded at `position` (a rollback of the fact there, which
     /// may be gone from the list already: only positions are compared).
     pub fn remove_at(&mut self, id: &str, position: usize) {
-        if let Ok(entry) = self.table.find_entry(self.hasher.hash_one(id), |&p| p as usize == position) {
+        if let Ok(entry) = self.table.find_entry(self.hasher.hash_one(id), |&p| p == position) {
             entry.remove();
         }
     }
 
     /// The index as the map it is stored as: each id and its position, in id order.
     pub fn to_map<'a>(&self, id_at: impl Fn(usize) -> &'a str) -> BTreeMap<&'a str, usize> {
-        self.table.iter().map(|&p| (id_at(p as usize), p as usize)).collect()
+        self.table.iter().map(|&p| (id_at(p), p)).collect()
     }
 
     /// The index a stored map describes, if it agrees with the facts: every position holds
@@ -78,8 +74,8 @@ impl IdIndex {
     }
 
     /// Positions in order: two indexes over the same facts are equal when these are.
-    fn positions(&self) -> Vec<u32> {
-        let mut positions: Vec<u32> = self.table.iter().copied().collect();
+    fn positions(&self) -> Vec<usize> {
+        let mut positions: Vec<usize> = self.table.iter().copied().collect();
         positions.sort_unstable();
         positions
     }
