@@ -55,13 +55,14 @@ impl IdIndex {
         }
     }
 
-    /// The index as the map it is stored as: each id and its position, in id order.
+    /// The index as the map it is stored as: each id and its position, in id order (built
+    /// at each save of a state: O(n log n) in its facts, as the save already is O(n)).
     pub fn to_map<'a>(&self, id_at: impl Fn(usize) -> &'a str) -> BTreeMap<&'a str, usize> {
         self.table.iter().map(|&p| (id_at(p), p)).collect()
     }
 
-    /// The index a stored map describes, if it agrees with the facts: every position holds
-    /// a fact with that id.
+    /// The index a stored map describes, if it is the one the facts make: each position
+    /// holds a fact with that id, and every fact's id is there at its first position.
     pub fn from_map<'a>(map: BTreeMap<String, usize>, facts: usize, id_at: impl Fn(usize) -> &'a str) -> Result<IdIndex, &'static str> {
         let mut index = IdIndex::default();
         for (id, position) in map {
@@ -69,6 +70,11 @@ impl IdIndex {
                 return Err("an id index names a position that does not hold that id");
             }
             index.insert_first(&id, position, &id_at);
+        }
+        for position in 0..facts {
+            if index.get(id_at(position), &id_at).is_none_or(|first| first > position) {
+                return Err("an id index leaves out an id, or not at its first fact");
+            }
         }
         Ok(index)
     }
@@ -118,11 +124,20 @@ mod tests {
         let map = index.to_map(id_at);
         assert_eq!(map.into_iter().collect::<Vec<_>>(), [("b", 1), ("c", 3)]);
         let stored: BTreeMap<String, usize> = [("b".to_string(), 1), ("c".to_string(), 3)].into();
-        assert_eq!(IdIndex::from_map(stored, ids.len(), id_at).unwrap(), index);
+        assert!(IdIndex::from_map(stored, ids.len(), id_at).is_err(), "`a` is a fact the map leaves out");
+        let one_id: BTreeMap<String, usize> = [("b".to_string(), 0)].into();
+        assert_eq!(IdIndex::from_map(one_id, 2, |p| ["b", "b"][p]).unwrap().len(), 1, "a second `b` is not indexed");
         let wrong: BTreeMap<String, usize> = [("b".to_string(), 3)].into();
         assert!(IdIndex::from_map(wrong, ids.len(), id_at).is_err());
         let outside: BTreeMap<String, usize> = [("b".to_string(), 9)].into();
         assert!(IdIndex::from_map(outside, ids.len(), id_at).is_err());
+        // The whole index of the facts, and only that: every id, at its first fact.
+        let whole: BTreeMap<String, usize> = [("a".to_string(), 0), ("b".to_string(), 1), ("c".to_string(), 3)].into();
+        assert_eq!(IdIndex::from_map(whole, ids.len(), id_at).unwrap().len(), 3);
+        let missing: BTreeMap<String, usize> = [("a".to_string(), 0), ("c".to_string(), 3)].into();
+        assert!(IdIndex::from_map(missing, ids.len(), id_at).is_err(), "b is left out");
+        let later: BTreeMap<String, usize> = [("a".to_string(), 2), ("b".to_string(), 1), ("c".to_string(), 3)].into();
+        assert!(IdIndex::from_map(later, ids.len(), id_at).is_err(), "a at its second fact");
     }
 
     #[test]
@@ -130,8 +145,8 @@ mod tests {
         let ids: Vec<String> = (0..5000).map(|i| format!("INV-{i:05}")).collect();
         let id_at = |p: usize| ids[p].as_str();
         let (mut forward, mut backward) = (IdIndex::default(), IdIndex::default());
-        for p in 0..ids.len() {
-            forward.insert_first(&ids[p], p, id_at);
+        for (p, id) in ids.iter().enumerate() {
+            forward.insert_first(id, p, id_at);
         }
         for p in (0..ids.len()).rev() {
             backward.insert_first(&ids[p], p, id_at);

@@ -145,7 +145,9 @@ pub struct ContractState {
     pub reversals: Vec<ReversalFact>,
     pub events: SeqMap<EventFact>,
     /// Indexes, so that deciding on the next event does not scan the contract's history:
-    /// the position in `invoices` (`payments`) of each id's first fact.
+    /// the position in `invoices` (`payments`) of each id's first fact. Only `apply` and
+    /// `rollback` change the facts and these together; a fact list changed otherwise
+    /// leaves an index that points past it, and saving the state then panics.
     pub invoice_index: IdIndex,
     pub payment_index: IdIndex,
     /// Per invoice id: the sum of its payments that are not reversed; no entry when that
@@ -161,8 +163,10 @@ pub struct ContractState {
 
 /// [`ContractState`] as stored (postcard, views snapshots and summaries): its fields in
 /// order, the id indexes as maps of id to position, as when they were `BTreeMap`s, so the
-/// stored bytes did not change with [`IdIndex`] (pinned by `ledger/tests/views.rs`).
+/// stored bytes did not change with [`IdIndex`] (pinned by `ledger/tests/views.rs` and the
+/// test below).
 #[derive(Serialize)]
+#[serde(rename = "ContractState")]
 struct StateOut<'a> {
     contract_id: &'a ContractId,
     version: u64,
@@ -186,6 +190,7 @@ struct StateOut<'a> {
 
 /// What [`StateOut`] wrote, read back: checked into a [`ContractState`].
 #[derive(Deserialize)]
+#[serde(rename = "ContractState")]
 struct StoredState {
     contract_id: ContractId,
     version: u64,
