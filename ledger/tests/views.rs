@@ -489,6 +489,20 @@ fn a_portfolio_over_lost_views_refolds_them_and_finishes() {
     assert_eq!(billed, vec![200; 12]);
 }
 
+/// A closed ledger's directory, copied.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// `n` invoices of `contract`, numbered from `first`, as one atomic request.
 fn invoice_batch(ledger: &Ledger, contract: &str, first: usize, n: usize) {
     let events = (first..first + n)
@@ -528,8 +542,15 @@ fn snapshots_due_together_are_spread_over_saves() {
         let after_one_save = snapshots_and_deltas(dir.path(), bound);
         if spread {
             // c00 snapshots (the first due), the five others add a delta to the snapshot
-            // of their grant.
+            // of their grant; loaded, they are what a rebuild makes.
             assert_eq!(after_one_save, [(1, 0), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1)]);
+            // (On a copy: a rebuild rewrites the views it is compared with.)
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), copy.path());
+            let ledger = open(copy.path());
+            let saved = ledger.persisted_views().unwrap();
+            drop(ledger);
+            assert_equal_to_a_rebuild(copy.path(), &saved);
         } else {
             assert_eq!(after_one_save, [(1, 0); 6]);
             continue;
@@ -551,4 +572,36 @@ fn snapshots_due_together_are_spread_over_saves() {
         drop(ledger);
         assert_equal_to_a_rebuild(dir.path(), &saved);
     }
+}
+
+/// A bound of zero puts every snapshot off, but only until a contract's deltas reach twice
+/// its snapshot: then it snapshots whatever the bound, so no contract's deltas grow without
+/// end.
+#[test]
+fn a_snapshot_put_off_is_written_once_its_deltas_reach_twice_it() {
+    let (dir, ledger) = fresh();
+    append(&ledger, &small_grant("c00")).unwrap();
+    ledger.close();
+    drop(ledger);
+    let with_bound_zero = || Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: 0, ..ledger::Options::default() }).unwrap();
+    let kinds = || {
+        let raw = with_bound_zero().persisted_views_raw().unwrap();
+        (raw.iter().filter(|(k, _)| k.starts_with(b"Sc00")).count(), raw.iter().filter(|(k, _)| k.starts_with(b"Dc00")).count())
+    };
+    // Due (over 16 KiB of deltas), put off: a delta.
+    let ledger = with_bound_zero();
+    invoice_batch(&ledger, "c00", 0, 250);
+    ledger.close();
+    drop(ledger);
+    assert_eq!(kinds(), (1, 1));
+    // Past twice 16 KiB: the snapshot is written, the deltas go.
+    let ledger = with_bound_zero();
+    invoice_batch(&ledger, "c00", 250, 250);
+    ledger.close();
+    drop(ledger);
+    assert_eq!(kinds(), (1, 0));
+    let ledger = open(dir.path());
+    let saved = ledger.persisted_views().unwrap();
+    drop(ledger);
+    assert_equal_to_a_rebuild(dir.path(), &saved);
 }
