@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use events::{ContractId, Date, EventBody, Stream, Timestamp};
 use ledger::Ledger;
 use projections::report::{
-    revenue_json, revenue_table, ContractRollforward, ContractRpo, CorrectionsReport, PortfolioRevenue, PortfolioRollforward,
-    PortfolioRpo, Table, WaterfallBuilder,
+    revenue_json, revenue_table, ContractRollforward, ContractRpo, CorrectionsReport, PortfolioReport, PortfolioRevenue,
+    PortfolioRollforward, PortfolioRpo, Table, WaterfallBuilder,
 };
 use projections::{AsOf, ContractState, Granularity, Overflow};
 use serde_json::{json, Value};
@@ -191,24 +191,24 @@ fn reported<R>(ledger: &Ledger, id: &ContractId, at: &AsOf, f: impl FnOnce(proje
 }
 
 
-/// What every contract adds to a portfolio report, in contract order: `part` runs on every
-/// core, on each contract's summary where it answers for `at` (else its state,
-/// [`Ledger::map_contracts`]); contracts that take no part give `None` and are left out.
-fn parts<P: Send>(ledger: &Ledger, at: &AsOf, part: impl Fn(projections::Contract<'_>) -> Result<Option<P>, Overflow> + Sync) -> Result<Vec<P>, ApiError> {
-    let mut out = vec![];
-    for p in ledger.map_contracts(at, part)? {
-        out.extend(p.map_err(overflow)?);
+/// Makes `report` of every contract seen at `at`: each contract's part on every core, from
+/// its summary where that answers for `at` (else its state, [`Ledger::map_contracts`]),
+/// then the parts absorbed in contract order.
+fn portfolio<R: PortfolioReport + Sync>(ledger: &Ledger, at: &AsOf, mut report: R) -> Result<R, ApiError> {
+    let mut parts = vec![];
+    for part in ledger.map_contracts(at, |c| report.part(c))? {
+        parts.extend(part.map_err(overflow)?);
     }
-    Ok(out)
+    report.reserve(parts.len());
+    for part in parts {
+        report.absorb(part).map_err(overflow)?;
+    }
+    Ok(report)
 }
 
 /// The portfolio rollforward for (`from`, `to`] (they share `known_at`).
 fn rollforward(ledger: &Ledger, from: AsOf, to: AsOf) -> Result<PortfolioRollforward, ApiError> {
-    let mut report = PortfolioRollforward::new(from, to);
-    for part in parts(ledger, &to, |c| report.part(c))? {
-        report.absorb(part).map_err(overflow)?;
-    }
-    Ok(report)
+    portfolio(ledger, &to, PortfolioRollforward::new(from, to))
 }
 
 /// A report's JSON, serialized straight from its `Serialize` impl (no `Value` tree).
@@ -284,12 +284,7 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                     })
                 }
                 None => {
-                    let mut report = PortfolioRevenue::new(at, g);
-                    let parts = parts(ledger, &at, |c| report.part(c))?;
-                    report.contracts.reserve_exact(parts.len());
-                    for part in parts {
-                        report.absorb(part).map_err(overflow)?;
-                    }
+                    let report = portfolio(ledger, &at, PortfolioRevenue::new(at, g))?;
                     finish(out, sections, || portfolio_bytes(&report), |s| report.table(s))
                 }
             }
@@ -321,21 +316,14 @@ pub fn render(ledger: &Ledger, kind: Kind, contract: Option<&ContractId>, params
                     finish(out, sections, || bytes(&r), |s| r.table(s))
                 }
                 None => {
-                    let mut report = PortfolioRpo::new(at);
-                    for part in parts(ledger, &at, |c| report.part(c))? {
-                        report.absorb(part).map_err(overflow)?;
-                    }
+                    let report = portfolio(ledger, &at, PortfolioRpo::new(at))?;
                     finish(out, sections, || bytes(&report), |s| report.table(s))
                 }
             }
         }
         Kind::Waterfall => {
             let at = point_of_view(ledger, params.date("as_of")?.unwrap_or_else(today), params, "known_at")?;
-            let mut builder = WaterfallBuilder::new(at, granularity(params)?);
-            for part in parts(ledger, &at, |c| builder.part(c))? {
-                builder.absorb(part);
-            }
-            let waterfall = builder.finish().map_err(overflow)?;
+            let waterfall = portfolio(ledger, &at, WaterfallBuilder::new(at, granularity(params)?))?.finish().map_err(overflow)?;
             finish(out, sections, || bytes(&waterfall), |s| waterfall.table(s))
         }
         Kind::Corrections => corrections(ledger, params, out, sections),

@@ -26,6 +26,7 @@ const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
 use events::{Date, Proposal, RecordedEvent, Timestamp};
 use events::EventKind;
 use projections::{add_years, AsOf, Book, Contract, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
+use projections::report::PortfolioReport;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -72,6 +72,36 @@ fn takes_part(contract: &Contract<'_>, at: &AsOf) -> bool {
     contract.known_at(at.known_at) && contract.granted() <= at.date
 }
 
+/// A portfolio report, made of every contract: what one contract adds (`part`, a pure
+/// function of the contract, so contracts can be read in parallel) and adding that, in
+/// contract order (`absorb`). A contract is read from its summary or its state.
+pub trait PortfolioReport {
+    type Part: Send;
+
+    /// What `contract` adds (`None` if it takes no part).
+    fn part(&self, contract: Contract<'_>) -> Result<Option<Self::Part>, Overflow>;
+
+    /// Adds a contract's part (in contract order).
+    ///
+    /// # Panics
+    /// If the part is another report's, of another point of view: a bug.
+    fn absorb(&mut self, part: Self::Part) -> Result<(), Overflow>;
+
+    /// Room for `parts` more parts, made before they are absorbed.
+    fn reserve(&mut self, _parts: usize) {}
+
+    /// Adds a contract (skipped if it takes no part).
+    fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow>
+    where
+        Self: Sized,
+    {
+        match self.part(contract.into())? {
+            Some(part) => self.absorb(part),
+            None => Ok(()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Rollforward.
 
@@ -228,39 +258,29 @@ pub struct PortfolioRollforward {
     pub contracts: Vec<ContractRollforward>,
 }
 
-impl PortfolioRollforward {
-    pub fn new(from: AsOf, to: AsOf) -> PortfolioRollforward {
-        PortfolioRollforward { from, to, totals: BTreeMap::new(), contracts: vec![] }
-    }
+impl PortfolioReport for PortfolioRollforward {
+    type Part = ContractRollforward;
 
-    /// Adds a contract (skipped unless it takes part), from its summary or its state.
-    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
-        match self.part(contract.into())? {
-            Some(part) => self.absorb(part),
-            None => Ok(()),
-        }
-    }
-
-    /// What one contract adds (`None` unless it takes part): a pure function of the
-    /// contract, so contracts can be read in parallel and absorbed in order.
-    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRollforward>, Overflow> {
+    fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRollforward>, Overflow> {
         if !takes_part(&contract, &self.to) {
             return Ok(None);
         }
         ContractRollforward::of(contract, &self.from, &self.to).map(Some)
     }
 
-    /// Adds a contract's part (in contract order).
-    ///
-    /// # Panics
-    /// If the part is of another period: a bug.
-    pub fn absorb(&mut self, r: ContractRollforward) -> Result<(), Overflow> {
+    fn absorb(&mut self, r: ContractRollforward) -> Result<(), Overflow> {
         assert_eq!((r.from, r.to), (self.from, self.to), "a part of this rollforward");
         let (count, total) = self.totals.entry(r.currency).or_insert_with(|| (0, Rollforward::empty()));
         *count += 1;
         total.absorb(&r.rollforward)?;
         self.contracts.push(r);
         Ok(())
+    }
+}
+
+impl PortfolioRollforward {
+    pub fn new(from: AsOf, to: AsOf) -> PortfolioRollforward {
+        PortfolioRollforward { from, to, totals: BTreeMap::new(), contracts: vec![] }
     }
 
     fn totals_out(&self) -> Vec<RollforwardTotal<'_>> {
@@ -415,33 +435,17 @@ pub struct PortfolioRpo {
     pub contracts: Vec<ContractRpo>,
 }
 
-impl PortfolioRpo {
-    pub fn new(at: AsOf) -> PortfolioRpo {
-        PortfolioRpo { at, totals: BTreeMap::new(), contracts: vec![] }
-    }
+impl PortfolioReport for PortfolioRpo {
+    type Part = ContractRpo;
 
-    /// Adds a contract (skipped unless it takes part), from its summary or its state.
-    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
-        match self.part(contract.into())? {
-            Some(part) => self.absorb(part),
-            None => Ok(()),
-        }
-    }
-
-    /// What one contract adds (`None` unless it takes part): a pure function of the
-    /// contract, so contracts can be read in parallel and absorbed in order.
-    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRpo>, Overflow> {
+    fn part(&self, contract: Contract<'_>) -> Result<Option<ContractRpo>, Overflow> {
         if !takes_part(&contract, &self.at) {
             return Ok(None);
         }
         ContractRpo::of(contract, &self.at).map(Some)
     }
 
-    /// Adds a contract's part (in contract order).
-    ///
-    /// # Panics
-    /// If the part is of another point of view: a bug.
-    pub fn absorb(&mut self, r: ContractRpo) -> Result<(), Overflow> {
+    fn absorb(&mut self, r: ContractRpo) -> Result<(), Overflow> {
         assert_eq!(r.at, self.at, "a part of this RPO report");
         let empty = || RpoDisclosure { rpo: 0, next_12_months: 0, thereafter: 0, years: vec![] };
         let (count, total) = self.totals.entry(r.currency).or_insert_with(|| (0, empty()));
@@ -462,6 +466,12 @@ impl PortfolioRpo {
         }
         self.contracts.push(r);
         Ok(())
+    }
+}
+
+impl PortfolioRpo {
+    pub fn new(at: AsOf) -> PortfolioRpo {
+        PortfolioRpo { at, totals: BTreeMap::new(), contracts: vec![] }
     }
 
     /// `GET /v1/portfolio/rpo`.
@@ -534,22 +544,10 @@ pub struct Waterfall {
     pub totals: BTreeMap<Currency, (u64, WaterfallRow)>,
 }
 
-impl WaterfallBuilder {
-    pub fn new(at: AsOf, granularity: Granularity) -> WaterfallBuilder {
-        WaterfallBuilder { at, granularity, inputs: vec![] }
-    }
+impl PortfolioReport for WaterfallBuilder {
+    type Part = WaterfallInput;
 
-    /// Adds a contract (skipped unless it takes part), from its summary or its state.
-    pub fn add<'c>(&mut self, contract: impl Into<Contract<'c>>) -> Result<(), Overflow> {
-        if let Some(part) = self.part(contract.into())? {
-            self.absorb(part);
-        }
-        Ok(())
-    }
-
-    /// What one contract adds (`None` unless it takes part): a pure function of the
-    /// contract, so contracts can be read in parallel and absorbed in order.
-    pub fn part(&self, contract: Contract<'_>) -> Result<Option<WaterfallInput>, Overflow> {
+    fn part(&self, contract: Contract<'_>) -> Result<Option<WaterfallInput>, Overflow> {
         if !takes_part(&contract, &self.at) {
             return Ok(None);
         }
@@ -563,9 +561,15 @@ impl WaterfallBuilder {
         }))
     }
 
-    /// Adds a contract's part (in contract order).
-    pub fn absorb(&mut self, part: WaterfallInput) {
+    fn absorb(&mut self, part: WaterfallInput) -> Result<(), Overflow> {
         self.inputs.push(part);
+        Ok(())
+    }
+}
+
+impl WaterfallBuilder {
+    pub fn new(at: AsOf, granularity: Granularity) -> WaterfallBuilder {
+        WaterfallBuilder { at, granularity, inputs: vec![] }
     }
 
     pub fn finish(self) -> Result<Waterfall, Overflow> {
@@ -1013,22 +1017,14 @@ fn row((id, currency, figures): &(ContractId, Currency, Figures)) -> FiguresOut<
     FiguresOut { contract_id: Some(id), currency: *currency, contracts: None, figures, periods: None }
 }
 
-impl PortfolioRevenue {
-    pub fn new(at: AsOf, granularity: Granularity) -> PortfolioRevenue {
-        PortfolioRevenue { at, granularity, portfolio: Portfolio::default(), contracts: vec![], periods: BTreeMap::new() }
+impl PortfolioReport for PortfolioRevenue {
+    type Part = ContractPart;
+
+    fn reserve(&mut self, parts: usize) {
+        self.contracts.reserve_exact(parts);
     }
 
-    /// Adds a contract (skipped if not known at K), from its summary or its state.
-    pub fn add(&mut self, contract: Contract<'_>) -> Result<(), Overflow> {
-        match self.part(contract)? {
-            Some(part) => self.absorb(part),
-            None => Ok(()),
-        }
-    }
-
-    /// What one contract adds to the report (`None` if not known at K): a pure function of
-    /// the contract, so contracts can be read in parallel and absorbed in order.
-    pub fn part(&self, contract: Contract<'_>) -> Result<Option<ContractPart>, Overflow> {
+    fn part(&self, contract: Contract<'_>) -> Result<Option<ContractPart>, Overflow> {
         let (at, granularity) = (&self.at, self.granularity);
         if !contract.known_at(at.known_at) {
             return Ok(None);
@@ -1041,11 +1037,7 @@ impl PortfolioRevenue {
         }))
     }
 
-    /// Adds a contract's part (in contract order).
-    ///
-    /// # Panics
-    /// If the part is another report's, of another as-of date or granularity: a bug.
-    pub fn absorb(&mut self, part: ContractPart) -> Result<(), Overflow> {
+    fn absorb(&mut self, part: ContractPart) -> Result<(), Overflow> {
         let ContractPart { contract_id, currency, figures: f, periods: contract_periods } = part;
         self.portfolio.add_figures(currency, &f)?;
         self.contracts.push((contract_id, currency, f));
@@ -1053,6 +1045,12 @@ impl PortfolioRevenue {
             Some(run) => self.periods.entry(currency).or_default().add(&run),
             None => Ok(()),
         }
+    }
+}
+
+impl PortfolioRevenue {
+    pub fn new(at: AsOf, granularity: Granularity) -> PortfolioRevenue {
+        PortfolioRevenue { at, granularity, portfolio: Portfolio::default(), contracts: vec![], periods: BTreeMap::new() }
     }
 
     /// `GET /v1/portfolio`.
