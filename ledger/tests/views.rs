@@ -489,6 +489,24 @@ fn a_portfolio_over_lost_views_refolds_them_and_finishes() {
     assert_eq!(billed, vec![200; 12]);
 }
 
+/// The store in `dir` opened with a save writing `bound` bytes of snapshots at most.
+fn open_with_snapshot_bound(dir: &std::path::Path, bound: usize) -> Ledger {
+    Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap()
+}
+
+/// How many snapshot and delta keys contract `id` has in the views of `dir`.
+fn snapshots_and_deltas(dir: &std::path::Path, id: &str) -> (usize, usize) {
+    let raw = open(dir).persisted_views_raw().unwrap();
+    let count = |tag: u8| raw.iter().filter(|(k, _)| k[0] == tag && k[1..].starts_with(id.as_bytes())).count();
+    (count(b'S'), count(b'D'))
+}
+
+/// The views saved in `dir` (no ledger open on it) equal a rebuild of them.
+fn assert_saved_views_equal_a_rebuild(dir: &std::path::Path) {
+    let saved = open(dir).persisted_views().unwrap();
+    assert_equal_to_a_rebuild(dir, &saved);
+}
+
 /// A closed ledger's directory, copied.
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
@@ -517,13 +535,7 @@ fn invoice_batch(ledger: &Ledger, contract: &str, first: usize, n: usize) {
 /// those a rebuild makes. With the default bound, all six snapshot at once.
 #[test]
 fn snapshots_due_together_are_spread_over_saves() {
-    let snapshots_and_deltas = |dir: &std::path::Path, bound: usize| {
-        let ledger = Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
-        let raw = ledger.persisted_views_raw().unwrap();
-        drop(ledger);
-        let count = |tag: u8, id: &str| raw.iter().filter(|(k, _)| k[0] == tag && k[1..].starts_with(id.as_bytes())).count();
-        (0..6).map(|c| format!("c{c:02}")).map(|id| (count(b'S', &id), count(b'D', &id))).collect::<Vec<_>>()
-    };
+    let all_snapshots_and_deltas = |dir: &std::path::Path| (0..6).map(|c| snapshots_and_deltas(dir, &format!("c{c:02}"))).collect::<Vec<_>>();
     for (bound, spread) in [(1, true), (ledger::views::SAVE_SNAPSHOT_BYTES_MAX, false)] {
         let (dir, ledger) = fresh();
         let ids: Vec<String> = (0..6).map(|c| format!("c{c:02}")).collect();
@@ -533,13 +545,13 @@ fn snapshots_due_together_are_spread_over_saves() {
         ledger.close();
         drop(ledger);
         // Enough invoices that each contract's delta outweighs its snapshot (16 KiB at least).
-        let ledger = Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
+        let ledger = open_with_snapshot_bound(dir.path(), bound);
         for id in &ids {
             invoice_batch(&ledger, id, 0, 250);
         }
         ledger.close();
         drop(ledger);
-        let after_one_save = snapshots_and_deltas(dir.path(), bound);
+        let after_one_save = all_snapshots_and_deltas(dir.path());
         if spread {
             // c00 snapshots (the first due), the five others add a delta to the snapshot
             // of their grant; loaded, they are what a rebuild makes.
@@ -547,30 +559,24 @@ fn snapshots_due_together_are_spread_over_saves() {
             // (On a copy: a rebuild rewrites the views it is compared with.)
             let copy = tempfile::tempdir().unwrap();
             copy_dir(dir.path(), copy.path());
-            let ledger = open(copy.path());
-            let saved = ledger.persisted_views().unwrap();
-            drop(ledger);
-            assert_equal_to_a_rebuild(copy.path(), &saved);
+            assert_saved_views_equal_a_rebuild(copy.path());
         } else {
             assert_eq!(after_one_save, [(1, 0); 6]);
             continue;
         }
         // One more invoice each per save: one more of the contracts put off snapshots.
         for round in 1..=5 {
-            let ledger = Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: bound, ..ledger::Options::default() }).unwrap();
+            let ledger = open_with_snapshot_bound(dir.path(), bound);
             for id in &ids {
                 invoice_batch(&ledger, id, 250 + round, 1);
             }
             ledger.close();
             drop(ledger);
-            let now = snapshots_and_deltas(dir.path(), bound);
+            let now = all_snapshots_and_deltas(dir.path());
             assert!(now[round].1 == 0, "round {round}: c{round:02} snapshots now: {now:?}");
             assert!(now[round + 1..].iter().all(|(_, deltas)| *deltas == round + 1), "round {round}: the others add a delta: {now:?}");
         }
-        let ledger = open(dir.path());
-        let saved = ledger.persisted_views().unwrap();
-        drop(ledger);
-        assert_equal_to_a_rebuild(dir.path(), &saved);
+        assert_saved_views_equal_a_rebuild(dir.path());
     }
 }
 
@@ -583,25 +589,14 @@ fn a_snapshot_put_off_is_written_once_its_deltas_reach_twice_it() {
     append(&ledger, &small_grant("c00")).unwrap();
     ledger.close();
     drop(ledger);
-    let with_bound_zero = || Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_save_snapshot_bytes: 0, ..ledger::Options::default() }).unwrap();
-    let kinds = || {
-        let raw = with_bound_zero().persisted_views_raw().unwrap();
-        (raw.iter().filter(|(k, _)| k.starts_with(b"Sc00")).count(), raw.iter().filter(|(k, _)| k.starts_with(b"Dc00")).count())
-    };
-    // Due (over 16 KiB of deltas), put off: a delta.
-    let ledger = with_bound_zero();
-    invoice_batch(&ledger, "c00", 0, 250);
-    ledger.close();
-    drop(ledger);
-    assert_eq!(kinds(), (1, 1));
-    // Past twice 16 KiB: the snapshot is written, the deltas go.
-    let ledger = with_bound_zero();
-    invoice_batch(&ledger, "c00", 250, 250);
-    ledger.close();
-    drop(ledger);
-    assert_eq!(kinds(), (1, 0));
-    let ledger = open(dir.path());
-    let saved = ledger.persisted_views().unwrap();
-    drop(ledger);
-    assert_equal_to_a_rebuild(dir.path(), &saved);
+    // Due (over 16 KiB of deltas), put off: a delta; past twice 16 KiB: the snapshot is
+    // written, the deltas go.
+    for (first, expected) in [(0, (1, 1)), (250, (1, 0))] {
+        let ledger = open_with_snapshot_bound(dir.path(), 0);
+        invoice_batch(&ledger, "c00", first, 250);
+        ledger.close();
+        drop(ledger);
+        assert_eq!(snapshots_and_deltas(dir.path(), "c00"), expected, "after invoices from {first}");
+    }
+    assert_saved_views_equal_a_rebuild(dir.path());
 }
