@@ -655,21 +655,22 @@ pub struct Opened {
 
 /// Opens the views of a store whose chain ends at `head`: the cursor and facts from the
 /// tree, every contract of the chain's directory on disk, then the events after the cursor
-/// folded in. Views of another format, or that do not fit the chain, are rebuilt whole.
+/// folded in. Views of another format, or that do not fit the chain, are rebuilt whole as
+/// `cledger rebuild` does ([`rebuild_to`]: saved in batches of
+/// [`REBUILD_BATCH_CONTRACTS`], then dropped), and opened as saved, so the states folded
+/// for it are not all kept, nor saved in one batch, past the resident budget.
 pub fn open(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Opened, ReadError> {
     match open_persisted(chain, tree, head) {
         Ok(opened) => Ok(opened),
         Err(LoadError::Views(reason)) => {
             tracing::warn!("the persisted views cannot be used ({reason}); rebuilding them from the chain");
             metrics::counter!("ledger_views_rebuilt_total").increment(1);
-            tree.clear()?;
-            let rebuilt = fold_chain(chain, head, |_, _| {})?;
-            let views = Views::new(chain.clone(), tree.clone(), 0);
-            let dirty = rebuilt.states.keys().cloned().collect();
-            for state in rebuilt.states.into_values() {
-                views.insert_new(state);
+            rebuild_to(chain, tree, head, |_, _| {})?;
+            match open_persisted(chain, tree, head) {
+                Ok(opened) => Ok(opened),
+                Err(LoadError::Views(reason)) => Err(corrupt(head, &format!("the views rebuilt from the chain cannot be used: {reason}"))),
+                Err(LoadError::Chain(e)) => Err(e),
             }
-            Ok(Opened { views, ledger: rebuilt.ledger, dirty, cursor: 0 })
         }
         Err(LoadError::Chain(e)) => Err(e),
     }
@@ -778,8 +779,13 @@ const REBUILD_BATCH_CONTRACTS: usize = 1_000;
 /// Drops the persisted views and rebuilds them from the whole chain (verifying every hash
 /// and link on the way): a snapshot of every contract, the ledger's facts, the cursor.
 pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
-    tree.clear()?;
     let (head, _) = store::last(chain)?;
+    rebuild_to(chain, tree, head, progress)
+}
+
+/// [`rebuild`] of the chain up to `head`.
+fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
+    tree.clear()?;
     let folded = fold_chain(chain, head, progress)?;
     let contracts = folded.states.len();
     let states: Vec<ContractState> = folded.states.into_values().collect();

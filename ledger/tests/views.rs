@@ -123,6 +123,29 @@ fn views_that_do_not_decode_are_rebuilt_on_open() {
     }
 }
 
+#[test]
+fn views_of_another_format_are_rebuilt_and_saved_on_open_without_keeping_the_states() {
+    let (dir, ledger) = fresh();
+    history(&ledger);
+    ledger.close();
+    let good = ledger.persisted_views().unwrap();
+    let contracts = ledger.contracts(None, usize::MAX).unwrap().len();
+    drop(ledger);
+    {
+        let db = raw_sled(dir.path());
+        db.open_tree("views").unwrap().insert(b"Mformat", &999u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = open(dir.path());
+    // Saved whole before the ledger serves, as `cledger rebuild` saves them (in bounded
+    // batches), and dropped: the first save then had every state of the ledger to write
+    // in one batch, and a server kept them all past its resident budget until that save.
+    assert!(contracts > 1);
+    assert_eq!(ledger.loaded_contracts(), 0, "no state kept from the rebuild");
+    assert_eq!(ledger.persisted_views().unwrap(), good, "saved at open, equal to the incremental views");
+    drop(ledger);
+}
+
 /// The persisted views' bytes are pinned: a change to `ContractState`'s layout that does not
 /// bump `VIEWS_FORMAT` fails here (old stores would then decode into the wrong fields, or
 /// not at all). After a deliberate change: bump `ledger::views::VIEWS_FORMAT`, then
