@@ -42,8 +42,12 @@ impl ChainVerifier {
     /// The checks of one event against the ones before it (its own bytes checked by
     /// [`check_record`], possibly on another thread).
     pub fn link(&mut self, recorded: &RecordedEvent) -> Result<(), VerifyFailure> {
-        let event = &recorded.event;
-        self.link_facts(event.seq, &recorded.hash, &event.prev_hash, &event.stream, event.version, event.recorded_at)
+        self.link_event(&recorded.event, &recorded.hash)
+    }
+
+    /// [`ChainVerifier::link`] of an event whose canonical bytes hash to `hash`.
+    pub fn link_event(&mut self, event: &events::Event, hash: &Digest) -> Result<(), VerifyFailure> {
+        self.link_facts(event.seq, hash, &event.prev_hash, &event.stream, event.version, event.recorded_at)
     }
 
     /// [`ChainVerifier::link`] of what [`Link::of`] kept of an event.

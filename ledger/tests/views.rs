@@ -146,6 +146,71 @@ fn views_of_another_format_are_rebuilt_and_saved_on_open_without_keeping_the_sta
     drop(ledger);
 }
 
+/// [`history`], then contracts `c0`..`c3` granted and three rounds of an invoice each,
+/// interleaved; the events, oldest first.
+fn interleaved_events() -> Vec<events::Event> {
+    let (_dir, ledger) = fresh();
+    history(&ledger);
+    let ids = ["c0", "c1", "c2", "c3"];
+    for id in ids {
+        append(&ledger, &small_grant(id).replace(r#""effective_date":"2026-01-01""#, r#""effective_date":"2026-07-01""#)).unwrap();
+    }
+    for round in 0..3 {
+        for id in ids {
+            append(&ledger, &event(id, "invoice_issued", "2026-07-02", &format!(r#"{{"invoice_id":"I{round}","amount":"1.00","due_date":"2026-08-01"}}"#))).unwrap();
+        }
+    }
+    ledger.events_after(0, usize::MAX).unwrap().into_iter().map(|r| r.event).collect()
+}
+
+fn sharded_fold(events: Vec<events::Event>) -> Result<(std::collections::BTreeMap<ContractId, projections::ContractState>, projections::LedgerFacts), ledger::ReadError> {
+    let mut fold = ledger::views::ShardedFold::new().unwrap();
+    let fed = events.into_iter().try_for_each(|e| fold.push(e));
+    fold.finish(fed)
+}
+
+#[test]
+fn contracts_folded_apart_equal_one_fold_in_order() {
+    let events = interleaved_events();
+    let mut states = std::collections::BTreeMap::new();
+    let mut ledger_facts = projections::LedgerFacts::default();
+    for event in &events {
+        let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
+        if let Some(new) = projections::fold(event, contract, &mut ledger_facts).unwrap() {
+            states.insert(new.contract_id.clone(), new);
+        }
+    }
+    assert!(ledger_facts.period_end.is_some() && states.len() > 6, "the history closes a period; {} contracts", states.len());
+    assert_eq!(sharded_fold(events).unwrap(), (states, ledger_facts));
+}
+
+/// Whichever thread folds the contract whose event is the first that does not fold, its
+/// seq is the one named, as a fold one event at a time names it.
+#[test]
+fn the_first_event_that_does_not_fold_is_named_whichever_thread_folds_it() {
+    for first in ["c0", "c1", "c2", "c3"] {
+        let mut events = interleaved_events();
+        // Each contract's last invoice skips a version (round 2); `first`'s round-1 invoice
+        // already does, so it is the lowest seq that does not fold.
+        let tampered = |e: &events::Event, round: u64| e.version == 2 + round && e.stream.contract_id().is_some_and(|id| id.as_str().len() == 2);
+        let mut expected = None;
+        for e in events.iter_mut() {
+            let id = e.stream.contract_id().map(|id| id.as_str().to_string()).unwrap_or_default();
+            if (id == first && tampered(e, 1)) || (id != first && tampered(e, 2)) {
+                expected = Some(expected.unwrap_or(u64::MAX).min(e.seq));
+                e.version += 10;
+            }
+        }
+        match sharded_fold(events) {
+            Err(ledger::ReadError::Corrupt(f)) => {
+                assert_eq!(Some(f.seq), expected, "{first}: {f}");
+                assert!(f.reason.contains("version"), "{f}");
+            }
+            other => panic!("{first}: {other:?}"),
+        }
+    }
+}
+
 /// The persisted views' bytes are pinned: a change to `ContractState`'s layout that does not
 /// bump `VIEWS_FORMAT` fails here (old stores would then decode into the wrong fields, or
 /// not at all). After a deliberate change: bump `ledger::views::VIEWS_FORMAT`, then
