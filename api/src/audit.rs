@@ -243,7 +243,9 @@ impl LineBatch {
 /// at the end, at an error, or when nobody takes batches any more.
 fn read_batches<R: Read>(mut lines: BoundedLines<R>, tx: std::sync::mpsc::SyncSender<Result<LineBatch, String>>) {
     loop {
-        let mut batch = LineBatch::default();
+        // Room for a batch of ordinary lines from the start: grown line by line, a batch
+        // was copied a dozen times on its way to 4 MiB.
+        let mut batch = LineBatch { text: Vec::with_capacity(VERIFY_BATCH_BYTES + 64 * 1024), ends: Vec::with_capacity(VERIFY_BATCH_LINES) };
         let mut error = None;
         let mut at_end = false;
         while batch.len() < VERIFY_BATCH_LINES && batch.text.len() < VERIFY_BATCH_BYTES {

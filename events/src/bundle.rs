@@ -93,23 +93,25 @@ pub fn event_line(recorded: &RecordedEvent) -> String {
 /// [`EventLine`] whose `event` is [`RecordedEvent::wire_json`], written without building the
 /// JSON value (a test holds the two equal byte for byte).
 pub fn write_event_line(recorded: &RecordedEvent, out: &mut Vec<u8>) {
-    #[derive(Serialize)]
-    struct Out<'a> {
-        seq: u64,
-        hash: &'a str,
-        prev_hash: &'a str,
-        canonical: &'a str,
-        event: crate::WireEventOut,
-    }
-    let (mut hash, mut prev_hash) = ([0u8; 64], [0u8; 64]);
-    let line = Out {
-        seq: recorded.event.seq,
-        hash: recorded.hash.hex(&mut hash),
-        prev_hash: recorded.event.prev_hash.hex(&mut prev_hash),
-        canonical: &B64.encode(&recorded.canonical),
-        event: recorded.event.to_wire(),
-    };
-    serde_json::to_writer(out, &line).expect("lines serialize")
+    // The fields before `event` are digits, hex and base64, which JSON writes as they are:
+    // written here without serde_json's escaping scan (a fifth of bundle verification's time
+    // went to that scan, which rewrites each line to compare it).
+    let mut hex = [0u8; 64];
+    out.extend_from_slice(b"{\"seq\":");
+    serde_json::to_writer(&mut *out, &recorded.event.seq).expect("a number serializes");
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(recorded.hash.hex(&mut hex).as_bytes());
+    out.extend_from_slice(b"\",\"prev_hash\":\"");
+    out.extend_from_slice(recorded.event.prev_hash.hex(&mut hex).as_bytes());
+    out.extend_from_slice(b"\",\"canonical\":\"");
+    let start = out.len();
+    // Canonical bytes are at most CANONICAL_LEN_MAX long: their base64 length cannot overflow.
+    let len = base64::encoded_len(recorded.canonical.len(), true).expect("a bounded length");
+    out.resize(start + len, 0);
+    B64.encode_slice(&recorded.canonical, &mut out[start..]).expect("room for exactly the encoded length");
+    out.extend_from_slice(b"\",\"event\":");
+    recorded.write_wire_json(out);
+    out.push(b'}');
 }
 
 pub fn header_line(header: &Header) -> String {
@@ -218,6 +220,31 @@ pub(crate) fn check_event_fields(seq: u64, fields: &EventFields<'_>) -> Result<R
         return Err(at(seq, "the event JSON is not what the canonical bytes say"));
     }
     Ok(recorded)
+}
+
+/// The checks of [`BundleVerifier::check_event_line`] for the common case, a line exactly as
+/// [`write_event_line`] writes it: the event its `canonical` field holds is decoded and its
+/// line written again; if the two are the same bytes, every check holds (the seq, the hash
+/// of those bytes, the link field, the one base64 spelling, the event's JSON), and nothing
+/// is parsed as JSON. `None` for any other line, which is then checked field by field (the
+/// same verdict, with the reason). On a million events this took bundle verification from
+/// ... to ... events/s.
+fn exported_line(seq: u64, line: &str) -> Option<CheckedLine> {
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    const FIELD: &str = r#","canonical":""#;
+    let start = line.find(FIELD)? + FIELD.len();
+    let len = line[start..].find('"')?;
+    let recorded = RecordedEvent::from_canonical(B64.decode(&line[start..start + len]).ok()?).ok()?;
+    if recorded.event.seq != seq {
+        return None;
+    }
+    LINE.with_borrow_mut(|written| {
+        written.clear();
+        write_event_line(&recorded, written);
+        (written.as_slice() == line.as_bytes()).then(|| CheckedLine::of(&recorded))
+    })
 }
 
 /// Whether `text` is the hash `expected` as [`digest`] reads it (an error if it reads as no
@@ -366,6 +393,9 @@ impl BundleVerifier {
     /// may run them for many lines at once, then hand each result to
     /// [`BundleVerifier::accept_event`] in seq order.
     pub fn check_event_line(seq: u64, line: &str) -> Result<CheckedLine, BundleFailure> {
+        if let Some(checked) = exported_line(seq, line) {
+            return Ok(checked);
+        }
         let parsed: EventLineIn<'_> = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
         let fields = EventFields { line_seq: parsed.seq, hash: &parsed.hash, prev_hash: &parsed.prev_hash, canonical: &parsed.canonical, event: parsed.event.get() };
         check_event_fields(seq, &fields).map(|recorded| CheckedLine::of(&recorded))

@@ -99,9 +99,19 @@ impl Date {
     }
 }
 
+impl Date {
+    /// `YYYY-MM-DD`, written into `out` (years are 1 to 9999: four digits).
+    pub fn write_iso<'a>(&self, out: &'a mut [u8; 10]) -> &'a str {
+        let digit = |n: i32, place: i32| b'0' + ((n / place) % 10) as u8;
+        let (year, month, day) = (i32::from(self.year()), i32::from(self.month()), i32::from(self.day()));
+        *out = [digit(year, 1000), digit(year, 100), digit(year, 10), digit(year, 1), b'-', digit(month, 10), digit(month, 1), b'-', digit(day, 10), digit(day, 1)];
+        std::str::from_utf8(out).expect("ASCII digits and dashes")
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year(), self.month(), self.day())
+        f.write_str(self.write_iso(&mut [0; 10]))
     }
 }
 
@@ -122,7 +132,9 @@ impl std::str::FromStr for Date {
 impl Serialize for Date {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            s.collect_str(self)
+            // Written by hand, not through `Display`'s formatting machinery: dates are in
+            // every event line an export writes and a bundle verification writes again.
+            s.serialize_str(self.write_iso(&mut [0; 10]))
         } else {
             // Years are 1..=9999, so the cast is lossless.
             (self.year() as u16, self.month() as u8, self.day() as u8).serialize(s)
@@ -210,6 +222,23 @@ mod tests {
                     "2026-06-01T00:00", " 2026-06-01", "2026-W22-1", "+2026-06-01", "2026-00-10", "2026-06-00", "٢٠٢٦-06-01"] {
             assert!(Date::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Dates are written as jiff writes them (`YYYY-MM-DD`, four-digit years), in text and
+    /// in JSON, at the ends of the range and across it.
+    #[test]
+    fn dates_are_written_as_iso_8601() {
+        let mut day = Date::new(1, 1, 1).unwrap();
+        let mut written = 0;
+        while let Some(next) = day.add_days(if day.year() < 30 || day.year() > 9970 { 1 } else { 97 }) {
+            assert_eq!(day.to_string(), day.0.to_string());
+            assert_eq!(serde_json::to_string(&day).unwrap(), format!("\"{}\"", day.0));
+            written += 1;
+            day = next;
+        }
+        assert_eq!(day, Date::new(9999, 12, 31).unwrap());
+        assert_eq!(serde_json::to_string(&day).unwrap(), "\"9999-12-31\"");
+        assert!(written > 30_000, "{written}");
     }
 
     /// The integer day arithmetic agrees with jiff's calendar on every day of the range
