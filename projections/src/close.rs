@@ -610,16 +610,16 @@ impl ContractState {
         };
         let mut previous = before;
         for (seq, event) in self.events.range(from_known_at + 1..=to_known_at) {
-            let target = self.reversals.iter().find(|r| r.origin.seq == *seq).map(|r| r.target_seq);
+            let target = self.reversals.iter().find(|r| r.origin.seq == seq).map(|r| r.target_seq);
             if event.origin.date > as_of || !moves_revenue(event.kind, target) {
                 continue;
             }
-            let now = self.periods(&AsOf { date: as_of, known_at: *seq }, granularity)?;
+            let now = self.periods(&AsOf { date: as_of, known_at: seq }, granularity)?;
             for correction in &mut out {
                 let was = previous.iter().find(|p| p.period == correction.period).map_or(0, |p| p.recognized);
                 let is = now.iter().find(|p| p.period == correction.period).map_or(0, |p| p.recognized);
                 if was != is {
-                    correction.causes.push(Cause { seq: *seq, kind: event.kind, effective_date: event.origin.date });
+                    correction.causes.push(Cause { seq, kind: event.kind, effective_date: event.origin.date });
                 }
             }
             previous = now;

@@ -6,7 +6,7 @@ use events::{
     Cluster, Code, Condition, ContractId, Currency, Date, Event, EventBody, EventKind, Outcome, Rejection, Window,
 };
 use crate::idindex::IdIndex;
-use crate::seqmap::SeqMap;
+use crate::eventfacts::EventFacts;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -143,7 +143,7 @@ pub struct ContractState {
     pub credits: Vec<CreditFact>,
     pub terminations: Vec<TerminationFact>,
     pub reversals: Vec<ReversalFact>,
-    pub events: SeqMap<EventFact>,
+    pub events: EventFacts,
     /// Indexes, so that deciding on the next event does not scan the contract's history:
     /// the position in `invoices` (`payments`) of each id's first fact. Only `apply` and
     /// `rollback` change the facts and these together; a fact list changed otherwise
@@ -180,7 +180,7 @@ struct StateOut<'a> {
     credits: &'a [CreditFact],
     terminations: &'a [TerminationFact],
     reversals: &'a [ReversalFact],
-    events: &'a SeqMap<EventFact>,
+    events: &'a EventFacts,
     invoice_index: BTreeMap<&'a str, usize>,
     payment_index: BTreeMap<&'a str, usize>,
     paid_by_invoice: &'a BTreeMap<String, i128>,
@@ -204,7 +204,7 @@ struct StoredState {
     credits: Vec<CreditFact>,
     terminations: Vec<TerminationFact>,
     reversals: Vec<ReversalFact>,
-    events: SeqMap<EventFact>,
+    events: EventFacts,
     invoice_index: BTreeMap<String, usize>,
     payment_index: BTreeMap<String, usize>,
     paid_by_invoice: BTreeMap<String, i128>,
@@ -346,7 +346,7 @@ impl ContractState {
             credits: vec![],
             terminations: vec![],
             reversals: vec![],
-            events: SeqMap::default(),
+            events: EventFacts::default(),
             invoice_index: IdIndex::default(),
             payment_index: IdIndex::default(),
             paid_by_invoice: BTreeMap::new(),
@@ -364,7 +364,7 @@ impl ContractState {
                 origin,
             });
         }
-        state.events.insert(event.seq, EventFact { kind: EventKind::LeaseGranted, version: 1, origin, reversed_by: None });
+        state.events.insert(EventFact { kind: EventKind::LeaseGranted, version: 1, origin, reversed_by: None });
         Ok(state)
     }
 
@@ -444,11 +444,8 @@ impl ContractState {
                 self.terminations.push(TerminationFact { fee: t.fee.minor_units(), origin });
             }
             EventBody::EventReversed(r) => {
-                let target = self
-                    .events
-                    .get_mut(&r.target_seq)
-                    .ok_or(FoldError::UnknownTarget { seq, target: r.target_seq })?;
-                target.reversed_by = Some(origin);
+                let target = self.events.get(&r.target_seq).ok_or(FoldError::UnknownTarget { seq, target: r.target_seq })?;
+                self.events.set_reversed_by(r.target_seq, Some(origin));
                 if target.kind == EventKind::PaymentReceived
                     && let Some(p) = self.payments.iter().rev().find(|p| p.origin.seq == r.target_seq)
                         && let Some(invoice) = p.invoice_id.clone() {
@@ -457,7 +454,7 @@ impl ContractState {
                 self.reversals.push(ReversalFact { target_seq: r.target_seq, reason: r.reason.clone(), origin });
             }
         }
-        self.events.insert(seq, EventFact { kind: event.body.kind(), version: event.version, origin, reversed_by: None });
+        self.events.insert(EventFact { kind: event.body.kind(), version: event.version, origin, reversed_by: None });
         if !event.body.kind().is_billing() {
             self.latest_non_billing_date = self.latest_non_billing_date.max(event.effective_date);
         }
@@ -480,7 +477,7 @@ impl ContractState {
     /// the state equals the one `mark` was taken of. Costs what the undone events added, not
     /// the state's size (an atomic batch refused part way is undone this way).
     pub fn rollback(&mut self, mark: &Mark) {
-        let undone: Vec<(u64, EventKind)> = self.events.range(mark.last_seq + 1..).rev().map(|(seq, e)| (*seq, e.kind)).collect();
+        let undone: Vec<(u64, EventKind)> = self.events.range(mark.last_seq + 1..).rev().map(|(seq, e)| (seq, e.kind)).collect();
         for (seq, kind) in undone {
             match kind {
                 EventKind::CapacityChanged => {
@@ -513,8 +510,8 @@ impl ContractState {
                 }
                 EventKind::EventReversed => {
                     if let Some(r) = self.reversals.pop()
-                        && let Some(target) = self.events.get_mut(&r.target_seq) {
-                            target.reversed_by = None;
+                        && let Some(target) = self.events.get(&r.target_seq) {
+                            self.events.set_reversed_by(r.target_seq, None);
                             if target.kind == EventKind::PaymentReceived
                                 && let Some(p) = self.payments.iter().rev().find(|p| p.origin.seq == r.target_seq)
                                 && let Some(invoice) = p.invoice_id.clone() {
@@ -604,9 +601,9 @@ impl ContractState {
         self.events
             .iter()
             .filter(|(_, e)| e.version > after_version)
-            .take_while(|(seq, _)| **seq <= known_at)
+            .take_while(|(seq, _)| *seq <= known_at)
             .take(limit)
-            .map(|(seq, _)| *seq)
+            .map(|(seq, _)| seq)
             .collect()
     }
 

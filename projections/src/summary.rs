@@ -172,9 +172,9 @@ impl ContractState {
         let billed = steps(&mut self.invoices.iter().map(|i| (i.origin, i.amount)))?;
         let collected = steps(&mut self.payments.iter().map(|p| (p.origin, p.amount)))?;
         let billing_seqs = |seq: u64| self.events.get(&seq).is_some_and(|e| e.kind.is_billing());
-        let mut events = crate::SeqMap::default();
-        for (seq, fact) in self.events.iter().filter(|(_, e)| !e.kind.is_billing()) {
-            events.insert(*seq, *fact);
+        let mut events = crate::EventFacts::default();
+        for fact in self.events.values().filter(|e| !e.kind.is_billing()) {
+            events.insert(fact);
         }
         let core = ContractState {
             contract_id: self.contract_id.clone(),

@@ -1,6 +1,7 @@
 //! A contract state's stored bytes are those of the struct it was before its id indexes
-//! became `IdIndex` (derived, with `BTreeMap<String, usize>` indexes): ids out of order, a
-//! duplicate id (folded from a chain; the rules refuse one), invoices and payments.
+//! became `IdIndex` and its per-event facts `EventFacts` (derived, with `BTreeMap`s): ids
+//! out of order, a duplicate id (folded from a chain; the rules refuse one), invoices,
+//! payments and a reversed payment.
 
 use events::{Currency, ContractId, Date, Digest, Event, EventBody, Proposal, Timestamp};
 use projections::*;
@@ -21,7 +22,7 @@ struct Before<'a> {
     credits: &'a Vec<CreditFact>,
     terminations: &'a Vec<TerminationFact>,
     reversals: &'a Vec<ReversalFact>,
-    events: &'a SeqMap<EventFact>,
+    events: BTreeMap<u64, EventFact>,
     invoice_index: BTreeMap<String, usize>,
     payment_index: BTreeMap<String, usize>,
     paid_by_invoice: &'a BTreeMap<String, i128>,
@@ -46,6 +47,7 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
         r#"{"contract_id":"c1","type":"payment_received","effective_date":"2026-06-03","data":{"payment_id":"Pz","amount":"5.00","invoice_id":"I10"}}"#,
         r#"{"contract_id":"c1","type":"invoice_issued","effective_date":"2026-06-04","data":{"invoice_id":"I1","amount":"30.00","due_date":"2026-07-01"}}"#,
         r#"{"contract_id":"c1","type":"payment_received","effective_date":"2026-06-05","data":{"payment_id":"Pa","amount":"7.00","invoice_id":"I2"}}"#,
+        r#"{"contract_id":"c1","type":"event_reversed","effective_date":"2026-06-06","data":{"target_seq":4,"reason":"bounced"}}"#,
     ];
     let mut facts = LedgerFacts::default();
     let mut state: Option<ContractState> = None;
@@ -64,12 +66,13 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
     }
     // I2 and Pz once more, as a chain from elsewhere could hold them: the first keeps its id.
     let stream = events::Stream::Contract(ContractId::parse("c1").unwrap());
-    fold_body(&mut state, &mut facts, 7, stream.clone(), Date::parse("2026-06-06").unwrap(), bodies[1].clone());
-    fold_body(&mut state, &mut facts, 8, stream, Date::parse("2026-06-07").unwrap(), bodies[3].clone());
+    fold_body(&mut state, &mut facts, 8, stream.clone(), Date::parse("2026-06-06").unwrap(), bodies[1].clone());
+    fold_body(&mut state, &mut facts, 9, stream, Date::parse("2026-06-07").unwrap(), bodies[3].clone());
     let s = state.unwrap();
     assert_eq!((s.invoices.len(), s.payments.len()), (4, 3));
     assert_eq!(s.invoice("I2").unwrap().origin.seq, 2, "the first I2 keeps the id");
     assert_eq!(s.currency(), Currency::from_code("USD").unwrap());
+    assert_eq!(s.events.get(&4).unwrap().reversed_by.map(|r| r.seq), Some(7), "Pz reversed");
     let before = Before {
         contract_id: &s.contract_id,
         version: s.version,
@@ -83,7 +86,7 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
         credits: &s.credits,
         terminations: &s.terminations,
         reversals: &s.reversals,
-        events: &s.events,
+        events: s.events.iter().collect(),
         invoice_index: first_positions(s.invoices.iter().map(|i| i.invoice_id.as_str())),
         payment_index: first_positions(s.payments.iter().map(|p| p.payment_id.as_str())),
         paid_by_invoice: &s.paid_by_invoice,
@@ -91,7 +94,7 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
         magnitude_total: s.magnitude_total,
     };
     let bytes = postcard::to_stdvec(&s).unwrap();
-    assert_eq!(bytes, postcard::to_stdvec(&before).unwrap(), "the same bytes as before IdIndex");
+    assert_eq!(bytes, postcard::to_stdvec(&before).unwrap(), "the same bytes as before IdIndex and EventFacts");
     let back: ContractState = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, s);
     assert_eq!(back.invoice("I10").unwrap().origin.seq, 3);
