@@ -192,7 +192,8 @@ impl ContractState {
             events,
             invoice_index: Default::default(),
             payment_index: Default::default(),
-            paid_by_invoice: Default::default(),
+            paid: Vec::new(),
+            paid_unknown: Default::default(),
             latest_non_billing_date: self.latest_non_billing_date,
             magnitude_total: self.magnitude_total,
         };

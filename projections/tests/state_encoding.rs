@@ -25,9 +25,22 @@ struct Before<'a> {
     events: BTreeMap<u64, EventFact>,
     invoice_index: BTreeMap<String, usize>,
     payment_index: BTreeMap<String, usize>,
-    paid_by_invoice: &'a BTreeMap<String, i128>,
+    paid_by_invoice: BTreeMap<String, i128>,
     latest_non_billing_date: Date,
     magnitude_total: i128,
+}
+
+/// Per invoice id, the sum of its payments not reversed (no zero entries): the map the
+/// state kept before its sums were kept by invoice position.
+fn paid_by_invoice(s: &ContractState) -> BTreeMap<String, i128> {
+    let mut paid = BTreeMap::new();
+    for p in s.payments.iter().filter(|p| !s.is_reversed(p.origin.seq)) {
+        if let Some(id) = &p.invoice_id {
+            *paid.entry(id.clone()).or_insert(0) += p.amount;
+        }
+    }
+    paid.retain(|_, sum| *sum != 0);
+    paid
 }
 
 fn first_positions<'a>(ids: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
@@ -89,7 +102,7 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
         events: s.events.iter().collect(),
         invoice_index: first_positions(s.invoices.iter().map(|i| i.invoice_id.as_str())),
         payment_index: first_positions(s.payments.iter().map(|p| p.payment_id.as_str())),
-        paid_by_invoice: &s.paid_by_invoice,
+        paid_by_invoice: paid_by_invoice(&s),
         latest_non_billing_date: s.latest_non_billing_date,
         magnitude_total: s.magnitude_total,
     };
@@ -100,4 +113,51 @@ fn the_stored_bytes_are_those_of_the_btreemap_indexes() {
     assert_eq!(back.invoice("I10").unwrap().origin.seq, 3);
     assert_eq!(back.payment("Pz").unwrap().origin.seq, 4);
     assert!(back.invoice("I3").is_none());
+    let paid = BTreeMap::from([("I10".to_string(), 500), ("I2".to_string(), 700)]);
+    assert_eq!(paid_by_invoice(&s), paid, "Pa and the second Pz count; the first Pz is reversed");
+}
+
+/// A chain the rules did not make can pay an invoice before it is issued: the sum is kept
+/// for the id, counts once the invoice comes, goes back to the id when the invoice is
+/// rolled back, and is stored and read back as the map it was.
+#[test]
+fn payments_naming_an_invoice_not_yet_issued_count_once_it_is() {
+    let grant = Proposal::parse_json(br#"{"contract_id":"c1","type":"lease_granted","effective_date":"2026-05-01","data":{"provider":"P","customer":"C","currency":"USD","term":{"start":"2026-06-01","end":"2027-06-01"},"cluster":{"site":"s","gpu_model":"H100","gpus":8},"headline":"1000.00","tranches":[{"id":"base","amount":"1000.00","window":{"start":"2026-06-01","end":"2027-06-01"},"firm":true}]}}"#).unwrap();
+    let body = |line: &str| {
+        let p = Proposal::parse_json(line.as_bytes()).unwrap();
+        p.resolve(Some(Currency::from_code("USD").unwrap())).unwrap()
+    };
+    let mut facts = LedgerFacts::default();
+    let event = |seq: u64, body: EventBody| Event {
+        prev_hash: Digest([0; 32]),
+        seq,
+        stream: events::Stream::Contract(ContractId::parse("c1").unwrap()),
+        version: seq,
+        effective_date: Date::parse("2026-06-01").unwrap(),
+        recorded_at: Timestamp(1_800_000_000_000_000),
+        actor: "a".into(),
+        body,
+        idempotency_key: None,
+    };
+    let grant_body = admit(&grant, None, &facts, 1, None).unwrap();
+    let mut s = fold(&event(1, grant_body), None, &mut facts).unwrap().unwrap();
+    let pay = body(r#"{"contract_id":"c1","type":"payment_received","effective_date":"2026-06-01","data":{"payment_id":"P1","amount":"4.00","invoice_id":"I9"}}"#);
+    let issue = body(r#"{"contract_id":"c1","type":"invoice_issued","effective_date":"2026-06-01","data":{"invoice_id":"I9","amount":"10.00","due_date":"2026-07-01"}}"#);
+    fold(&event(2, pay), Some(&mut s), &mut facts).unwrap();
+    let unpaid_before = s.clone();
+    assert_eq!(s.paid_by_invoice(), BTreeMap::from([("I9", 400)]));
+    let mark = s.mark();
+    fold(&event(3, issue.clone()), Some(&mut s), &mut facts).unwrap();
+    assert_eq!(s.invoice_owed(s.invoice("I9").unwrap()), 600, "the earlier payment counts");
+    assert_eq!(s.paid_by_invoice(), BTreeMap::from([("I9", 400)]));
+    // A second invoice of the id (the rules refuse one) adds nothing to what is paid.
+    fold(&event(4, issue), Some(&mut s), &mut facts).unwrap();
+    assert_eq!(s.invoice_owed(s.invoice("I9").unwrap()), 600);
+    for state in [&unpaid_before, &s] {
+        let back: ContractState = postcard::from_bytes(&postcard::to_stdvec(state).unwrap()).unwrap();
+        assert_eq!(&back, state);
+        assert_eq!(back.paid_by_invoice(), BTreeMap::from([("I9", 400)]));
+    }
+    s.rollback(&mark);
+    assert_eq!(s, unpaid_before, "rolled back: the sum is the id's again");
 }
