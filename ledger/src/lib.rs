@@ -426,7 +426,7 @@ impl Ledger {
         let views_tree = db.open_tree("views").map_err(storage)?;
         // The directory of contracts, and the events after the views' cursor folded in;
         // views that cannot be used are rebuilt from the chain, never a reason not to start.
-        let mut opened = views::open(&tree, &views_tree, head.seq).map_err(|e| open_error(dir, e))?;
+        let mut opened = views::open(&tree, &views_tree, head.seq, &io).map_err(|e| open_error(dir, e))?;
         opened.views.set_resident_budget(options.views_resident_events);
         opened.views.set_save_snapshot_bytes_max(options.views_save_snapshot_bytes);
         let ledger_facts = opened.ledger;

@@ -660,19 +660,19 @@ pub struct Opened {
 /// Opens the views of a store whose chain ends at `head`: the cursor and facts from the
 /// tree, every contract of the chain's directory on disk, then the events after the cursor
 /// folded in. Views of another format, or that do not fit the chain, are rebuilt whole as
-/// `cledger rebuild` does ([`rebuild_to`]: saved in batches of
-/// [`REBUILD_BATCH_CONTRACTS`], then dropped), and opened as saved, so the states folded
-/// for it are not all kept, nor saved in one batch, past the resident budget.
-pub fn open(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Opened, ReadError> {
+/// `cledger rebuild` does ([`rebuild_to`]: every state folded, then saved in batches of
+/// [`REBUILD_BATCH_CONTRACTS`] through `io` and dropped), and opened as saved: the server
+/// does not keep the states the rebuild held, nor save them all in one batch.
+pub fn open(chain: &sled::Tree, tree: &sled::Tree, head: u64, io: &Io) -> Result<Opened, ReadError> {
     match open_persisted(chain, tree, head) {
         Ok(opened) => Ok(opened),
         Err(LoadError::Views(reason)) => {
             tracing::warn!("the persisted views cannot be used ({reason}); rebuilding them from the chain");
             metrics::counter!("ledger_views_rebuilt_total").increment(1);
-            rebuild_to(chain, tree, head, |_, _| {})?;
+            rebuild_to(chain, tree, head, io, Op::OpenBatch, |_, _| {})?;
             match open_persisted(chain, tree, head) {
                 Ok(opened) => Ok(opened),
-                Err(LoadError::Views(reason)) => Err(corrupt(head, &format!("the views rebuilt from the chain cannot be used: {reason}"))),
+                Err(LoadError::Views(reason)) => Err(corrupt(0, &format!("the views just rebuilt from the chain cannot be used: {reason}"))),
                 Err(LoadError::Chain(e)) => Err(e),
             }
         }
@@ -786,7 +786,7 @@ impl ShardedFold {
             let folded = std::thread::Builder::new()
                 .name("ledger-fold".into())
                 .spawn(move || fold_shard(rx))
-                .map_err(|e| corrupt(0, &format!("no thread to fold on: {e}")))?;
+                .map_err(|e| ReadError::Storage(sled::Error::Io(e)))?;
             shards.push(FoldShard { tx, batch: Vec::with_capacity(FOLD_BATCH_EVENTS), folded });
         }
         Ok(ShardedFold { shards, ledger: LedgerFacts::default() })
@@ -807,7 +807,9 @@ impl ShardedFold {
     }
 
     /// Waits for the folding threads. `fed` is how feeding it ended: an error there is after
-    /// every event pushed, so a folding thread's error, at a lower seq, comes first.
+    /// every event pushed, so a folding thread's error, at a lower seq, comes first. It
+    /// waits for every event pushed to be folded even when feeding failed, which is what
+    /// finding the lowest seq's error takes.
     pub fn finish(self, fed: Result<(), ReadError>) -> Result<(BTreeMap<ContractId, ContractState>, LedgerFacts), ReadError> {
         let mut states = BTreeMap::new();
         let mut first_failure: Option<VerifyFailure> = None;
@@ -888,11 +890,15 @@ const REBUILD_BATCH_CONTRACTS: usize = 1_000;
 /// and link on the way): a snapshot of every contract, the ledger's facts, the cursor.
 pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
     let (head, _) = store::last(chain)?;
-    rebuild_to(chain, tree, head, progress)
+    rebuild_to(chain, tree, head, &Io::new(None, false), Op::PersistViews, progress)
 }
 
-/// [`rebuild`] of the chain up to `head`.
-fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
+/// [`rebuild`] of the chain up to `head`, its batches written through `io` as `op`.
+fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, io: &Io, op: Op, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
+    // The format first: sled's `clear` is not atomic, and views cut short with their old
+    // format and cursor would be taken as saved (without the deltas removed). Without a
+    // format, the next open rebuilds them again.
+    tree.remove(KEY_FORMAT)?;
     tree.clear()?;
     let folded = fold_chain(chain, head, progress)?;
     let contracts = folded.states.len();
@@ -917,13 +923,13 @@ fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, progress: impl F
             batch.insert(summary_key(&state.contract_id), summary);
         }
         drop(chunk);
-        tree.apply_batch(batch)?;
+        io.run(op, || tree.apply_batch(batch))?;
     }
     let mut batch = sled::Batch::default();
     batch.insert(KEY_LEDGER, postcard::to_stdvec(&folded.ledger).map_err(|e| corrupt(0, &format!("ledger facts do not encode: {e}")))?);
     batch.insert(KEY_CURSOR, &folded.events.to_be_bytes());
     batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
-    tree.apply_batch(batch)?;
+    io.run(op, || tree.apply_batch(batch))?;
     Ok(RebuildReport { events: folded.events, contracts })
 }
 

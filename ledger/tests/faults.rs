@@ -137,3 +137,27 @@ fn a_reader_that_panics_holding_a_contract_does_not_stop_the_writer() {
     assert!(ledger.failure().is_none());
     assert_eq!(ledger.with_contract(&id, &at, |s| s.version).unwrap(), Some(2));
 }
+
+/// Views rebuilt at open are written through the fault-injecting I/O: a failed batch fails
+/// the open loudly, and the views cut short (their format removed first) are rebuilt at the
+/// next open, equal to the ones they replace.
+#[test]
+fn a_failed_batch_of_views_rebuilt_at_open_fails_the_open_and_the_next_open_rebuilds_them() {
+    let (dir, ledger) = fresh();
+    append_all(&ledger, SPEC_EXAMPLES);
+    ledger.close();
+    let good = ledger.persisted_views().unwrap();
+    drop(ledger);
+    {
+        let db = raw_sled(dir.path());
+        db.open_tree("views").unwrap().insert(b"Mformat", &999u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let options = Options { faults: Some(FaultPlan { nth: 1, action: FaultAction::Error }), record_io: true, ..Options::default() };
+    match Ledger::open(dir.path(), options) {
+        Err(e) => assert!(e.to_string().contains("injected fault"), "{e}"),
+        Ok(_) => panic!("the open's first batch failed, yet it opened"),
+    }
+    let ledger = open(dir.path());
+    assert_eq!(ledger.persisted_views().unwrap(), good);
+}

@@ -211,6 +211,51 @@ fn the_first_event_that_does_not_fold_is_named_whichever_thread_folds_it() {
     }
 }
 
+/// [`interleaved_events`] and `extra` more invoices, round robin over `c0`..`c3` (each
+/// folding thread gets more than a batch of them), seqs and versions continuing.
+fn many_interleaved_events(extra: u64) -> Vec<events::Event> {
+    let mut events = interleaved_events();
+    let invoice_of = |id: &str| events.iter().rev().find(|e| e.stream.contract_id().is_some_and(|c| c.as_str() == id)).unwrap().clone();
+    let mut last: Vec<events::Event> = ["c0", "c1", "c2", "c3"].map(invoice_of).to_vec();
+    let mut seq = events.last().unwrap().seq;
+    for n in 0..extra {
+        let e = &mut last[(n % 4) as usize];
+        seq += 1;
+        e.seq = seq;
+        e.version += 1;
+        events.push(e.clone());
+    }
+    events
+}
+
+/// Past a batch per folding thread, a thread that stopped is not fed any more, and the
+/// error named is still the lowest seq's: a contract's before a ledger-wide one, and the
+/// other way round.
+#[test]
+fn the_lowest_error_is_named_after_many_batches_whoever_finds_it() {
+    let ledger_event = interleaved_events().into_iter().find(|e| e.stream.contract_id().is_none()).unwrap();
+    for contract_first in [true, false] {
+        let mut events = many_interleaved_events(8_000);
+        let (early, late) = (events.len() - 6_000, events.len() - 3_000);
+        let contract_at = if contract_first { early } else { late };
+        events[contract_at].version += 10;
+        // A ledger-wide event whose version does not follow, in place of an invoice.
+        let ledger_at = if contract_first { late } else { early };
+        let mut bad = ledger_event.clone();
+        bad.seq = events[ledger_at].seq;
+        bad.version = 99;
+        events[ledger_at] = bad;
+        let expected = events[early].seq;
+        match sharded_fold(events) {
+            Err(ledger::ReadError::Corrupt(f)) => {
+                assert_eq!(f.seq, expected, "{f}");
+                assert!(f.reason.contains("version") && !f.reason.contains("stopped"), "{f}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// The persisted views' bytes are pinned: a change to `ContractState`'s layout that does not
 /// bump `VIEWS_FORMAT` fails here (old stores would then decode into the wrong fields, or
 /// not at all). After a deliberate change: bump `ledger::views::VIEWS_FORMAT`, then
