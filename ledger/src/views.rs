@@ -691,7 +691,10 @@ fn open_persisted(chain: &sled::Tree, tree: &sled::Tree, head: u64) -> Result<Op
             };
             (c, ledger)
         }
-        (None, None) if tree.is_empty() => (0, LedgerFacts::default()),
+        // A new store's. Empty views over events (cut short by a rebuild, say) are rebuilt,
+        // not caught up from the first event: that would keep every state and save them all
+        // in one batch.
+        (None, None) if tree.is_empty() && head == 0 => (0, LedgerFacts::default()),
         (format, cursor) => return Err(LoadError::Views(format!("format {format:?}, cursor {cursor:?}, chain head {head}"))),
     };
     let views = Views::new(chain.clone(), tree.clone(), cursor);
@@ -895,10 +898,12 @@ pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, 
 
 /// [`rebuild`] of the chain up to `head`, its batches written through `io` as `op`.
 fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, io: &Io, op: Op, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
-    // The format first: sled's `clear` is not atomic, and views cut short with their old
-    // format and cursor would be taken as saved (without the deltas removed). Without a
-    // format, the next open rebuilds them again.
+    // The format first, made durable: sled's `clear` removes key by key (deltas before the
+    // format and cursor), so views cut short with their old format and cursor would be
+    // taken as saved, without their deltas. Without a format, the next open rebuilds them
+    // again. (Neither goes through `io`: no fault is injected between them.)
     tree.remove(KEY_FORMAT)?;
+    tree.flush()?;
     tree.clear()?;
     let folded = fold_chain(chain, head, progress)?;
     let contracts = folded.states.len();

@@ -256,6 +256,10 @@ impl TryFrom<StoredState> for ContractState {
             if sum == 0 {
                 return Err("a paid sum of zero is stored");
             }
+            // What a state's amounts can add up to: the sums then never overflow.
+            if sum.unsigned_abs() > events::MAX_ABS_MINOR_UNITS.unsigned_abs() {
+                return Err("a paid sum beyond the bound on amounts is stored");
+            }
             match invoice_index.get(&id, |i| stored.invoices[i].invoice_id.as_str()) {
                 Some(position) => paid[position] = sum,
                 None => {
