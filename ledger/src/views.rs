@@ -898,14 +898,15 @@ pub fn rebuild(chain: &sled::Tree, tree: &sled::Tree, progress: impl FnMut(u64, 
 
 /// [`rebuild`] of the chain up to `head`, its batches written through `io` as `op`.
 fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, io: &Io, op: Op, progress: impl FnMut(u64, u64)) -> Result<RebuildReport, ReadError> {
-    // The format first, made durable: sled's `clear` removes key by key (deltas before the
+    // Folded first: a chain that does not fold leaves the views as they were.
+    let folded = fold_chain(chain, head, progress)?;
+    // Then the format, made durable: sled's `clear` removes key by key (deltas before the
     // format and cursor), so views cut short with their old format and cursor would be
     // taken as saved, without their deltas. Without a format, the next open rebuilds them
     // again. (Neither goes through `io`: no fault is injected between them.)
     tree.remove(KEY_FORMAT)?;
     tree.flush()?;
     tree.clear()?;
-    let folded = fold_chain(chain, head, progress)?;
     let contracts = folded.states.len();
     let mut states = folded.states.into_values();
     loop {

@@ -256,6 +256,32 @@ fn the_lowest_error_is_named_after_many_batches_whoever_finds_it() {
     }
 }
 
+/// A rebuild of a chain that does not verify fails before it touches the views: the
+/// store still opens with the views it had (before, they were cleared first, and every
+/// later open failed trying to rebuild them from the damaged chain).
+#[test]
+fn a_rebuild_that_fails_leaves_the_views_as_they_were() {
+    let (dir, ledger) = fresh();
+    history(&ledger);
+    ledger.close();
+    let good = ledger.persisted_views().unwrap();
+    drop(ledger);
+    {
+        let db = raw_sled(dir.path());
+        let tree = db.open_tree("ledger").unwrap();
+        let (key, offset) = ledger::store::locate(&tree, 5, 40).unwrap();
+        let mut block = tree.get(&key).unwrap().unwrap().to_vec();
+        block[offset] ^= 0x01;
+        tree.insert(key, block).unwrap();
+        db.flush().unwrap();
+    }
+    match Ledger::rebuild_views(dir.path(), |_, _| {}) {
+        Err(e) => assert!(e.to_string().contains("seq 5"), "{e}"),
+        Ok(report) => panic!("a damaged chain rebuilt: {report:?}"),
+    }
+    assert_eq!(open(dir.path()).persisted_views().unwrap(), good);
+}
+
 /// The persisted views' bytes are pinned: a change to `ContractState`'s layout that does not
 /// bump `VIEWS_FORMAT` fails here (old stores would then decode into the wrong fields, or
 /// not at all). After a deliberate change: bump `ledger::views::VIEWS_FORMAT`, then
