@@ -97,9 +97,7 @@ impl Date {
     pub fn last_of_month(self) -> Date {
         Date(self.0.last_of_month())
     }
-}
 
-impl Date {
     /// `YYYY-MM-DD`, written into `out` (years are 1 to 9999: four digits).
     pub fn write_iso<'a>(&self, out: &'a mut [u8; 10]) -> &'a str {
         let digit = |n: i32, place: i32| b'0' + ((n / place) % 10) as u8;

@@ -38,20 +38,26 @@ impl IdIndex {
     }
 
     /// Records `id` at `position` unless it is already recorded (the first fact of an id
-    /// keeps it, as `entry().or_insert` did).
-    pub fn insert_first<'a>(&mut self, id: &str, position: usize, id_at: impl Fn(usize) -> &'a str) {
+    /// keeps it, as `entry().or_insert` did); whether it was recorded now.
+    pub fn insert_first<'a>(&mut self, id: &str, position: usize, id_at: impl Fn(usize) -> &'a str) -> bool {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(id);
-        if self.table.find(hash, |&p| id_at(p) == id).is_none() {
+        let new = self.table.find(hash, |&p| id_at(p) == id).is_none();
+        if new {
             self.table.insert_unique(hash, position, |&p| hasher.hash_one(id_at(p)));
         }
+        new
     }
 
     /// Forgets `id` if it is recorded at `position` (a rollback of the fact there, which
-    /// may be gone from the list already: only positions are compared).
-    pub fn remove_at(&mut self, id: &str, position: usize) {
-        if let Ok(entry) = self.table.find_entry(self.hasher.hash_one(id), |&p| p == position) {
-            entry.remove();
+    /// may be gone from the list already: only positions are compared); whether it was.
+    pub fn remove_at(&mut self, id: &str, position: usize) -> bool {
+        match self.table.find_entry(self.hasher.hash_one(id), |&p| p == position) {
+            Ok(entry) => {
+                entry.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -110,15 +116,14 @@ mod tests {
         let ids = ["a", "b", "a", "c"];
         let id_at = |p: usize| ids[p];
         let mut index = IdIndex::default();
-        for (p, id) in ids.iter().enumerate() {
-            index.insert_first(id, p, id_at);
-        }
+        let recorded: Vec<bool> = ids.iter().enumerate().map(|(p, id)| index.insert_first(id, p, id_at)).collect();
+        assert_eq!(recorded, [true, true, false, true], "the second `a` is not new");
         assert_eq!((index.get("a", id_at), index.get("b", id_at), index.get("c", id_at), index.get("d", id_at)), (Some(0), Some(1), Some(3), None));
         assert_eq!(index.len(), 3, "the second `a` is not recorded");
         // Rolling back the second `a` (never recorded) changes nothing; the first does.
-        index.remove_at("a", 2);
+        assert!(!index.remove_at("a", 2));
         assert_eq!(index.get("a", id_at), Some(0));
-        index.remove_at("a", 0);
+        assert!(index.remove_at("a", 0));
         assert_eq!(index.get("a", id_at), None);
         // Stored as the map it replaced, and read back only when it agrees with the facts.
         let map = index.to_map(id_at);

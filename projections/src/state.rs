@@ -291,7 +291,6 @@ impl TryFrom<StoredState> for ContractState {
     }
 }
 
-
 /// A point a state can be rolled back to ([`ContractState::rollback`]): what it had folded,
 /// and the aggregates that are not the sum of their facts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,7 +427,7 @@ impl ContractState {
             EventBody::InvoiceIssued(i) => {
                 self.add_magnitude(seq, i.amount.minor_units())?;
                 let invoices = &self.invoices;
-                self.invoice_index.insert_first(&i.invoice_id, invoices.len(), |p| if p == invoices.len() { i.invoice_id.as_str() } else { invoices[p].invoice_id.as_str() });
+                let first = self.invoice_index.insert_first(&i.invoice_id, invoices.len(), |p| if p == invoices.len() { i.invoice_id.as_str() } else { invoices[p].invoice_id.as_str() });
                 self.invoices.push(InvoiceFact {
                     invoice_id: i.invoice_id.clone(),
                     amount: i.amount.minor_units(),
@@ -436,7 +435,6 @@ impl ContractState {
                     origin,
                 });
                 // Payments that named the id before it had an invoice now count at it.
-                let first = self.invoice_position(&i.invoice_id) == Some(self.paid.len());
                 let sum = if first { self.paid_unknown.remove(&i.invoice_id).unwrap_or(0) } else { 0 };
                 self.paid.push(sum);
             }
@@ -510,9 +508,7 @@ impl ContractState {
                 }
                 EventKind::InvoiceIssued => {
                     if let Some(i) = self.invoices.pop() {
-                        let position = self.invoices.len();
-                        let was_first = self.invoice_index.get(&i.invoice_id, |p| if p == position { i.invoice_id.as_str() } else { self.invoices[p].invoice_id.as_str() }) == Some(position);
-                        self.invoice_index.remove_at(&i.invoice_id, position);
+                        let was_first = self.invoice_index.remove_at(&i.invoice_id, self.invoices.len());
                         // What was paid at it goes back to an id without an invoice.
                         if let Some(sum) = self.paid.pop().filter(|sum| was_first && *sum != 0) {
                             self.paid_unknown.insert(i.invoice_id, sum);
@@ -649,7 +645,7 @@ impl ContractState {
     }
 
     pub fn invoice(&self, invoice_id: &str) -> Option<&InvoiceFact> {
-        self.invoice_index.get(invoice_id, |i| self.invoices[i].invoice_id.as_str()).map(|i| &self.invoices[i])
+        self.invoice_position(invoice_id).map(|i| &self.invoices[i])
     }
 
     pub fn payment(&self, payment_id: &str) -> Option<&PaymentFact> {
