@@ -114,6 +114,10 @@ fn stage_summary(batch: &mut sled::Batch, summary: &Summary) -> Result<(), ReadE
     Ok(())
 }
 
+fn encode_snapshot(state: &ContractState) -> Result<Vec<u8>, ReadError> {
+    postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("the state of {} does not encode: {e}", state.contract_id)))
+}
+
 fn encode_summary(summary: &Summary) -> Result<Vec<u8>, ReadError> {
     postcard::to_stdvec(summary).map_err(|e| corrupt(summary.last_seq(), &format!("the summary of {} does not encode: {e}", summary.contract_id())))
 }
@@ -575,7 +579,7 @@ impl Views {
                 return Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }));
             }
         }
-        let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("the state of {id} does not encode: {e}")))?;
+        let snapshot = encode_snapshot(state)?;
         for key in self.tree.scan_prefix(delta_prefix(id)).keys() {
             batch.remove(key?);
         }
@@ -843,11 +847,7 @@ fn fold_shard(batches: std::sync::mpsc::Receiver<Vec<Event>>) -> Result<BTreeMap
     let mut no_ledger = LedgerFacts::default();
     for batch in batches {
         for event in batch {
-            let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
-            let folded = projections::fold(&event, contract, &mut no_ledger).map_err(|e| corrupt(event.seq, &e.to_string()))?;
-            if let Some(new) = folded {
-                states.insert(new.contract_id.clone(), new);
-            }
+            projections::fold_into(&mut states, &event, &mut no_ledger).map_err(|e| corrupt(event.seq, &e.to_string()))?;
         }
     }
     Ok(states)
@@ -919,8 +919,7 @@ fn rebuild_to(chain: &sled::Tree, tree: &sled::Tree, head: u64, io: &Io, op: Op,
         let encoded = chunk
             .par_iter()
             .map(|state| {
-                let snapshot = postcard::to_stdvec(state).map_err(|e| corrupt(state.last_seq, &format!("a state does not encode: {e}")))?;
-                Ok((snapshot, encode_summary(&summary_of(state, None)?)?))
+                Ok((encode_snapshot(state)?, encode_summary(&summary_of(state, None)?)?))
             })
             .collect::<Result<Vec<_>, ReadError>>()?;
         let mut batch = sled::Batch::default();

@@ -2,7 +2,7 @@
 //! in memory. Pure. Used to compute views from an export offline, by followers, and by
 //! tests that need a whole ledger without storage.
 
-use crate::chain::{fold, seal, Sealing, Tip};
+use crate::chain::{fold_into, seal, Sealing, Tip};
 use crate::state::{ContractState, FoldError, LedgerFacts};
 use events::{ContractId, Digest, Proposal, RecordedEvent, Rejection, Timestamp};
 use std::collections::BTreeMap;
@@ -29,10 +29,7 @@ impl Book {
     /// Folds a recorded event (the next one of the chain) into the book.
     pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), FoldError> {
         let event = &recorded.event;
-        let contract = event.stream.contract_id().and_then(|id| self.contracts.get_mut(id));
-        if let Some(new) = fold(event, contract, &mut self.ledger)? {
-            self.contracts.insert(new.contract_id.clone(), new);
-        }
+        fold_into(&mut self.contracts, event, &mut self.ledger)?;
         self.head_seq = event.seq;
         self.head_hash = recorded.hash;
         self.head_recorded_at = Some(event.recorded_at);

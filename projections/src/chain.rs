@@ -10,7 +10,8 @@
 
 use crate::rules::admit;
 use crate::state::{ContractState, FoldError, LedgerFacts};
-use events::{Code, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX};
+use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX};
+use std::collections::BTreeMap;
 
 /// The end of the chain a new event links to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +78,16 @@ pub fn seal(
     }
     debug_assert_eq!(Event::decode(&recorded.canonical).as_ref(), Ok(&recorded.event), "sealed bytes decode to the event");
     Ok(recorded)
+}
+
+/// [`fold`] of `event` into `states`, every contract's state by id (a grant adds its
+/// contract's), or into `ledger`. On error nothing was changed.
+pub fn fold_into(states: &mut BTreeMap<ContractId, ContractState>, event: &Event, ledger: &mut LedgerFacts) -> Result<(), FoldError> {
+    let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
+    if let Some(new) = fold(event, contract, ledger)? {
+        states.insert(new.contract_id.clone(), new);
+    }
+    Ok(())
 }
 
 /// Folds `event` into the state of its stream. `contract` must be the current state of the

@@ -25,7 +25,7 @@ mod summary;
 mod view;
 
 pub use book::Book;
-pub use chain::{fold, seal, Sealing, Tip};
+pub use chain::{fold, fold_into, seal, Sealing, Tip};
 pub use close::*;
 pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 pub use rules::admit;
