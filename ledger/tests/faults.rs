@@ -148,11 +148,7 @@ fn a_failed_batch_of_views_rebuilt_at_open_fails_the_open_and_the_next_open_rebu
     ledger.close();
     let good = ledger.persisted_views().unwrap();
     drop(ledger);
-    {
-        let db = raw_sled(dir.path());
-        db.open_tree("views").unwrap().insert(b"Mformat", &999u32.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    set_views_format(dir.path(), 999);
     let options = Options { faults: Some(FaultPlan { nth: 1, action: FaultAction::Error }), record_io: true, ..Options::default() };
     match Ledger::open(dir.path(), options) {
         Err(e) => assert!(e.to_string().contains("injected fault"), "{e}"),

@@ -62,17 +62,6 @@ fn removed_reordered_and_truncated_records_are_found() {
     assert_eq!(first_failure(&longer), Some(7));
 }
 
-/// Changes one byte of the record of `seq` directly in sled, with the ledger closed.
-fn tamper_on_disk(dir: &std::path::Path, seq: u64, at: usize) {
-    let db = raw_sled(dir);
-    let tree = db.open_tree("ledger").unwrap();
-    let (key, offset) = ledger::store::locate(&tree, seq, at).unwrap();
-    let mut block = tree.get(&key).unwrap().unwrap().to_vec();
-    block[offset] ^= 0x01;
-    tree.insert(key, block).unwrap();
-    db.flush().unwrap();
-}
-
 #[test]
 fn tampering_on_disk_fails_verify_and_the_head_check_on_open() {
     let (dir, ledger) = fresh();

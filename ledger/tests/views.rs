@@ -101,13 +101,17 @@ fn queries_see_only_durable_events_and_refuse_a_future_position() {
     assert_eq!(ledger.ledger_facts().period_end, Some(Date::parse("2026-06-30").unwrap()));
 }
 
-#[test]
-fn views_that_do_not_decode_are_rebuilt_on_open() {
+/// A store holding [`history`], closed: its directory and the views it saved.
+fn closed_history() -> (tempfile::TempDir, ledger::views::PersistedViews) {
     let (dir, ledger) = fresh();
     history(&ledger);
     ledger.close();
-    let good = ledger.persisted_views().unwrap();
-    drop(ledger);
+    (dir, ledger.persisted_views().unwrap())
+}
+
+#[test]
+fn views_that_do_not_decode_are_rebuilt_on_open() {
+    let (dir, good) = closed_history();
     for damage in [&b"\xff\xff\xff not a state"[..], &[]] {
         {
             let db = raw_sled(dir.path());
@@ -125,22 +129,13 @@ fn views_that_do_not_decode_are_rebuilt_on_open() {
 
 #[test]
 fn views_of_another_format_are_rebuilt_and_saved_on_open_without_keeping_the_states() {
-    let (dir, ledger) = fresh();
-    history(&ledger);
-    ledger.close();
-    let good = ledger.persisted_views().unwrap();
-    let contracts = ledger.contracts(None, usize::MAX).unwrap().len();
-    drop(ledger);
-    {
-        let db = raw_sled(dir.path());
-        db.open_tree("views").unwrap().insert(b"Mformat", &999u32.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    let (dir, good) = closed_history();
+    set_views_format(dir.path(), 999);
     let ledger = open(dir.path());
     // Saved whole before the ledger serves, as `cledger rebuild` saves them (in bounded
     // batches), and dropped: the first save then had every state of the ledger to write
     // in one batch, and a server kept them all past its resident budget until that save.
-    assert!(contracts > 1);
+    assert!(good.states.len() > 1);
     assert_eq!(ledger.loaded_contracts(), 0, "no state kept from the rebuild");
     assert_eq!(ledger.persisted_views().unwrap(), good, "saved at open, equal to the incremental views");
     drop(ledger);
@@ -175,10 +170,7 @@ fn contracts_folded_apart_equal_one_fold_in_order() {
     let mut states = std::collections::BTreeMap::new();
     let mut ledger_facts = projections::LedgerFacts::default();
     for event in &events {
-        let contract = event.stream.contract_id().and_then(|id| states.get_mut(id));
-        if let Some(new) = projections::fold(event, contract, &mut ledger_facts).unwrap() {
-            states.insert(new.contract_id.clone(), new);
-        }
+        projections::fold_into(&mut states, event, &mut ledger_facts).unwrap();
     }
     assert!(ledger_facts.period_end.is_some() && states.len() > 6, "the history closes a period; {} contracts", states.len());
     assert_eq!(sharded_fold(events).unwrap(), (states, ledger_facts));
@@ -261,20 +253,8 @@ fn the_lowest_error_is_named_after_many_batches_whoever_finds_it() {
 /// later open failed trying to rebuild them from the damaged chain).
 #[test]
 fn a_rebuild_that_fails_leaves_the_views_as_they_were() {
-    let (dir, ledger) = fresh();
-    history(&ledger);
-    ledger.close();
-    let good = ledger.persisted_views().unwrap();
-    drop(ledger);
-    {
-        let db = raw_sled(dir.path());
-        let tree = db.open_tree("ledger").unwrap();
-        let (key, offset) = ledger::store::locate(&tree, 5, 40).unwrap();
-        let mut block = tree.get(&key).unwrap().unwrap().to_vec();
-        block[offset] ^= 0x01;
-        tree.insert(key, block).unwrap();
-        db.flush().unwrap();
-    }
+    let (dir, good) = closed_history();
+    tamper_on_disk(dir.path(), 5, 40);
     match Ledger::rebuild_views(dir.path(), |_, _| {}) {
         Err(e) => assert!(e.to_string().contains("seq 5"), "{e}"),
         Ok(report) => panic!("a damaged chain rebuilt: {report:?}"),

@@ -77,3 +77,21 @@ pub fn raw_sled(dir: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+/// Changes one byte of the record of `seq` directly in sled, with the ledger closed.
+pub fn tamper_on_disk(dir: &std::path::Path, seq: u64, at: usize) {
+    let db = raw_sled(dir);
+    let tree = db.open_tree("ledger").unwrap();
+    let (key, offset) = ledger::store::locate(&tree, seq, at).unwrap();
+    let mut block = tree.get(&key).unwrap().unwrap().to_vec();
+    block[offset] ^= 0x01;
+    tree.insert(key, block).unwrap();
+    db.flush().unwrap();
+}
+
+/// Marks the persisted views of the closed store in `dir` as of views format `format`.
+pub fn set_views_format(dir: &std::path::Path, format: u32) {
+    let db = raw_sled(dir);
+    db.open_tree("views").unwrap().insert(b"Mformat", &format.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
