@@ -176,7 +176,15 @@ impl DecimalText {
     /// `exponent` fraction digits, the point, then the whole part (at least one digit).
     fn write_small(&mut self, mut rest: u64, exponent: usize) {
         const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-        for _ in 0..exponent {
+        let mut fraction = exponent;
+        while fraction >= 2 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            self.push(PAIRS[pair + 1]);
+            self.push(PAIRS[pair]);
+            fraction -= 2;
+        }
+        if fraction == 1 {
             self.push(b'0' + (rest % 10) as u8);
             rest /= 10;
         }
@@ -225,7 +233,12 @@ impl DecimalText {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[self.start..]).expect("digits, a point and a sign are ASCII")
+        std::str::from_utf8(self.as_bytes()).expect("digits, a point and a sign are ASCII")
+    }
+
+    /// The text's bytes (ASCII), for writers of bytes that need not check them again.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
     }
 }
 

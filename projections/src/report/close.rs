@@ -87,7 +87,7 @@ pub trait PortfolioReport {
     /// If the part is another report's, of another point of view: a bug.
     fn absorb(&mut self, part: Self::Part) -> Result<(), Overflow>;
 
-    /// Room for `parts` more parts, made before they are absorbed.
+    /// Room for up to `parts` more parts (one per contract), made before they are absorbed.
     fn reserve(&mut self, _parts: usize) {}
 
     /// Adds a contract (skipped if it takes no part).
@@ -1075,12 +1075,30 @@ impl PortfolioRevenue {
 
     /// The JSON rows of the contracts in `range` (of those in the report), separated by
     /// commas, appended to `out`.
+    ///
+    /// Written directly, byte for byte as [`row`]'s `Serialize` (tested), without serde's
+    /// scan for characters to escape: there are none. A contract id is `A-Z a-z 0-9 _ -`, a
+    /// currency code three letters, an amount digits, a point and a sign, and the keys are
+    /// [`figure_pairs`]'. The portfolio's JSON is nearly all rows, about 3.4 MB at 10,000
+    /// contracts, and the scan took a third of the time to write them.
     pub fn write_rows(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
-        for (i, contract) in self.contracts[range].iter().enumerate() {
+        for (i, (id, currency, figures)) in self.contracts[range].iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, &row(contract)).expect("report JSON serializes");
+            out.extend_from_slice(b"{\"contract_id\":\"");
+            out.extend_from_slice(id.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"currency\":\"");
+            out.extend_from_slice(currency.code().as_bytes());
+            out.push(b'"');
+            for (key, value) in figure_pairs(figures) {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":\"");
+                out.extend_from_slice(DecimalText::of(value, *currency).as_bytes());
+                out.push(b'"');
+            }
+            out.push(b'}');
         }
     }
 
