@@ -710,25 +710,29 @@ impl Ledger {
     /// every contract) when that answers for `at`, else its state (loaded if need be, as
     /// [`Ledger::for_each_contract`] does). At the head this reads no state at all.
     ///
-    /// `f` runs on every core over the summaries; everything that may load a state (a
-    /// state, a summary that must be made from one) is done on the calling thread, never on
-    /// a rayon worker: a load that refolds a damaged view from the chain itself waits on
-    /// rayon work, which a pool whose workers all wait on loads would never run. Saved
-    /// summaries are read on every core first, by [`Views::read_saved_summary`], which
-    /// neither loads nor waits for a slot's lock.
+    /// `f` runs on every core over the summaries in memory or saved
+    /// ([`views::Views::with_ready_summary`], which neither loads nor waits for a slot's lock);
+    /// everything that may load a state (a state, a summary that must be made from one) is
+    /// done after, on the calling thread, never on a rayon worker: a load that refolds a
+    /// damaged view from the chain itself waits on rayon work, which a pool whose workers
+    /// all wait on loads would never run.
     pub fn map_contracts<R: Send>(&self, at: &projections::AsOf, f: impl Fn(projections::Contract<'_>) -> R + Sync) -> Result<Vec<R>, ReadError> {
         use rayon::prelude::*;
         let head = self.head().seq;
         let views = &self.shared.views;
         let slots = views.all();
-        // Saved summaries not read yet are read on every core first (the first portfolio
-        // after open reads them all), skipping busy slots; what remains may load states, on
-        // this thread.
-        read_saved_summaries(views, &slots);
-        let summaries = slots.iter().map(|(id, slot)| views.summary(slot, id, head)).collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<Option<R>> = summaries.par_iter().map(|s| summary_answering(s, at, head).map(&f)).collect();
+        // One pass on every core over what answers from a summary; the first portfolio
+        // after open reads the saved summaries in it.
+        let mut out: Vec<Option<R>> =
+            slots.par_iter().map(|(id, slot)| views.with_ready_summary(slot, id, |s| summary_answering(s, at, head).map(&f)).flatten()).collect();
+        // The rest (a busy slot, a stale or unreadable summary, a point of view before a
+        // contract's last event) on this thread, from its summary made now or its state.
         for ((id, slot), each) in slots.iter().zip(out.iter_mut()).filter(|(_, each)| each.is_none()) {
-            *each = Some(views.read_state(slot, id, head, |state| f(projections::Contract::state(state)))?);
+            let summary = views.summary(slot, id, head)?;
+            *each = Some(match summary_answering(&summary, at, head) {
+                Some(contract) => f(contract),
+                None => views.read_state(slot, id, head, |state| f(projections::Contract::state(state)))?,
+            });
         }
         Ok(out.into_iter().map(|each| each.expect("every contract was read from its summary or its state")).collect())
     }
@@ -743,7 +747,7 @@ impl Ledger {
     pub fn read_summaries_ahead(&self) {
         let views = &self.shared.views;
         for (id, slot) in views.all() {
-            views.read_saved_summary(&slot, &id);
+            views.with_ready_summary(&slot, &id, |_| ());
         }
     }
 
@@ -914,12 +918,6 @@ fn summary_answering<'s>(summary: &'s projections::Summary, at: &projections::As
         return None;
     }
     projections::Contract::of_summary(summary, at)
-}
-
-/// [`views::Views::read_saved_summary`] of every slot, on every core.
-fn read_saved_summaries(views: &views::Views, slots: &[(ContractId, Arc<views::Slot>)]) {
-    use rayon::prelude::*;
-    slots.par_iter().for_each(|(id, slot)| views.read_saved_summary(slot, id));
 }
 
 impl Drop for Ledger {

@@ -352,16 +352,22 @@ impl Views {
         Ok(summary)
     }
 
-    /// Reads the saved summary into memory if it is the current one and not read yet.
-    /// Reads nothing else and never waits: it never loads or refolds a state, and it skips
-    /// a slot whose lock is held, so it may run on a rayon worker. (A holder of a slot lock
-    /// may be refolding a damaged view, which waits on rayon work: a worker waiting for that
-    /// lock could leave no worker to do it.) A summary skipped or not readable is left as it
-    /// is, for [`Views::summary`] to read, or to report and make from the state.
-    pub fn read_saved_summary(&self, slot: &Slot, id: &ContractId) {
-        let Some(mut contents) = slot.contents.try_lock() else { return };
+    /// `f` of the slot's summary if it is in memory, or saved and readable (then read into
+    /// memory now); `None` otherwise. Reads nothing else and never waits: it never loads or
+    /// refolds a state, and it skips a slot whose lock is held, so it may run on a rayon
+    /// worker. (A holder of a slot lock may be refolding a damaged view, which waits on
+    /// rayon work: a worker waiting for that lock could leave no worker to do it.) `f` runs
+    /// under the slot's lock, so it must not wait either. A summary skipped or not readable
+    /// is left as it is, for [`Views::summary`] to read, or to report and make from the
+    /// state.
+    pub fn with_ready_summary<R>(&self, slot: &Slot, id: &ContractId, f: impl FnOnce(&Summary) -> R) -> Option<R> {
+        let mut contents = slot.contents.try_lock()?;
         if matches!(contents.summary, SummaryAt::InTree) {
             let _ = self.take_saved_summary(&mut contents, id);
+        }
+        match &contents.summary {
+            SummaryAt::Current(summary) => Some(f(summary)),
+            SummaryAt::InTree | SummaryAt::Stale => None,
         }
     }
 
