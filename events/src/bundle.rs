@@ -222,6 +222,11 @@ pub(crate) fn check_event_fields(seq: u64, fields: &EventFields<'_>) -> Result<R
     Ok(recorded)
 }
 
+/// Lines in a row not spelled as exported, after which [`BundleVerifier::check_event_line`]
+/// tries [`exported_line`] only on one line in [`EXPORTED_RETRY_EVERY`].
+const EXPORTED_MISSES_MAX: u32 = 32;
+const EXPORTED_RETRY_EVERY: u64 = 64;
+
 /// The checks of [`BundleVerifier::check_event_line`] for the common case, a line exactly as
 /// [`write_event_line`] writes it: the event its `canonical` field holds is decoded and its
 /// line written again; if the two are the same bytes, every check holds (the seq, the hash
@@ -393,9 +398,26 @@ impl BundleVerifier {
     /// decode, hash, JSON against the bytes): independent of every other line, so a caller
     /// may run them for many lines at once, then hand each result to
     /// [`BundleVerifier::accept_event`] in seq order.
+    ///
+    /// A line is first tried as exported ([`exported_line`]), which costs a decode that the
+    /// field-by-field check repeats when the line is spelled otherwise. After a run of
+    /// [`EXPORTED_MISSES_MAX`] such lines on this thread (a bundle re-serialized by some
+    /// other tool), only one line in [`EXPORTED_RETRY_EVERY`] is tried, so that such a
+    /// bundle costs one decode a line, not two; a line found as exported ends the run. The
+    /// verdict is the same either way.
     pub fn check_event_line(seq: u64, line: &str) -> Result<CheckedLine, BundleFailure> {
-        if let Some(checked) = exported_line(seq, line) {
-            return Ok(checked);
+        thread_local! {
+            static EXPORTED_MISSES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let misses = EXPORTED_MISSES.get();
+        if misses < EXPORTED_MISSES_MAX || seq % EXPORTED_RETRY_EVERY == 0 {
+            match exported_line(seq, line) {
+                Some(checked) => {
+                    EXPORTED_MISSES.set(0);
+                    return Ok(checked);
+                }
+                None => EXPORTED_MISSES.set(misses.saturating_add(1)),
+            }
         }
         let parsed: EventLineIn<'_> = serde_json::from_str(line).map_err(|e| at(seq, format!("not an event line: {e}")))?;
         let fields = EventFields { line_seq: parsed.seq, hash: &parsed.hash, prev_hash: &parsed.prev_hash, canonical: &parsed.canonical, event: parsed.event.get() };

@@ -9,11 +9,19 @@ use events::*;
 const SPEC_EXAMPLES: &str = include_str!("../../examples/colossus.ndjson");
 
 fn events() -> Vec<RecordedEvent> {
+    events_cycling(SPEC_EXAMPLES.lines().count())
+}
+
+/// The example events sealed in a chain, then again from the first, up to `n` events (the
+/// bundle checks hashes, links and versions, not the rules of the history).
+fn events_cycling(n: usize) -> Vec<RecordedEvent> {
     let mut versions = std::collections::HashMap::new();
     let mut prev = Digest::ZERO;
     let mut currency = None;
     SPEC_EXAMPLES
         .lines()
+        .cycle()
+        .take(n)
         .enumerate()
         .map(|(i, line)| {
             let p = Proposal::parse_json(line.as_bytes()).unwrap();
@@ -44,9 +52,13 @@ fn signer() -> NoteSigner {
 
 /// A bundle of events `from..=to` with a checkpoint of all of them.
 fn bundle(from: u64, to: u64) -> String {
-    let all = events();
+    bundle_of(&events(), from, to)
+}
+
+/// A bundle of events `from..=to` of `all`, with a checkpoint of all of them.
+fn bundle_of(all: &[RecordedEvent], from: u64, to: u64) -> String {
     let mut tree = MemoryTree::new();
-    for e in &all {
+    for e in all {
         tree.push(&e.hash);
     }
     let size = all.len() as u64;
@@ -178,6 +190,55 @@ fn lines_written_directly_are_the_text_of_their_json_values() {
         assert_eq!(String::from_utf8(text).unwrap(), serde_json::to_string(&e.wire_json()).unwrap(), "seq {}", e.seq());
         assert_eq!(e.hash.to_hex(), hex::encode(e.hash.0));
     }
+}
+
+/// Every event line of `bundle` with the keys of its event in reverse order: the same JSON
+/// value, which `change` then edits, written compactly with the line's keys in their order.
+fn respelled(bundle: &str, change: impl Fn(u64, &mut serde_json::Map<String, serde_json::Value>)) -> String {
+    let lines: Vec<String> = bundle
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let Some(event) = v.get("event").and_then(|e| e.as_object()) else { return line.to_string() };
+            let mut reversed: serde_json::Map<String, serde_json::Value> = event.clone().into_iter().rev().collect();
+            change(v["seq"].as_u64().unwrap(), &mut reversed);
+            v["event"] = serde_json::Value::Object(reversed);
+            serde_json::to_string(&v).unwrap()
+        })
+        .collect();
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn a_bundle_respelled_throughout_is_still_checked_on_every_line() {
+    // Past a run of 32 lines not spelled as exported, the exported-line check is tried on
+    // one line in 64 only: the lines it skips must still get every check. Each line keeps
+    // its canonical field where the exporter puts it, so that check decodes it and only
+    // then finds the line differs.
+    let all = events_cycling(300);
+    let b = bundle_of(&all, 1, 300);
+    let key = signer().verifier();
+    let same = respelled(&b, |_, _| {});
+    assert_ne!(same, b);
+    let verified = verify(same.as_bytes(), Some(key.clone())).unwrap();
+    assert_eq!((verified.from, verified.to), (1, 300));
+    // A change on a skipped line (past the run, not a multiple of 64), on a retried line,
+    // and on a line tried again because one spelled as exported ended the run.
+    for seq in [250, 256] {
+        let changed = respelled(&b, |s, e| {
+            if s == seq {
+                e.insert("actor".into(), "b".into());
+            }
+        });
+        let err = verify(changed.as_bytes(), Some(key.clone())).unwrap_err();
+        assert!(err.starts_with(&format!("seq {seq}: the event JSON is not what the canonical bytes say")), "{err}");
+    }
+    let mut lines: Vec<String> = respelled(&b, |_, _| {}).lines().map(str::to_string).collect();
+    // Line `seq` is line `seq` of the file (the header is line 0); 192 is a retried line.
+    lines[192] = b.lines().nth(192).unwrap().to_string();
+    lines[210] = lines[210].replacen("\"actor\":\"a\"", "\"actor\":\"b\"", 1);
+    let err = verify((lines.join("\n") + "\n").as_bytes(), Some(key)).unwrap_err();
+    assert!(err.starts_with("seq 210: the event JSON is not what the canonical bytes say"), "{err}");
 }
 
 #[test]
