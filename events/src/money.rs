@@ -173,18 +173,21 @@ impl DecimalText {
         self.bytes[self.start] = byte;
     }
 
+    /// The two digits of `pair` (below 100), the tens first in the text.
+    fn push_pair(&mut self, pair: u64) {
+        const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+        let at = pair as usize * 2;
+        self.push(PAIRS[at + 1]);
+        self.push(PAIRS[at]);
+    }
+
     /// `exponent` fraction digits, the point, then the whole part (at least one digit).
     fn write_small(&mut self, mut rest: u64, exponent: usize) {
-        const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-        let mut fraction = exponent;
-        while fraction >= 2 {
-            let pair = (rest % 100) as usize * 2;
+        for _ in 0..exponent / 2 {
+            self.push_pair(rest % 100);
             rest /= 100;
-            self.push(PAIRS[pair + 1]);
-            self.push(PAIRS[pair]);
-            fraction -= 2;
         }
-        if fraction == 1 {
+        if exponent % 2 == 1 {
             self.push(b'0' + (rest % 10) as u8);
             rest /= 10;
         }
@@ -192,15 +195,11 @@ impl DecimalText {
             self.push(b'.');
         }
         while rest >= 100 {
-            let pair = (rest % 100) as usize * 2;
+            self.push_pair(rest % 100);
             rest /= 100;
-            self.push(PAIRS[pair + 1]);
-            self.push(PAIRS[pair]);
         }
         if rest >= 10 {
-            let pair = rest as usize * 2;
-            self.push(PAIRS[pair + 1]);
-            self.push(PAIRS[pair]);
+            self.push_pair(rest);
         } else {
             self.push(b'0' + rest as u8);
         }
