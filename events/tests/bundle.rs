@@ -193,8 +193,9 @@ fn lines_written_directly_are_the_text_of_their_json_values() {
 }
 
 /// Every event line of `bundle` with the keys of its event in reverse order: the same JSON
-/// value, which `change` then edits, written compactly with the line's keys in their order.
-fn respelled(bundle: &str, change: impl Fn(u64, &mut serde_json::Map<String, serde_json::Value>)) -> String {
+/// value, which `change` then edits (given the line's seq), written by `write` with the
+/// line's keys in their order.
+fn respelled(bundle: &str, write: fn(&serde_json::Value) -> String, change: impl Fn(u64, &mut serde_json::Map<String, serde_json::Value>)) -> String {
     let lines: Vec<String> = bundle
         .lines()
         .map(|line| {
@@ -203,10 +204,15 @@ fn respelled(bundle: &str, change: impl Fn(u64, &mut serde_json::Map<String, ser
             let mut reversed: serde_json::Map<String, serde_json::Value> = event.clone().into_iter().rev().collect();
             change(v["seq"].as_u64().unwrap(), &mut reversed);
             v["event"] = serde_json::Value::Object(reversed);
-            serde_json::to_string(&v).unwrap()
+            write(&v)
         })
         .collect();
     lines.join("\n") + "\n"
+}
+
+/// JSON on one line with no spaces, as the exporter writes it.
+fn compact(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap()
 }
 
 #[test]
@@ -218,14 +224,14 @@ fn a_bundle_respelled_throughout_is_still_checked_on_every_line() {
     let all = events_cycling(300);
     let b = bundle_of(&all, 1, 300);
     let key = signer().verifier();
-    let same = respelled(&b, |_, _| {});
+    let same = respelled(&b, compact, |_, _| {});
     assert_ne!(same, b);
     let verified = verify(same.as_bytes(), Some(key.clone())).unwrap();
     assert_eq!((verified.from, verified.to), (1, 300));
     // A change on a skipped line (past the run, not a multiple of 64), on a retried line,
     // and on a line tried again because one spelled as exported ended the run.
     for seq in [250, 256] {
-        let changed = respelled(&b, |s, e| {
+        let changed = respelled(&b, compact, |s, e| {
             if s == seq {
                 e.insert("actor".into(), "b".into());
             }
@@ -233,7 +239,7 @@ fn a_bundle_respelled_throughout_is_still_checked_on_every_line() {
         let err = verify(changed.as_bytes(), Some(key.clone())).unwrap_err();
         assert!(err.starts_with(&format!("seq {seq}: the event JSON is not what the canonical bytes say")), "{err}");
     }
-    let mut lines: Vec<String> = respelled(&b, |_, _| {}).lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = respelled(&b, compact, |_, _| {}).lines().map(str::to_string).collect();
     // Line `seq` is line `seq` of the file (the header is line 0); 192 is a retried line.
     lines[192] = b.lines().nth(192).unwrap().to_string();
     lines[210] = lines[210].replacen("\"actor\":\"a\"", "\"actor\":\"b\"", 1);
@@ -246,17 +252,9 @@ fn the_event_json_is_compared_as_a_value_not_as_text() {
     // The same JSON value spelled otherwise (keys in another order, spaces) verifies, as it
     // always did; any other value does not, wherever it differs.
     let key = signer().verifier();
+    // With spaces: each line pretty-printed, its newlines made spaces.
     let respell = |b: &str, change: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| -> String {
-        let mut lines: Vec<String> = b.lines().map(str::to_string).collect();
-        for line in &mut lines[1..10] {
-            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let event = v["event"].as_object().unwrap().clone();
-            let mut reversed: serde_json::Map<String, serde_json::Value> = event.into_iter().rev().collect();
-            change(&mut reversed);
-            v["event"] = serde_json::Value::Object(reversed);
-            *line = serde_json::to_string_pretty(&v).unwrap().replace('\n', " ");
-        }
-        lines.join("\n") + "\n"
+        respelled(b, |v| serde_json::to_string_pretty(v).unwrap().replace('\n', " "), |_, e| change(e))
     };
     let b = bundle(1, 9);
     let same = respell(&b, &|_| {});
