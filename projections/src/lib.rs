@@ -4,6 +4,9 @@
 //!   position and date it came with. The ledger keeps one per contract to decide on writes;
 //!   every view is computed from it.
 //! - [`admit`] (`rules`): SPEC section 4's rules for a proposed event.
+//! - [`BillingState`] (`billing`): what deciding on the next invoice or payment needs of a
+//!   contract, about a fifth of its state: a writer keeps it for contracts it does not hold
+//!   whole, and decides with the full state whenever it is not sure.
 //! - [`Figures`] (`figures`): headline, transaction price, recognized revenue, RPO, … as of
 //!   any date and known at any position.
 //! - [`Summary`] (`summary`): what a portfolio needs of a contract, its billing kept as
@@ -12,6 +15,7 @@
 //!   corrections, the dashboard's chart), each a function of one state and points of view;
 //!   `report` renders them as JSON and CSV.
 
+mod billing;
 mod book;
 mod chain;
 mod close;
@@ -24,6 +28,7 @@ mod state;
 mod summary;
 mod view;
 
+pub use billing::BillingState;
 pub use book::Book;
 pub use chain::{fold, fold_into, seal, Sealing, Tip};
 pub use close::*;

@@ -296,9 +296,9 @@ impl TryFrom<StoredState> for ContractState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
     pub last_seq: u64,
-    version: u64,
-    latest_non_billing_date: Date,
-    magnitude_total: i128,
+    pub(crate) version: u64,
+    pub(crate) latest_non_billing_date: Date,
+    pub(crate) magnitude_total: i128,
 }
 
 /// Why an event cannot be folded into a state. Events that passed the rules always fold;
@@ -319,6 +319,10 @@ pub enum FoldError {
     UnknownTarget { seq: u64, target: u64 },
     #[error("seq {seq}: amounts of the contract exceed 10^30 minor units in total")]
     Overflow { seq: u64 },
+    /// Only a [`crate::BillingState`] refuses so: it takes the invoices and payments it
+    /// admitted, and nothing else.
+    #[error("seq {seq}: a {kind} event that the billing state did not admit")]
+    NotBilling { seq: u64, kind: EventKind },
 }
 
 impl From<FoldError> for Rejection {

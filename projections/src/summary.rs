@@ -20,7 +20,7 @@ use crate::close::{Rollforward, RpoDisclosure, Schedule};
 use crate::figures::{Billing, Figures, Overflow};
 use crate::state::{AsOf, ContractState, Origin};
 use crate::view::{PeriodRun, Granularity, PeriodRevenue};
-use events::{ContractId, Currency, Date};
+use events::{ContractId, Currency, Date, Event, EventBody};
 use serde::{Deserialize, Serialize};
 
 /// A sum that changes on dates: `at(D)` is the sum of every step dated on or before D.
@@ -147,13 +147,7 @@ impl ContractState {
             collected.push((payment.origin.date, payment.amount));
         }
         debug_assert_eq!(billed.len() + collected.len(), added().count(), "every added event is an invoice or a payment");
-        let core = ContractState { version: self.version, last_seq: self.last_seq, magnitude_total: self.magnitude_total, ..base.clone() };
-        Ok(Summary {
-            core,
-            billed: earlier.billed.with(billed)?,
-            collected: earlier.collected.with(collected)?,
-            month_ends: earlier.month_ends.clone(),
-        })
+        earlier.extended(self.version, self.last_seq, self.magnitude_total, billed, collected)
     }
 
     /// This state's [`Summary`]. Costs one pass over its invoices and payments.
@@ -215,6 +209,44 @@ impl ContractState {
 }
 
 impl Summary {
+    /// This summary with `added`, the contract's next events in order, when every one is an
+    /// invoice or a payment: what [`ContractState::summary_from`] makes from the state they
+    /// lead to, made without that state (a writer holding a [`crate::BillingState`] has
+    /// none). `None` if one is another kind, or does not follow (the summary is then made
+    /// from the state).
+    pub fn with_billing_events(&self, added: &[Event]) -> Option<Result<Summary, Overflow>> {
+        let (mut billed, mut collected) = (Vec::new(), Vec::new());
+        let (mut version, mut last_seq, mut total) = (self.core.version, self.core.last_seq, self.core.magnitude_total);
+        for event in added {
+            if event.stream.contract_id() != Some(&self.core.contract_id) || event.version != version + 1 || event.seq <= last_seq {
+                return None;
+            }
+            let amount = match &event.body {
+                EventBody::InvoiceIssued(i) => i.amount.minor_units(),
+                EventBody::PaymentReceived(p) => p.amount.minor_units(),
+                _ => return None,
+            };
+            match &event.body {
+                EventBody::InvoiceIssued(_) => billed.push((event.effective_date, amount)),
+                _ => collected.push((event.effective_date, amount)),
+            }
+            let Some(next) = total.checked_add(amount.abs()) else { return Some(Err(Overflow)) };
+            (version, last_seq, total) = (event.version, event.seq, next);
+        }
+        Some(self.extended(version, last_seq, total, billed, collected))
+    }
+
+    /// This summary with more billing steps and the core's counters moved on.
+    fn extended(&self, version: u64, last_seq: u64, magnitude_total: i128, billed: Vec<(Date, i128)>, collected: Vec<(Date, i128)>) -> Result<Summary, Overflow> {
+        let core = ContractState { version, last_seq, magnitude_total, ..self.core.clone() };
+        Ok(Summary {
+            core,
+            billed: self.billed.with(billed)?,
+            collected: self.collected.with(collected)?,
+            month_ends: self.month_ends.clone(),
+        })
+    }
+
     pub fn contract_id(&self) -> &ContractId {
         &self.core.contract_id
     }

@@ -25,7 +25,7 @@ const RECORDED_FROM_MICROS: i64 = 2_208_988_800_000_000;
 
 use events::{Date, Proposal, RecordedEvent, Timestamp};
 use events::EventKind;
-use projections::{add_years, AsOf, Book, Contract, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
+use projections::{add_years, AsOf, BillingState, Book, Contract, ContractState, Figures, Granularity, Line, Portfolio, Walked, report};
 use projections::report::PortfolioReport;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -325,6 +325,8 @@ fn history() -> impl Strategy<Value = (Vec<GrantSpec>, Vec<Op>)> {
 struct Replayed {
     book: Book,
     accepted: Vec<(Proposal, RecordedEvent)>,
+    /// Events a contract's [`BillingState`] admitted (each checked against the rules).
+    billing_admitted: usize,
 }
 
 fn now(seq: u64) -> Timestamp {
@@ -442,6 +444,7 @@ fn check_figures(state: &ContractState, at: &AsOf) -> Result<Figures, TestCaseEr
 fn replay(grants: &[GrantSpec], ops: &[Op]) -> Result<Replayed, TestCaseError> {
     let mut book = Book::new();
     let mut accepted = vec![];
+    let mut billing_admitted = 0;
     let texts = grants
         .iter()
         .enumerate()
@@ -457,7 +460,9 @@ fn replay(grants: &[GrantSpec], ops: &[Op]) -> Result<Replayed, TestCaseError> {
         let proposal =
             Proposal::parse_json(text.as_bytes()).map_err(|r| TestCaseError::fail(format!("{text}: {r}")))?;
         let before = book.clone();
-        let recorded = match book.propose(&proposal, "prop", now(book.head_seq + 1)) {
+        let outcome = book.propose(&proposal, "prop", now(book.head_seq + 1));
+        billing_admitted += usize::from(check_billing_state(&before, &proposal, outcome.as_ref().ok(), &book)?);
+        let recorded = match outcome {
             Ok(recorded) => recorded,
             Err(r) => {
                 if std::env::var_os("PROP_DEBUG").is_some() {
@@ -493,11 +498,40 @@ fn replay(grants: &[GrantSpec], ops: &[Op]) -> Result<Replayed, TestCaseError> {
         }
         accepted.push((proposal, recorded));
     }
-    Ok(Replayed { book, accepted })
+    Ok(Replayed { book, accepted, billing_admitted })
+}
+
+/// A contract's [`BillingState`] decides on `proposal` as the rules do on its full state
+/// (`admitted`: what they recorded), whenever it decides at all: it admits exactly the
+/// invoices and payments the rules admit, with the same body, and nothing else. Folding the
+/// event into it gives the billing state of the full state after; rolling it back gives the
+/// one before; the summary extended by it is the full state's. Whether it admitted.
+fn check_billing_state(before: &Book, proposal: &Proposal, admitted: Option<&RecordedEvent>, after: &Book) -> Result<bool, TestCaseError> {
+    let Some(state) = proposal.stream.contract_id().and_then(|id| before.contracts.get(id)) else { return Ok(false) };
+    let Some(billing) = BillingState::of(state) else { return Ok(false) };
+    let decided = billing.admit(proposal, &before.ledger);
+    let billing_kind = matches!(proposal.kind(), EventKind::InvoiceIssued | EventKind::PaymentReceived);
+    match (admitted, &decided) {
+        (Some(recorded), Some(body)) => prop_assert_eq!(&recorded.event.body, body, "the billing state admits the same body"),
+        (Some(recorded), None) => prop_assert!(!billing_kind, "the billing state was not sure of an admitted {:?}", recorded.event.body),
+        (None, Some(body)) => prop_assert!(false, "the billing state admitted {:?}, which the rules refused", body),
+        (None, None) => {}
+    }
+    let (Some(recorded), Some(_)) = (admitted, decided) else { return Ok(false) };
+    let new_state = &after.contracts[&state.contract_id];
+    let mut folded = billing.clone();
+    folded.apply(&recorded.event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let of_new = BillingState::of(new_state);
+    prop_assert_eq!(Some(&folded), of_new.as_ref(), "folding into the billing state");
+    folded.rollback(&state.mark(), [&recorded.event]);
+    prop_assert_eq!(&folded, &billing, "rolling the billing state back");
+    let extended = state.summary().unwrap().with_billing_events(std::slice::from_ref(&recorded.event)).unwrap().unwrap();
+    prop_assert_eq!(extended, new_state.summary().unwrap(), "the summary extended by the event");
+    Ok(true)
 }
 
 fn check_history(grants: Vec<GrantSpec>, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let Replayed { book, accepted } = replay(&grants, &ops)?;
+    let Replayed { book, accepted, .. } = replay(&grants, &ops)?;
     let far = [Date::parse("2027-06-30").unwrap(), Date::parse("2025-12-31").unwrap()];
 
     // Every figure at many dates, everything known; a contract's summary gives the same
@@ -935,9 +969,11 @@ fn generated_histories_exercise_every_kind() {
     let mut runner = TestRunner::deterministic();
     let mut kinds = std::collections::BTreeMap::<&'static str, usize>::new();
     let mut terminated_with_tranches = 0;
+    let mut billing_admitted = 0;
     for _ in 0..120 {
         let (grants, ops) = history().new_tree(&mut runner).unwrap().current();
         let replayed = replay(&grants, &ops).unwrap();
+        billing_admitted += replayed.billing_admitted;
         for (_, r) in &replayed.accepted {
             *kinds.entry(r.event.body.kind().as_str()).or_default() += 1;
         }
@@ -972,4 +1008,8 @@ fn generated_histories_exercise_every_kind() {
         terminated_with_tranches >= 5,
         "too few histories with cancelled or forfeited value"
     );
+    // Every accepted invoice and payment was one a billing state could decide on too.
+    let billing = kinds["invoice_issued"] + kinds["payment_received"];
+    eprintln!("admitted by a billing state: {billing_admitted} of {billing} invoices and payments");
+    assert_eq!(billing_admitted, billing, "a billing state admits every invoice and payment the rules admit");
 }
