@@ -775,6 +775,11 @@ impl Ledger {
         self.shared.views.loaded()
     }
 
+    /// Contracts the writer holds only the billing state of ([`views::Views::lock_billing`]).
+    pub fn billing_contracts(&self) -> usize {
+        self.shared.views.billing_held()
+    }
+
     /// Drops and rebuilds the persisted views of the ledger in `dir` from its chain,
     /// verifying every hash and link. The ledger must not be open.
     pub fn rebuild_views(dir: &Path, progress: impl FnMut(u64, u64)) -> Result<views::RebuildReport, OpenError> {

@@ -28,7 +28,7 @@ use crate::io::{Io, Op};
 use crate::{corrupt, keys, store, ReadError, VerifyFailure};
 use events::{ContractId, Event, Stream};
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
-use projections::{ContractState, LedgerFacts, Summary};
+use projections::{BillingState, ContractState, FoldError, LedgerFacts, Summary};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -202,12 +202,25 @@ enum SummaryAt {
     Stale,
 }
 
-/// What a slot's lock guards: the state once loaded, and its summary. One lock for both, so
-/// a summary is always that of the state as it is (the writer marks it stale under the
-/// lock it changes the state under).
+/// A contract the writer holds only the [`BillingState`] of (see [`Views::lock_billing`]):
+/// what the tree holds of it, and the events since, every one an invoice or a payment,
+/// which a load folds onto the tree's view.
+struct Billing {
+    state: BillingState,
+    persisted: Persisted,
+    /// In seq order; at most the events since the last save.
+    pending: Vec<Event>,
+}
+
+/// What a slot's lock guards: the state once loaded (or the writer's billing state of it),
+/// and its summary. One lock for all, so a summary is always that of the state as it is
+/// (the writer marks it stale under the lock it changes the state under).
 #[derive(Default)]
 struct Contents {
+    /// At most one of `loaded` and `billing` is held: a load folds the billing state's
+    /// pending events and drops it.
     loaded: Option<Loaded>,
+    billing: Option<Billing>,
     summary: SummaryAt,
     /// The summary of the state as last saved (the tree's): the next save, or a reader after
     /// the writer's changes, makes the new one from it at the cost of what changed
@@ -225,6 +238,31 @@ pub struct Slot {
 /// A locked, loaded contract state.
 pub type StateGuard<'a> = MappedMutexGuard<'a, ContractState>;
 
+/// A locked contract the writer holds the billing state of ([`Views::lock_billing`]).
+pub struct BillingGuard<'a> {
+    contents: MutexGuard<'a, Contents>,
+}
+
+impl BillingGuard<'_> {
+    fn billing(&self) -> &Billing {
+        self.contents.billing.as_ref().expect("a billing guard is made of a slot holding a billing state")
+    }
+
+    pub fn state(&self) -> &BillingState {
+        &self.billing().state
+    }
+
+    /// Folds an event the billing state admitted; it is pending until the next save, and
+    /// the summary is stale from now on. On error nothing changed.
+    pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        let billing = self.contents.billing.as_mut().expect("a billing guard is made of a slot holding a billing state");
+        billing.state.apply(event)?;
+        billing.pending.push(event.clone());
+        self.contents.summary = SummaryAt::Stale;
+        Ok(())
+    }
+}
+
 /// The live states, shared by the writer (which folds into them) and readers.
 pub struct Views {
     tree: sled::Tree,
@@ -232,6 +270,11 @@ pub struct Views {
     contracts: RwLock<BTreeMap<ContractId, Arc<Slot>>>,
     /// The cursor of the last save that succeeded (what the tree's `Mcursor` says).
     saved_cursor: Mutex<u64>,
+    /// Held while a save's batch is applied. A load reads a contract's snapshot and deltas
+    /// with several reads, so one that overlaps a batch saving that contract (one the
+    /// writer holds only the billing state of: no other is saved while it may be loaded)
+    /// can see parts of two views; it reads again once the batch is in.
+    applying_save: Mutex<()>,
     /// Events of the states loaded from the tree that are still in memory (as counted when
     /// each was loaded).
     resident_events: std::sync::atomic::AtomicU64,
@@ -274,6 +317,7 @@ impl Views {
             chain,
             contracts: RwLock::new(BTreeMap::new()),
             saved_cursor: Mutex::new(saved_cursor),
+            applying_save: Mutex::new(()),
             resident_events: std::sync::atomic::AtomicU64::new(0),
             resident_budget: RESIDENT_EVENTS_DEFAULT,
             save_snapshot_bytes_max: SAVE_SNAPSHOT_BYTES_MAX,
@@ -310,15 +354,34 @@ impl Views {
         Ok(out)
     }
 
-    /// Loads the state into `contents` if it is not in memory; says whether it did.
+    /// Loads the state into `contents` if it is not in memory (from the tree, then the
+    /// pending events of the writer's billing state, which it replaces); says whether it did.
     fn ensure_loaded(&self, contents: &mut Contents, id: &ContractId, known_at: u64) -> Result<bool, ReadError> {
         if contents.loaded.is_some() {
             return Ok(false);
         }
-        let loaded = self.load(id, known_at)?;
+        let loaded = self.load_current(contents, id, known_at)?;
         self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
+        contents.billing = None;
         contents.loaded = Some(loaded);
         Ok(true)
+    }
+
+    /// The contract's state as it is now, from the tree and, if the writer holds only its
+    /// billing state, the events since (which a view refolded from the chain may include
+    /// already). Changes nothing in `contents`.
+    fn load_current(&self, contents: &Contents, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
+        let mut loaded = self.load(id, known_at)?;
+        if let Some(billing) = &contents.billing {
+            let mut no_ledger = LedgerFacts::default();
+            let folded_to = loaded.state.last_seq;
+            for event in billing.pending.iter().filter(|e| e.seq > folded_to) {
+                projections::fold(event, Some(&mut loaded.state), &mut no_ledger)
+                    .map_err(|e| corrupt(event.seq, &format!("does not fold onto the view of {id}: {e}")))?;
+            }
+            debug_assert_eq!(loaded.state.version, billing.state.version(), "the billing state is the state's");
+        }
+        Ok(loaded)
     }
 
     /// A contract's summary, for a reader: the one in memory, else the tree's, else made
@@ -340,6 +403,11 @@ impl Views {
                 Err(LoadError::Chain(e)) => return Err(e),
             },
             SummaryAt::Stale => {}
+        }
+        if let Some(summary) = self.billing_summary(&mut contents, id) {
+            let summary = Arc::new(summary);
+            contents.summary = SummaryAt::Current(summary.clone());
+            return Ok(summary);
         }
         let loaded_now = self.ensure_loaded(&mut contents, id, known_at)?;
         let state = &contents.loaded.as_ref().expect("just loaded").state;
@@ -381,40 +449,63 @@ impl Views {
     }
 
     /// After a save (the writer, between groups, when every state is saved): counts the
-    /// events the loaded states hold and, above the budget, unloads clean states other than
-    /// those in `keep` until they hold at most three quarters of it (so the next saves do
-    /// not unload again at once).
+    /// events the loaded states hold and, above the budget, makes room until they hold at
+    /// most three quarters of it (so the next saves do not trim again at once): first it
+    /// unloads clean states other than those in `keep` (the contracts the writer changed
+    /// since the save before), then it turns clean states in `keep` into billing states
+    /// ([`Views::lock_billing`]), which are about a fifth of their size and all the writer
+    /// needs for the invoices and payments that make most of a history. Billing states
+    /// not in `keep` are dropped whatever the budget: the writer has left them alone since
+    /// the save before.
     /// This bounds the writer's memory too; a state it needs again is loaded again.
-    /// Returns how many states were unloaded.
+    /// Returns how many states were unloaded or turned into billing states.
     pub fn trim(&self, keep: &BTreeSet<ContractId>) -> usize {
         use std::sync::atomic::Ordering;
-        let loaded: Vec<(ContractId, Arc<Slot>, u64)> = self
-            .all()
-            .into_iter()
-            .filter_map(|(id, slot)| {
-                let events = slot.contents.lock().loaded.as_ref().map(|l| l.state.events.len() as u64)?;
-                Some((id, slot, events))
-            })
-            .collect();
+        let mut loaded: Vec<(bool, Arc<Slot>, u64)> = Vec::new();
+        let mut billing_entries = 0;
+        for (id, slot) in self.all() {
+            let kept = keep.contains(&id);
+            let mut contents = slot.contents.lock();
+            if let Some(l) = contents.loaded.as_ref() {
+                let events = l.state.events.len() as u64;
+                drop(contents);
+                loaded.push((kept, slot, events));
+            } else if let Some(billing) = contents.billing.as_ref() {
+                if !kept && billing.pending.is_empty() {
+                    contents.billing = None;
+                } else {
+                    billing_entries += billing.state.len();
+                }
+            }
+        }
         let mut total: u64 = loaded.iter().map(|(_, _, n)| n).sum();
-        let mut unloaded = 0;
+        let mut trimmed = 0;
         if total > self.resident_budget {
             let low_water = self.resident_budget / 4 * 3;
-            for (_, slot, _) in loaded.iter().filter(|(id, _, _)| !keep.contains(id)) {
-                if total <= low_water {
-                    break;
-                }
-                let mut guard = slot.contents.lock();
-                if guard.loaded.as_ref().is_some_and(Loaded::is_clean)
-                    && let Some(l) = guard.loaded.take() {
-                        total = total.saturating_sub(l.state.events.len() as u64);
-                        unloaded += 1;
+            // Idle states first (unloaded), then the writer's (turned into billing states).
+            for turn in [false, true] {
+                for (_, slot, _) in loaded.iter().filter(|(kept, _, _)| *kept == turn) {
+                    if total <= low_water {
+                        break;
                     }
+                    let mut guard = slot.contents.lock();
+                    if !guard.loaded.as_ref().is_some_and(Loaded::is_clean) {
+                        continue;
+                    }
+                    let Some(l) = guard.loaded.take() else { continue };
+                    total = total.saturating_sub(l.state.events.len() as u64);
+                    trimmed += 1;
+                    if turn && let Some(state) = BillingState::of(&l.state) {
+                        billing_entries += state.len();
+                        guard.billing = Some(Billing { state, persisted: l.persisted, pending: Vec::new() });
+                    }
+                }
             }
-            metrics::counter!("ledger_views_unloaded_total").increment(unloaded as u64);
+            metrics::counter!("ledger_views_unloaded_total").increment(trimmed as u64);
         }
+        metrics::gauge!("ledger_views_billing_entries").set(billing_entries as f64);
         self.resident_events.store(total, Ordering::Relaxed);
-        unloaded
+        trimmed
     }
 
     /// After a reader is done with a state it loaded: if the views hold more than their
@@ -458,12 +549,74 @@ impl Views {
         MutexGuard::try_map(guard, |c| c.loaded.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
     }
 
+    /// The writer's [`BillingState`] of a contract it holds no state of, to decide on an
+    /// invoice or a payment with ([`projections::seal_billing`]); made from the state,
+    /// loaded for it and dropped again, if need be. `None` when the state is in memory (the
+    /// writer decides with it) or has no billing state. The writer keeps a contract so
+    /// between two saves; [`Views::trim`] turns the states of contracts it changes into
+    /// billing states, which is what bounds the memory of an import interleaved over many
+    /// contracts.
+    pub fn lock_billing<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<Option<BillingGuard<'a>>, ReadError> {
+        let mut contents = slot.contents.lock();
+        if contents.loaded.is_some() {
+            return Ok(None);
+        }
+        if contents.billing.is_none() {
+            let loaded = self.load(id, known_at)?;
+            // A view refolded from the chain is saved whole next: from the state, kept.
+            let billing = if loaded.persisted.version > 0 { BillingState::of(&loaded.state) } else { None };
+            match billing {
+                Some(state) => contents.billing = Some(Billing { state, persisted: loaded.persisted, pending: Vec::new() }),
+                None => {
+                    self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
+                    contents.loaded = Some(loaded);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(BillingGuard { contents }))
+    }
+
+    /// Rolls a contract the writer changed back to `mark`, whether it holds the state or the
+    /// billing state (the undone events are then the last pending ones). Its summary is
+    /// stale from now on.
+    pub fn rollback(&self, slot: &Slot, id: &ContractId, known_at: u64, mark: &projections::Mark) -> Result<(), ReadError> {
+        let mut contents = slot.contents.lock();
+        contents.summary = SummaryAt::Stale;
+        if let Some(billing) = contents.billing.as_mut() {
+            let kept = billing.pending.partition_point(|e| e.seq <= mark.last_seq);
+            let undone = billing.pending.split_off(kept);
+            billing.state.rollback(mark, undone.iter().rev());
+            return Ok(());
+        }
+        self.ensure_loaded(&mut contents, id, known_at)?;
+        contents.loaded.as_mut().ok_or_else(|| corrupt(0, &format!("the state of {id} did not load")))?.state.rollback(mark);
+        Ok(())
+    }
+
+    /// The summary of a contract the writer holds the billing state of, made from the
+    /// saved summary and the pending events without loading the state; `None` if there is
+    /// no such billing state or saved summary.
+    fn billing_summary(&self, contents: &mut Contents, id: &ContractId) -> Option<Summary> {
+        let billing = contents.billing.as_ref()?;
+        let saved = match &contents.saved_summary {
+            Some(saved) => saved.clone(),
+            None => Arc::new(read_summary(&self.tree, id).ok()??),
+        };
+        if saved.version() != billing.persisted.version {
+            return None;
+        }
+        let summary = saved.with_billing_events(&billing.pending)?.ok()?;
+        contents.saved_summary = Some(saved);
+        Some(summary)
+    }
+
     /// A contract created now (its grant staged): in memory, nothing of it persisted.
     pub fn insert_new(&self, state: ContractState) {
         let id = state.contract_id.clone();
         // Not counted as resident: a reader never loaded it, so no reader unloads it.
         let loaded = Loaded { state, persisted: Persisted::default(), resident_events: 0 };
-        let slot = Slot { contents: Mutex::new(Contents { loaded: Some(loaded), summary: SummaryAt::Stale, saved_summary: None }) };
+        let slot = Slot { contents: Mutex::new(Contents { loaded: Some(loaded), billing: None, summary: SummaryAt::Stale, saved_summary: None }) };
         self.write().insert(id, Arc::new(slot));
     }
 
@@ -489,10 +642,23 @@ impl Views {
         self.all().iter().filter(|(_, s)| s.contents.lock().loaded.is_some()).count()
     }
 
+    /// How many contracts the writer holds only the billing state of.
+    pub fn billing_held(&self) -> usize {
+        self.all().iter().filter(|(_, s)| s.contents.lock().billing.is_some()).count()
+    }
+
     /// Loads a contract from the tree; one that is missing or does not decode is refolded
     /// from the chain (and saved whole at the next persist).
     fn load(&self, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
-        let reason = match load_persisted(&self.tree, id) {
+        let first = match load_persisted(&self.tree, id) {
+            Err(LoadError::Views(_)) => {
+                // Perhaps read across a save's batch: again, once it is in (see `applying_save`).
+                let _applied = self.applying_save.lock();
+                load_persisted(&self.tree, id)
+            }
+            other => other,
+        };
+        let reason = match first {
             Ok(Some(loaded)) => return Ok(loaded),
             Ok(None) => "missing".to_string(),
             Err(LoadError::Views(reason)) => reason,
@@ -517,11 +683,28 @@ impl Views {
         let mut snapshot_bytes = 0;
         for id in dirty {
             let Some(slot) = self.get(id) else { continue };
-            let guard = slot.contents.lock();
-            let Some(loaded) = guard.loaded.as_ref() else { continue };
-            let Some(persisted) = self.stage_save(id, loaded, cursor, &mut reader, &mut batch, &mut snapshot_bytes)? else { continue };
-            // The summary goes with the state it is made from, in the same batch.
-            let summary = summary_of(&loaded.state, guard.saved_summary.as_deref())?;
+            let mut guard = slot.contents.lock();
+            let (persisted, summary) = if let Some(loaded) = guard.loaded.as_ref() {
+                let state = &loaded.state;
+                let seqs = || state.seqs_after(loaded.persisted.version, cursor, usize::MAX);
+                let snapshot = || encode_snapshot(state);
+                let Some(persisted) = self.stage_save(id, loaded.persisted, state.version, seqs, snapshot, &mut reader, &mut batch, &mut snapshot_bytes)? else { continue };
+                // The summary goes with the state it is made from, in the same batch.
+                (persisted, summary_of(state, guard.saved_summary.as_deref())?)
+            } else if guard.billing.as_ref().is_some_and(|b| !b.pending.is_empty()) {
+                // The summary from the saved one and the pending events; else from the state.
+                let summary = match self.billing_summary(&mut guard, id) {
+                    Some(summary) => summary,
+                    None => summary_of(&self.load_current(&guard, id, cursor)?.state, None)?,
+                };
+                let billing = guard.billing.as_ref().expect("checked above");
+                let seqs = || billing.pending.iter().map(|e| e.seq).collect();
+                let snapshot = || encode_snapshot(&self.load_current(&guard, id, cursor)?.state);
+                let Some(persisted) = self.stage_save(id, billing.persisted, billing.state.version(), seqs, snapshot, &mut reader, &mut batch, &mut snapshot_bytes)? else { continue };
+                (persisted, summary)
+            } else {
+                continue;
+            };
             stage_summary(&mut batch, &summary)?;
             drop(guard);
             saved.push((slot, persisted, Arc::new(summary)));
@@ -529,17 +712,27 @@ impl Views {
         batch.insert(KEY_LEDGER, postcard::to_stdvec(ledger).map_err(|e| corrupt(cursor, &format!("ledger facts do not encode: {e}")))?);
         batch.insert(KEY_CURSOR, &cursor.to_be_bytes());
         batch.insert(KEY_FORMAT, &VIEWS_FORMAT.to_be_bytes());
-        io.run(op, || self.tree.apply_batch(batch))?;
+        {
+            let _applying = self.applying_save.lock();
+            io.run(op, || self.tree.apply_batch(batch))?;
+        }
         *self.saved_cursor.lock() = cursor;
         for (slot, persisted, summary) in saved {
             let mut contents = slot.contents.lock();
             contents.saved_summary = Some(summary.clone());
-            if let Some(loaded) = contents.loaded.as_mut() {
+            // The writer saves between groups: the state is still the one saved.
+            let version = if let Some(loaded) = contents.loaded.as_mut() {
                 loaded.persisted = persisted;
-                // The writer saves between groups: the state is still the one saved.
-                if loaded.state.version == persisted.version {
-                    contents.summary = SummaryAt::Current(summary);
-                }
+                loaded.state.version
+            } else if let Some(billing) = contents.billing.as_mut() {
+                billing.persisted = persisted;
+                billing.pending.retain(|e| e.version > persisted.version);
+                billing.state.version()
+            } else {
+                continue;
+            };
+            if version == persisted.version {
+                contents.summary = SummaryAt::Current(summary);
             }
         }
         Ok(())
@@ -549,21 +742,25 @@ impl Views {
     /// snapshot (replacing its deltas) once the deltas would outweigh it, unless this save
     /// has written [`SAVE_SNAPSHOT_BYTES_MAX`] of snapshots already (`snapshot_bytes`, which
     /// it adds to). What the tree will hold of it afterwards; `None` if nothing changed.
+    /// `version` is the contract's now, `seqs` gives the seqs of its events after
+    /// `persisted`, and `snapshot` its state's bytes.
+    #[allow(clippy::too_many_arguments)]
     fn stage_save(
         &self,
         id: &ContractId,
-        loaded: &Loaded,
-        cursor: u64,
+        persisted: Persisted,
+        version: u64,
+        seqs: impl FnOnce() -> Vec<u64>,
+        snapshot: impl FnOnce() -> Result<Vec<u8>, ReadError>,
         reader: &mut SaveReader<'_>,
         batch: &mut sled::Batch,
         snapshot_bytes: &mut usize,
     ) -> Result<Option<Persisted>, ReadError> {
-        let (state, persisted) = (&loaded.state, loaded.persisted);
-        if state.version <= persisted.version && persisted.version > 0 {
+        if version <= persisted.version && persisted.version > 0 {
             return Ok(None);
         }
         if persisted.version > 0 {
-            let seqs = state.seqs_after(persisted.version, cursor, usize::MAX);
+            let seqs = seqs();
             let mut delta = Vec::with_capacity(4 + seqs.len() * 128);
             delta.extend_from_slice(&(seqs.len() as u32).to_be_bytes());
             for seq in &seqs {
@@ -582,14 +779,14 @@ impl Views {
             }
             if deltas <= threshold || put_off {
                 batch.insert(delta_key(id, persisted.version + 1), delta.as_slice());
-                return Ok(Some(Persisted { version: state.version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }));
+                return Ok(Some(Persisted { version, snapshot_bytes: persisted.snapshot_bytes, delta_bytes: persisted.delta_bytes + delta.len() }));
             }
         }
-        let snapshot = encode_snapshot(state)?;
+        let snapshot = snapshot()?;
         for key in self.tree.scan_prefix(delta_prefix(id)).keys() {
             batch.remove(key?);
         }
-        let saved = Persisted { version: state.version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
+        let saved = Persisted { version, snapshot_bytes: snapshot.len(), delta_bytes: 0 };
         *snapshot_bytes += snapshot.len();
         batch.insert(snapshot_key(id), snapshot);
         Ok(Some(saved))

@@ -19,15 +19,15 @@ use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
 use crate::io::Op;
 use crate::block::BlockBuilder;
-use crate::views::{Dirty, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
+use crate::views::{Dirty, Slot, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
 use crate::{
     keys, lock, store, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
     Receipt, Replicated, ReplicationError, ReplicationGroup, Replicator, Shared, VerifyFailure, WriterFailure,
     GROUP_EVENTS_MAX, REQUEST_EVENTS_MAX,
 };
 use events::merkle::Frontier;
-use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
-use projections::{fold, seal, ContractState, LedgerFacts, Mark, Sealing};
+use events::{Code, ContractId, Digest, Event, EventKind, Proposal, RecordedEvent, Rejection, Stream, Timestamp};
+use projections::{fold, seal, seal_billing, ContractState, LedgerFacts, Mark, Sealing};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -298,11 +298,12 @@ impl Writer {
         (self.head, self.frontier, self.ledger) = start;
         for (id, mark) in group.marks {
             match (mark, self.shared.views.get(&id)) {
-                (Some(mark), Some(slot)) => match self.shared.views.lock(&slot, &id, self.head.seq) {
-                    Ok(mut state) => state.rollback(&mark),
+                (Some(mark), Some(slot)) => {
                     // It was loaded to be changed; it cannot fail to be there now.
-                    Err(e) => tracing::error!("cannot roll back contract {id}: {e}"),
-                },
+                    if let Err(e) = self.shared.views.rollback(&slot, &id, self.head.seq, &mark) {
+                        tracing::error!("cannot roll back contract {id}: {e}");
+                    }
+                }
                 (None, _) => self.shared.views.remove(&id),
                 (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
             }
@@ -647,11 +648,12 @@ impl Writer {
         self.ledger = undo.ledger;
         for (id, mark) in undo.contracts {
             match (mark, self.shared.views.get(&id)) {
-                (Some(mark), Some(slot)) => match self.shared.views.lock(&slot, &id, self.head.seq) {
-                    Ok(mut state) => state.rollback(&mark),
+                (Some(mark), Some(slot)) => {
                     // It was loaded to be changed; it cannot fail to be there now.
-                    Err(e) => tracing::error!("cannot roll back contract {id}: {e}"),
-                },
+                    if let Err(e) = self.shared.views.rollback(&slot, &id, self.head.seq, &mark) {
+                        tracing::error!("cannot roll back contract {id}: {e}");
+                    }
+                }
                 (None, _) => self.shared.views.remove(&id),
                 // A contract the request did not create stays live: nothing to undo.
                 (Some(_), None) => debug_assert!(false, "contract {id} vanished while staged"),
@@ -678,11 +680,17 @@ impl Writer {
         undo: &mut Undo,
     ) -> Result<Receipt, Refused> {
         let slot = proposal.stream.contract_id().and_then(|id| Some((id, self.shared.views.get(id)?)));
+        let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
+        if let Some((id, slot)) = &slot
+            && matches!(proposal.kind(), EventKind::InvoiceIssued | EventKind::PaymentReceived)
+            && let Some(receipt) = self.append_billing(proposal, id, slot, &sealing, group, undo)?
+        {
+            return Ok(receipt);
+        }
         let mut contract = match &slot {
             Some((id, slot)) => Some(self.shared.views.lock(slot, id, self.head.seq)?),
             None => None,
         };
-        let sealing = Sealing { now: (self.clock)(), default_actor, idempotency_key };
         let recorded = seal(proposal, contract.as_deref(), &self.ledger, &self.head, &sealing).map_err(Refused::Rule)?;
         let event = &recorded.event;
         // Where to roll the contract back to, once per contract per request (and per group).
@@ -700,6 +708,38 @@ impl Writer {
         self.stage(recorded, group);
         undo.seqs.push(receipt.seq);
         Ok(receipt)
+    }
+
+    /// [`Writer::append_one`] of an invoice or a payment, decided with the contract's billing
+    /// state when the writer holds no state of it ([`Views::lock_billing`]); `None` when it
+    /// holds the state, or the billing state is not enough to be sure (the caller then
+    /// decides with the state).
+    fn append_billing(
+        &mut self,
+        proposal: &Proposal,
+        id: &ContractId,
+        slot: &Slot,
+        sealing: &Sealing<'_>,
+        group: &mut Group,
+        undo: &mut Undo,
+    ) -> Result<Option<Receipt>, Refused> {
+        let Some(mut billing) = self.shared.views.lock_billing(slot, id, self.head.seq)? else { return Ok(None) };
+        let Some(sealed) = seal_billing(proposal, billing.state(), &self.ledger, &self.head, sealing) else { return Ok(None) };
+        let recorded = sealed.map_err(Refused::Rule)?;
+        let mark = billing.state().mark();
+        billing.apply(&recorded.event).map_err(|e| {
+            metrics::counter!("ledger_invariant_violations_total").increment(1);
+            tracing::error!("seq {}: an admitted event does not fold into the billing state (a bug; the request is refused): {e}", recorded.event.seq);
+            Refused::Internal(format!("an admitted event does not fold: {e}"))
+        })?;
+        drop(billing);
+        undo.contracts.entry(id.clone()).or_insert(Some(mark));
+        group.marks.entry(id.clone()).or_insert(Some(mark));
+        self.dirty.insert(id.clone());
+        let receipt = Receipt::of(&recorded, false);
+        self.stage(recorded, group);
+        undo.seqs.push(receipt.seq);
+        Ok(Some(receipt))
     }
 
     /// Folds `event` ([`fold`]) into its contract's live state (`contract`, locked by the

@@ -327,7 +327,8 @@ fn views_save_what_changed_and_load_on_use() {
     let before = ledger.persisted_views_raw().unwrap();
     assert_eq!(ledger.loaded_contracts(), 0, "nothing is loaded until it is used");
     append(&ledger, &event("c07", "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
-    assert_eq!(ledger.loaded_contracts(), 1, "the writer loaded the contract it changed");
+    assert_eq!(ledger.loaded_contracts(), 0, "an invoice needs only the contract's billing state");
+    assert_eq!(ledger.billing_contracts(), 1, "the writer holds the billing state of the contract it changed");
     ledger.close();
     let after = ledger.persisted_views_raw().unwrap();
     let changed: Vec<String> = after
@@ -383,7 +384,8 @@ fn readers_keep_resident_states_within_the_budget() {
 
 /// The writer's states are bounded too: after a save, states beyond the budget that are all
 /// saved are unloaded (down to three quarters of it), and what the writer needs again is
-/// loaded again; nothing of it is lost.
+/// loaded again; nothing of it is lost. (A credit needs the contract's state; an invoice,
+/// only its billing state: see the test below.)
 #[test]
 fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     let (dir, ledger) = fresh();
@@ -393,12 +395,13 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     let ledger = open_with_budget_of_20_events(dir.path());
     // The writer loads every contract to change it (6 events each, 180 in all).
     for id in &ids {
-        append(&ledger, &event(id, "invoice_issued", "2026-02-02", r#"{"invoice_id":"X","amount":"1.00","due_date":"2026-03-01"}"#)).unwrap();
+        append(&ledger, &event(id, "sla_credit_issued", "2026-02-02", r#"{"amount":"1.00","reason":"sla"}"#)).unwrap();
     }
     assert_eq!(ledger.loaded_contracts(), 30, "no save yet: all of them stay");
     ledger.close(); // saves, then trims
     let loaded = ledger.loaded_contracts();
     assert!(loaded <= 2, "{loaded} contracts still loaded: at most 15 events' worth stay");
+    assert_eq!(ledger.billing_contracts(), 0, "on close, nothing is kept for the writer");
     let saved = ledger.persisted_views().unwrap();
     drop(ledger);
     let ledger = open(dir.path());
@@ -410,9 +413,9 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     assert_equal_to_a_rebuild(dir.path(), &saved);
 }
 
-/// A save while the writer goes on keeps the states it changed since the last save (its
-/// working set: unloading them would only load them all again, an interleaved import past
-/// the budget went 8x slower that way) and unloads the idle ones down to the budget.
+/// A save while the writer goes on keeps the billing states of the contracts it changed
+/// since the last save (its working set: unloading them would only load them all again, an
+/// interleaved import past the budget went 8x slower that way), and drops the others.
 #[test]
 fn a_save_keeps_the_writers_working_set_and_unloads_idle_states() {
     let (dir, ledger) = fresh();
@@ -444,13 +447,13 @@ fn a_save_keeps_the_writers_working_set_and_unloads_idle_states() {
     for id in &ids {
         invoice(id, 100);
     }
-    // A save after all 30 changed: they stay, past the budget.
+    // A save after all 30 changed: they stay, as billing states (no state is loaded for an
+    // invoice).
     save_with_c00();
-    assert_eq!(ledger.loaded_contracts(), 30, "the working set stays, past the budget");
-    // A save after only c00 changed: the idle ones go, down to the budget.
+    assert_eq!((ledger.loaded_contracts(), ledger.billing_contracts()), (0, 30), "the working set stays");
+    // A save after only c00 changed: the idle ones go.
     save_with_c00();
-    let loaded = ledger.loaded_contracts();
-    assert!((1..=3).contains(&loaded), "{loaded} contracts still loaded: c00 and at most 15 events' worth");
+    assert_eq!((ledger.loaded_contracts(), ledger.billing_contracts()), (0, 1), "c00 stays, the idle ones go");
     ledger.close();
     drop(ledger);
     let ledger = open(dir.path());
@@ -738,4 +741,96 @@ fn a_snapshot_put_off_is_written_once_its_deltas_reach_twice_it() {
         assert_eq!(snapshots_and_deltas(dir.path(), "c00"), expected, "after invoices from {first}");
     }
     assert_saved_views_equal_a_rebuild(dir.path());
+}
+
+/// Invoices and payments to contracts whose states are not in memory are decided with
+/// their billing states alone (no state is loaded for them), with the rules' answers: a
+/// duplicate or an overpayment is refused with the code and message the state gives, a
+/// refused batch is undone (its invoice id is free again), a credit or a read loads the
+/// state with every pending event, the portfolio follows, and what is saved (deltas, a
+/// snapshot made from the tree and the pending events, summaries) equals a rebuild.
+#[test]
+fn billing_states_decide_and_save_as_the_states_would() {
+    let (dir, ledger) = fresh();
+    let ids = contracts_with_invoices(&ledger, 12, 2);
+    ledger.close();
+    drop(ledger);
+    let ledger = open_with_budget_of_20_events(dir.path());
+    let invoice = |id: &str, invoice: &str, amount: &str| {
+        append(&ledger, &event(id, "invoice_issued", "2026-02-02", &format!(r#"{{"invoice_id":"{invoice}","amount":"{amount}","due_date":"2026-03-01"}}"#)))
+    };
+    let pay = |id: &str, payment: &str, amount: &str, invoice: &str| {
+        append(&ledger, &event(id, "payment_received", "2026-02-05", &format!(r#"{{"payment_id":"{payment}","amount":"{amount}","invoice_id":"{invoice}"}}"#)))
+    };
+    for id in &ids {
+        invoice(id, "R1", "10.00").unwrap();
+    }
+    assert_eq!((ledger.loaded_contracts(), ledger.billing_contracts()), (0, 12), "invoices load no state");
+    pay("c01", "P1", "4.00", "R1").unwrap();
+
+    // Refusals are the rules': the billing state is not sure, the state decides.
+    let overpaid = pay("c01", "P2", "6.01", "R1").unwrap_err();
+    assert_eq!(overpaid.code.as_str(), "payment_exceeds_invoice", "{overpaid:?}");
+    assert!(overpaid.message.contains("still owes 6.00"), "{}", overpaid.message);
+    let duplicate = invoice("c02", "R1", "1.00").unwrap_err();
+    assert_eq!(duplicate.code.as_str(), "duplicate_invoice", "{duplicate:?}");
+    let duplicate_payment = pay("c01", "P1", "1.00", "R1").unwrap_err();
+    assert_eq!(duplicate_payment.code.as_str(), "duplicate_payment", "{duplicate_payment:?}");
+    assert_eq!((ledger.loaded_contracts(), ledger.billing_contracts()), (2, 10), "c01 and c02 were loaded to decide");
+
+    // A refused atomic batch is undone from the billing state (its last event is refused
+    // without c05's state): its invoice id is free again, its seqs go to other events.
+    let batch = ledger::AppendRequest {
+        events: vec![
+            proposal(&event("c05", "invoice_issued", "2026-02-02", r#"{"invoice_id":"B1","amount":"5.00","due_date":"2026-03-01"}"#)),
+            proposal(&event("c05", "payment_received", "2026-02-03", r#"{"payment_id":"PB","amount":"2.00","invoice_id":"B1"}"#)),
+            proposal(&event("nobody", "invoice_issued", "2026-02-04", r#"{"invoice_id":"B1","amount":"9.00","due_date":"2026-03-01"}"#)),
+        ],
+        mode: ledger::Mode::Atomic,
+        idempotency_key: None,
+        actor: "t".into(),
+    };
+    assert!(ledger.append(batch).is_err());
+    assert_eq!(ledger.billing_contracts(), 10, "c05 was undone without its state");
+    invoice("c06", "B1", "5.00").unwrap();
+    pay("c06", "PB", "5.00", "B1").unwrap();
+    assert_eq!(invoice("c05", "B1", "5.00").unwrap().version, 5, "c05 is back at version 4");
+    pay("c05", "PB", "5.00", "B1").unwrap();
+
+    // A credit needs the state: loaded from the tree and the pending events.
+    append(&ledger, &event("c07", "sla_credit_issued", "2026-02-06", r#"{"amount":"1.00","reason":"sla"}"#)).unwrap();
+    // A read does too; the writer then goes on with the state.
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    assert_eq!(ledger.with_contract(&ContractId::parse("c08").unwrap(), &at, |s| s.version).unwrap(), Some(4));
+    invoice("c08", "R2", "1.00").unwrap();
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    assert_eq!(ledger.with_contract(&ContractId::parse("c08").unwrap(), &at, |s| s.version).unwrap(), Some(5));
+
+    // Enough invoices to c09 that its deltas outweigh its snapshot: the save writes a new
+    // snapshot, made from the tree's view and the pending events.
+    for n in 0..200 {
+        invoice("c09", &format!("M{n}"), "1.00").unwrap();
+    }
+    assert_eq!((ledger.loaded_contracts(), ledger.billing_contracts()), (4, 8));
+    // The portfolio reads summaries made from the saved ones and the pending events, and
+    // loads nothing for them; they agree with the states read after the save, below.
+    let at = ledger.as_of(Date::parse("2026-12-31").unwrap(), None).unwrap();
+    let line = |c: projections::Contract<'_>| format!("{} {:?} {:?}", c.contract_id(), c.figures(&at).unwrap(), c.periods(&at, projections::Granularity::Month).unwrap());
+    let from_summaries: Vec<String> = ledger.map_contracts(&at, line).unwrap();
+    assert_eq!(ledger.billing_contracts(), 8, "the portfolio loaded no state");
+    let before = ledger.persisted_views_raw().unwrap();
+    ledger.close();
+    let after = ledger.persisted_views_raw().unwrap();
+    let snapshot = |entries: &ledger::views::RawEntries| entries.iter().find(|(k, _)| k.as_slice() == b"Sc09").map(|(_, v)| v.clone());
+    assert_ne!(snapshot(&before), snapshot(&after), "c09's snapshot was written again");
+    assert!(!after.iter().any(|(k, _)| k.starts_with(b"Dc09")), "and its deltas dropped");
+    let mut from_states = vec![];
+    ledger.for_each_contract(&at, |s| from_states.push(line(projections::Contract::state(s)))).unwrap();
+    assert_eq!(from_summaries.len(), from_states.len());
+    for (summary, state) in from_summaries.iter().zip(&from_states) {
+        assert_eq!(summary, state, "the portfolio followed the billing states");
+    }
+    let saved = ledger.persisted_views().unwrap();
+    drop(ledger);
+    assert_equal_to_a_rebuild(dir.path(), &saved);
 }

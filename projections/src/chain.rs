@@ -1,6 +1,7 @@
 //! The one seal and the one fold.
 //!
-//! [`seal`] turns a proposal into the next event of the chain: SPEC section 4's rules
+//! [`seal`] (or [`seal_billing`], when a contract's billing state is enough to decide)
+//! turns a proposal into the next event of the chain: SPEC section 4's rules
 //! ([`admit`]), then the envelope (seq, version, prev_hash, recorded_at, actor), the
 //! canonical bytes and their hash, and the size bound. [`fold`] folds any event (one just
 //! sealed, one replicated from a leader, one read back from storage) into the state of its
@@ -8,6 +9,7 @@
 //! (which the worked examples and property tests drive) all call these two functions and
 //! nothing else, so a test of one is a test of all.
 
+use crate::billing::BillingState;
 use crate::rules::admit;
 use crate::state::{ContractState, FoldError, LedgerFacts};
 use events::{Code, ContractId, Digest, Event, Proposal, RecordedEvent, Rejection, Stream, Timestamp, CANONICAL_LEN_MAX};
@@ -50,7 +52,7 @@ pub fn seal(
     tip: &Tip,
     sealing: &Sealing<'_>,
 ) -> Result<RecordedEvent, Rejection> {
-    let next_seq = tip.seq.checked_add(1).ok_or_else(|| Rejection::new(Code::InvalidValue, None, "the ledger is full"))?;
+    let next_seq = next_seq(tip)?;
     let today = sealing.now.date();
     let body = admit(proposal, contract, ledger, next_seq, today)?;
     let version = match (&proposal.stream, contract) {
@@ -58,6 +60,31 @@ pub fn seal(
         (Stream::Contract(_), Some(state)) => state.version + 1,
         (Stream::Contract(_), None) => 1,
     };
+    envelope(proposal, body, version, tip, sealing)
+}
+
+/// [`seal`] with a contract's [`BillingState`] in place of its state: `None` when that is
+/// not enough to be sure of the decision ([`BillingState::admit`]), and the caller then
+/// seals with the full state. When it is sure, the event is the one [`seal`] would make.
+pub fn seal_billing(
+    proposal: &Proposal,
+    billing: &BillingState,
+    ledger: &LedgerFacts,
+    tip: &Tip,
+    sealing: &Sealing<'_>,
+) -> Option<Result<RecordedEvent, Rejection>> {
+    let body = billing.admit(proposal, ledger)?;
+    Some(envelope(proposal, body, billing.version() + 1, tip, sealing))
+}
+
+fn next_seq(tip: &Tip) -> Result<u64, Rejection> {
+    tip.seq.checked_add(1).ok_or_else(|| Rejection::new(Code::InvalidValue, None, "the ledger is full"))
+}
+
+/// The event after `tip` that an admitted proposal makes: its envelope, canonical bytes and
+/// hash, within the size bound.
+fn envelope(proposal: &Proposal, body: events::EventBody, version: u64, tip: &Tip, sealing: &Sealing<'_>) -> Result<RecordedEvent, Rejection> {
+    let next_seq = next_seq(tip)?;
     let recorded = RecordedEvent::seal(Event {
         prev_hash: tip.hash,
         seq: next_seq,

@@ -30,7 +30,7 @@ mod view;
 
 pub use billing::BillingState;
 pub use book::Book;
-pub use chain::{fold, fold_into, seal, Sealing, Tip};
+pub use chain::{fold, fold_into, seal, seal_billing, Sealing, Tip};
 pub use close::*;
 pub use figures::{earned_days, ratable, Figures, Overflow, TrancheFigures, TrancheStatus};
 pub use rules::admit;

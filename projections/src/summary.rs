@@ -260,6 +260,11 @@ impl Summary {
         self.core.last_seq
     }
 
+    /// The contract's version (its event count) when the summary was made.
+    pub fn version(&self) -> u64 {
+        self.core.version
+    }
+
     /// Can the summary answer for `at`? Only if `at` sees every event of the contract.
     pub fn answers(&self, at: &AsOf) -> bool {
         at.known_at >= self.core.last_seq
