@@ -255,8 +255,9 @@ impl BillingGuard<'_> {
         &self.billing().state
     }
 
-    /// Folds an event the billing state admitted; it is pending until the next save, and
-    /// the summary is stale from now on. On error nothing changed.
+    /// Folds an event the billing state admitted (or a leader decided on); it is pending
+    /// until the next save, and the summary is stale from now on. On error (an event the
+    /// billing state cannot take) nothing changed.
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
         let billing = self.contents.billing.as_mut().expect("a billing guard is made of a slot holding a billing state");
         billing.state.apply(event)?;
@@ -382,7 +383,9 @@ impl Views {
                 projections::fold(event, Some(&mut loaded.state), &mut no_ledger)
                     .map_err(|e| corrupt(event.seq, &format!("does not fold onto the view of {id}: {e}")))?;
             }
-            debug_assert_eq!(loaded.state.version, billing.state.version(), "the billing state is the state's");
+            if loaded.state.version != billing.state.version() {
+                return Err(corrupt(loaded.state.last_seq, &format!("the view of {id} and its pending events make version {}, its billing state is at {}", loaded.state.version, billing.state.version())));
+            }
         }
         Ok(loaded)
     }
@@ -482,7 +485,7 @@ impl Views {
             }
         }
         let mut total: u64 = loaded.iter().map(|(_, _, n)| n).sum();
-        let mut trimmed = 0;
+        let (mut trimmed, mut made_billing) = (0, 0);
         if total > self.resident_budget {
             let low_water = self.resident_budget / 4 * 3;
             // Idle states first (unloaded), then the writer's (turned into billing states).
@@ -492,19 +495,24 @@ impl Views {
                         break;
                     }
                     let mut guard = slot.contents.lock();
-                    if !guard.loaded.as_ref().is_some_and(Loaded::is_clean) {
-                        continue;
-                    }
-                    let Some(l) = guard.loaded.take() else { continue };
+                    let Some(l) = guard.loaded.as_ref().filter(|l| l.is_clean()) else { continue };
+                    // The writer's: kept as a billing state, or whole if it has none.
+                    let billing = if turn {
+                        let Some(state) = BillingState::of(&l.state) else { continue };
+                        billing_entries += state.len();
+                        Some(Billing { state, persisted: l.persisted, pending: Vec::new() })
+                    } else {
+                        None
+                    };
                     total = total.saturating_sub(l.state.events.len() as u64);
                     trimmed += 1;
-                    if turn && let Some(state) = BillingState::of(&l.state) {
-                        billing_entries += state.len();
-                        guard.billing = Some(Billing { state, persisted: l.persisted, pending: Vec::new() });
-                    }
+                    made_billing += usize::from(billing.is_some());
+                    guard.loaded = None;
+                    guard.billing = billing;
                 }
             }
-            metrics::counter!("ledger_views_unloaded_total").increment(trimmed as u64);
+            metrics::counter!("ledger_views_unloaded_total").increment((trimmed - made_billing) as u64);
+            metrics::counter!("ledger_views_billing_states_made_total").increment(made_billing as u64);
         }
         metrics::gauge!("ledger_views_billing_entries").set(billing_entries as f64);
         self.resident_events.store(total, Ordering::Relaxed);
@@ -552,32 +560,16 @@ impl Views {
         MutexGuard::try_map(guard, |c| c.loaded.as_mut().map(|l| &mut l.state)).map_err(|_| corrupt(0, &format!("the state of {id} did not load")))
     }
 
-    /// The writer's [`BillingState`] of a contract it holds no state of, to decide on an
-    /// invoice or a payment with ([`projections::seal_billing`]); made from the state,
-    /// loaded for it and dropped again, if need be. `None` when the state is in memory (the
-    /// writer decides with it) or has no billing state. The writer keeps a contract so
-    /// between two saves; [`Views::trim`] turns the states of contracts it changes into
-    /// billing states, which is what bounds the memory of an import interleaved over many
-    /// contracts.
-    pub fn lock_billing<'a>(&self, slot: &'a Slot, id: &ContractId, known_at: u64) -> Result<Option<BillingGuard<'a>>, ReadError> {
-        let mut contents = slot.contents.lock();
-        if contents.loaded.is_some() {
-            return Ok(None);
-        }
-        if contents.billing.is_none() {
-            let loaded = self.load(id, known_at)?;
-            // A view refolded from the chain is saved whole next: from the state, kept.
-            let billing = if loaded.persisted.version > 0 { BillingState::of(&loaded.state) } else { None };
-            match billing {
-                Some(state) => contents.billing = Some(Billing { state, persisted: loaded.persisted, pending: Vec::new() }),
-                None => {
-                    self.resident_events.fetch_add(loaded.resident_events, std::sync::atomic::Ordering::Relaxed);
-                    contents.loaded = Some(loaded);
-                    return Ok(None);
-                }
-            }
-        }
-        Ok(Some(BillingGuard { contents }))
+    /// The writer's [`BillingState`] of a contract, if that is what it holds of it, to
+    /// decide on an invoice or a payment with ([`projections::seal_billing`]); `None` when
+    /// the slot holds the state or nothing (the writer then decides with the state, loaded
+    /// if need be: deciding may need it, and loading it twice would cost twice).
+    /// [`Views::trim`] turns the states of contracts the writer changes into billing
+    /// states past the budget, which is what bounds the memory of an import interleaved
+    /// over many contracts.
+    pub fn lock_billing<'a>(&self, slot: &'a Slot) -> Option<BillingGuard<'a>> {
+        let contents = slot.contents.lock();
+        contents.billing.is_some().then_some(BillingGuard { contents })
     }
 
     /// Rolls a contract the writer changed back to `mark`, whether it holds the state or the
@@ -653,6 +645,10 @@ impl Views {
     /// Loads a contract from the tree; one that is missing or does not decode is refolded
     /// from the chain (and saved whole at the next persist).
     fn load(&self, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
+        // A view refolded from the chain must hold every event the tree's did, or the
+        // pending events of a billing state (those after the last save) would not follow
+        // it: up to the saved cursor at least (its events are durable).
+        let known_at = known_at.max(*self.saved_cursor.lock());
         let first = match load_persisted(&self.tree, id) {
             Err(LoadError::Views(_)) => {
                 // Perhaps read across a save's batch: again, once it is in (see `applying_save`).
@@ -800,6 +796,10 @@ impl Views {
 /// the tree has nothing of it.
 fn load_persisted(tree: &sled::Tree, id: &ContractId) -> Result<Option<Loaded>, LoadError> {
     let views = |reason: String| LoadError::Views(format!("view of {id}: {reason}"));
+    // Deltas first, then the snapshot: a save's batch landing between the two reads then
+    // either leaves a consistent view (a delta added: it follows the old snapshot's
+    // deltas) or one that fails the version check below, which `Views::load` reads again
+    // once the batch is in (a new snapshot read with old deltas would not follow them).
     let deltas: Vec<(sled::IVec, sled::IVec)> = tree.scan_prefix(delta_prefix(id)).collect::<Result<_, _>>()?;
     let Some(snapshot) = tree.get(snapshot_key(id))? else {
         return if deltas.is_empty() { Ok(None) } else { Err(views("deltas without a snapshot".into())) };

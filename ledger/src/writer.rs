@@ -711,8 +711,8 @@ impl Writer {
     }
 
     /// [`Writer::append_one`] of an invoice or a payment, decided with the contract's billing
-    /// state when the writer holds no state of it ([`Views::lock_billing`]); `None` when it
-    /// holds the state, or the billing state is not enough to be sure (the caller then
+    /// state when that is what the writer holds of it ([`Views::lock_billing`]); `None`
+    /// when it does not, or the billing state is not enough to be sure (the caller then
     /// decides with the state).
     fn append_billing(
         &mut self,
@@ -723,7 +723,7 @@ impl Writer {
         group: &mut Group,
         undo: &mut Undo,
     ) -> Result<Option<Receipt>, Refused> {
-        let Some(mut billing) = self.shared.views.lock_billing(slot, id, self.head.seq)? else { return Ok(None) };
+        let Some(mut billing) = self.shared.views.lock_billing(slot) else { return Ok(None) };
         let Some(sealed) = seal_billing(proposal, billing.state(), &self.ledger, &self.head, sealing) else { return Ok(None) };
         let recorded = sealed.map_err(Refused::Rule)?;
         let mark = billing.state().mark();
@@ -798,6 +798,20 @@ impl Writer {
             return Err("recorded_at goes back in time".into());
         }
         let slot = event.stream.contract_id().and_then(|id| Some((id, self.shared.views.get(id)?)));
+        // An invoice or a payment folds into the billing state, if that is what the writer
+        // holds of the contract and it takes the event (the leader decided on it).
+        if let Some((id, slot)) = &slot
+            && let Some(mut billing) = self.shared.views.lock_billing(slot)
+        {
+            let mark = billing.state().mark();
+            if billing.apply(event).is_ok() {
+                drop(billing);
+                group.marks.entry((*id).clone()).or_insert(Some(mark));
+                self.dirty.insert((*id).clone());
+                self.stage(recorded.clone(), group);
+                return Ok(());
+            }
+        }
         let mut contract = match &slot {
             Some((id, slot)) => Some(self.shared.views.lock(slot, id, self.head.seq).map_err(|e| e.to_string())?),
             None => None,

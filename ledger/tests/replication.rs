@@ -201,3 +201,61 @@ fn groups_never_exceed_what_the_log_takes_in_one_append() {
     assert!(sizes.iter().all(|s| *s <= 3 && *s % 2 == 0), "{sizes:?}");
     assert_eq!(ledger.head().seq, 80);
 }
+
+/// A follower past its budget keeps billing states as a leader does, and folds the invoices
+/// and payments it copies into them; a group the log refuses is undone from the leader's
+/// billing states. Both end with the views a rebuild makes.
+#[test]
+fn billing_states_follow_the_log_and_are_rolled_back_with_a_refused_group() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    // A budget of one event: each save turns the writer's states into billing states.
+    let open = |dir: &std::path::Path| Ledger::open(dir, Options { clock: ticking_clock(), replicator: Some(log.clone()), views_resident_events: 1, ..Options::default() }).unwrap();
+    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
+    a.set_leading(true);
+    let invoice = |ledger: &Ledger, c: &str, n: u32| append(ledger, &event(c, "invoice_issued", "2026-02-01", &format!(r#"{{"invoice_id":"I{n}","amount":"1.00","due_date":"2026-03-01"}}"#)));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let follow = |from: usize| {
+        let events: Vec<RecordedEvent> = log.events.lock().unwrap()[from..].to_vec();
+        runtime.block_on(b.replicate(events)).unwrap();
+    };
+    for c in ["c0", "c1", "c2"] {
+        append(&a, &small_grant(c)).unwrap();
+        invoice(&a, c, 0).unwrap();
+    }
+    let mut n = 0;
+    until_saved(&a, || {
+        n += 1;
+        invoice(&a, "c0", n).unwrap();
+    });
+    assert_eq!(a.billing_contracts(), 3, "the leader keeps billing states");
+    // The log refuses a group whose invoice went to a billing state: undone.
+    *log.refuse_next.lock().unwrap() = Some(ReplicationError::Unavailable("no quorum".into()));
+    let refused = a.append(AppendRequest { events: vec![proposal(&event("c1", "invoice_issued", "2026-02-02", r#"{"invoice_id":"R","amount":"2.00","due_date":"2026-03-01"}"#))], mode: Mode::Atomic, idempotency_key: None, actor: "t".into() });
+    assert!(matches!(refused, Err(AppendError::NotReplicated(_))));
+    for c in ["c0", "c1", "c2"] {
+        invoice(&a, c, 100).unwrap();
+        append(&a, &event(c, "payment_received", "2026-02-03", r#"{"payment_id":"P","amount":"1.00","invoice_id":"I100"}"#)).unwrap();
+    }
+    assert_eq!(invoice(&a, "c1", 200).unwrap().version, 5, "c1 holds its grant, three invoices and a payment: not the refused invoice");
+    assert_eq!(a.billing_contracts(), 3, "the invoices and payments went to the billing states");
+    let mut copied = 0;
+    until_saved(&b, || {
+        follow(copied);
+        copied = log.events.lock().unwrap().len();
+    });
+    assert_eq!(b.billing_contracts(), 3, "the follower keeps billing states too");
+    for c in ["c0", "c1", "c2"] {
+        invoice(&a, c, 300).unwrap();
+    }
+    follow(copied);
+    assert_eq!(b.billing_contracts(), 3, "the follower folded what it copied into them");
+    assert_eq!(a.head(), b.head());
+    for (dir, ledger) in [(dir_a.path(), a), (dir_b.path(), b)] {
+        ledger.close();
+        let incremental = ledger.persisted_views().unwrap();
+        drop(ledger);
+        Ledger::rebuild_views(dir, |_, _| {}).unwrap();
+        assert_eq!(common::open(dir).persisted_views().unwrap(), incremental, "the views a rebuild makes");
+    }
+}

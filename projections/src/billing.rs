@@ -222,7 +222,8 @@ impl BillingState {
                 i.amount.minor_units()
             }
             EventBody::PaymentReceived(p) => {
-                if self.payments.find(payment_hash(&p.payment_id), |h| *h == payment_hash(&p.payment_id)).is_some() {
+                let hash = payment_hash(&p.payment_id);
+                if self.payments.find(hash, |h| *h == hash).is_some() {
                     return None;
                 }
                 if let Some(invoice_id) = &p.invoice_id {
@@ -298,7 +299,10 @@ impl BillingState {
             debug_assert!(event.seq > mark.last_seq, "only events after the mark are undone");
             match &event.body {
                 EventBody::InvoiceIssued(i) => {
-                    let position = self.invoices.len() - 1;
+                    let Some(position) = self.invoices.len().checked_sub(1) else {
+                        debug_assert!(false, "an invoice undone that was never applied");
+                        continue;
+                    };
                     debug_assert_eq!(self.id_of(position), i.invoice_id, "invoices are undone newest first");
                     self.invoice_index.remove_at(&i.invoice_id, position);
                     self.invoices.pop();

@@ -48,6 +48,24 @@ pub fn append_keyed(ledger: &Ledger, json: &str, key: Option<&str>) -> Result<Re
     }
 }
 
+/// Appends with `append` until a save of the views holds it. A save is due 5 s after the
+/// last; the writer runs it after the next group, once it has answered (the machine may be
+/// slow: up to 4 tries).
+pub fn until_saved(ledger: &Ledger, mut append: impl FnMut()) {
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(ledger::views::PERSIST_EVERY_MS as u64 + 300));
+        append();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if ledger.persisted_views().unwrap().cursor == ledger.head().seq {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    panic!("no save in 4 tries");
+}
+
 pub fn append_all(ledger: &Ledger, ndjson: &str) -> Vec<Receipt> {
     ndjson.lines().filter(|l| !l.trim().is_empty()).map(|l| append(ledger, l).unwrap_or_else(|r| panic!("{l}: {r}"))).collect()
 }
