@@ -57,8 +57,8 @@ pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
 /// pass it by one snapshot. Not put off: a contract's first save (there is nothing to add
 /// a delta to), and one whose deltas reach twice its snapshot (so none grows unbounded).
 /// sled holds many times a batch's bytes while it applies it: an interleaved import of 3M
-/// events rose from 0.8 to 1.9 GiB resident during a save of 64 MiB of snapshots, and
-/// peaked at 0.8 GiB with 8 MiB; 10M such events, at 1.9 and 1.2 GiB, in the same time.
+/// events rose from 0.75 to 1.85 GiB resident during a save of 64 MiB of snapshots, and
+/// peaked at 0.77 GiB with 8 MiB; 10M such events, at 1.85 and 1.12 GiB, in the same time.
 pub const SAVE_SNAPSHOT_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Default of [`crate::Options::views_resident_events`]: a server on 10 million events over
 /// 10,000 contracts stayed under 1 GiB resident with it through portfolio queries (states
