@@ -384,7 +384,26 @@ impl Views {
                     .map_err(|e| corrupt(event.seq, &format!("does not fold onto the view of {id}: {e}")))?;
             }
             if loaded.state.version != billing.state.version() {
-                return Err(corrupt(loaded.state.last_seq, &format!("the view of {id} and its pending events make version {}, its billing state is at {}", loaded.state.version, billing.state.version())));
+                // The tree's view is behind what was saved of it: damaged, like a view that
+                // does not decode, and refolded from the chain the same way (up to the
+                // saved cursor at least, where its pending events follow).
+                tracing::warn!(
+                    "the view of contract {id} and its pending events make version {}, its billing state is at {}; refolding it from the chain",
+                    loaded.state.version,
+                    billing.state.version()
+                );
+                metrics::counter!("ledger_views_rebuilt_total").increment(1);
+                let head = known_at.max(*self.saved_cursor.lock());
+                let mut state = fold_from_chain(&self.chain, id, head)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
+                let refolded_to = state.last_seq;
+                for event in billing.pending.iter().filter(|e| e.seq > refolded_to) {
+                    projections::fold(event, Some(&mut state), &mut no_ledger).map_err(|e| corrupt(event.seq, &format!("does not fold onto contract {id} refolded from the chain: {e}")))?;
+                }
+                if state.version != billing.state.version() {
+                    return Err(corrupt(state.last_seq, &format!("contract {id} refolded from the chain is at version {}, its billing state at {}", state.version, billing.state.version())));
+                }
+                let resident_events = state.events.len() as u64;
+                loaded = Loaded { state, persisted: Persisted::default(), resident_events };
             }
         }
         Ok(loaded)
@@ -459,8 +478,9 @@ impl Views {
     /// most three quarters of it (so the next saves do not trim again at once): first it
     /// unloads clean states other than those in `keep` (the contracts the writer changed
     /// since the save before), then it turns clean states in `keep` into billing states
-    /// ([`Views::lock_billing`]), which are about a fifth of their size and all the writer
-    /// needs for the invoices and payments that make most of a history. Billing states
+    /// (this is where they are made; [`Views::lock_billing`] uses them), which are about a
+    /// fifth of their size and all the writer needs for the invoices and payments that make
+    /// most of a history. A state that has no billing state stays whole. Billing states
     /// not in `keep` are dropped whatever the budget: the writer has left them alone since
     /// the save before.
     /// This bounds the writer's memory too; a state it needs again is loaded again.

@@ -276,12 +276,24 @@ impl BillingState {
                     Some(id) => Some(self.invoice_at(id).filter(|at| self.invoices[*at].owed != OWED_NOT_SURE).ok_or_else(not_billing)?),
                     None => None,
                 };
+                // What it leaves owed must be kept exactly, or a rollback could not give
+                // back what was owed before (a leader's rules never let a payment pass
+                // what is owed; a copied event is not decided again).
+                let owed = match invoice {
+                    Some(at) => {
+                        let owed = owed_kept(i128::from(self.invoices[at].owed) - p.amount.minor_units());
+                        if owed == OWED_NOT_SURE {
+                            return Err(not_billing());
+                        }
+                        Some((at, owed))
+                    }
+                    None => None,
+                };
                 if !self.insert_payment(&p.payment_id) {
                     return Err(not_billing());
                 }
-                if let Some(at) = invoice {
-                    let entry = &mut self.invoices[at];
-                    entry.owed = owed_kept(i128::from(entry.owed) - p.amount.minor_units());
+                if let Some((at, owed)) = owed {
+                    self.invoices[at].owed = owed;
                 }
             }
             _ => return Err(not_billing()),

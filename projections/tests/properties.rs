@@ -1058,3 +1058,30 @@ fn generated_histories_exercise_every_kind() {
     // is sure of every one, which is what makes it worth keeping.
     assert_eq!(billing_admitted, billing, "a billing state admits every invoice and payment the rules admit");
 }
+
+/// A payment copied from elsewhere (a follower does not decide again) that leaves an
+/// invoice owed more than 64 bits hold is refused by the billing state, which is then
+/// unchanged: it could not give back exactly what was owed if the group were rolled back.
+/// The full state takes it.
+#[test]
+fn a_billing_state_refuses_a_copied_payment_it_could_not_roll_back() {
+    let mut book = Book::new();
+    let grant = r#"{"contract_id":"pa","type":"lease_granted","effective_date":"2026-01-01","data":{"provider":"P","customer":"C","currency":"USD","term":{"start":"2026-01-01","end":"2027-01-01"},"cluster":{"site":"s","gpu_model":"H100","gpus":100},"headline":"3650.00","tranches":[{"id":"firm","amount":"3650.00","window":{"start":"2026-01-01","end":"2027-01-01"},"firm":true}]}}"#;
+    book.propose(&Proposal::parse_json(grant.as_bytes()).unwrap(), "prop", now(1)).unwrap();
+    let invoice = Proposal::parse_json(event_json("pa", "invoice_issued", day(1), r#"{"invoice_id": "I1", "amount": "5.00", "due_date": "2026-03-01"}"#.into()).as_bytes()).unwrap();
+    let invoiced = book.propose(&invoice, "prop", now(2)).unwrap();
+    let billing = BillingState::of(&book.contracts[&events::ContractId::parse("pa").unwrap()]).unwrap();
+    let mut payment = invoiced.event.clone();
+    payment.seq += 1;
+    payment.version += 1;
+    payment.body = events::EventBody::PaymentReceived(events::PaymentReceived {
+        payment_id: "P1".into(),
+        amount: events::Money::new(i128::from(i64::MAX) * 4, events::Currency::from_code("USD").unwrap()).unwrap(),
+        invoice_id: Some("I1".into()),
+    });
+    let mut copied = billing.clone();
+    assert!(copied.apply(&payment).is_err());
+    assert_eq!(copied, billing, "refused, it is unchanged");
+    let mut state = book.contracts[&events::ContractId::parse("pa").unwrap()].clone();
+    state.apply(&payment).unwrap();
+}
