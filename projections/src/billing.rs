@@ -6,7 +6,7 @@
 //! at any past point need them. Deciding whether the next invoice or payment may be
 //! appended needs far less: the version, the grant's date and currency, the running
 //! magnitude total, which invoice and payment ids exist, and for each invoice what is still
-//! owed on it and from when. That is about 25–30 bytes an event here, by the layout below.
+//! owed on it and from when. That is about 30 bytes an event here (counted: tests/billing_memory.rs).
 //!
 //! It is sound, not complete: [`BillingState::admit`] answers `Some(body)` only when
 //! [`crate::admit`] on the full state would admit the proposal with that very body, and
@@ -136,7 +136,7 @@ impl BillingState {
         self.last_seq
     }
 
-    /// Invoices and payments it holds (what it costs in memory: about 25–30 bytes each).
+    /// Invoices and payments it holds (what it costs in memory: about 30 bytes each).
     pub fn len(&self) -> usize {
         self.invoices.len() + self.payments.len()
     }
