@@ -203,8 +203,9 @@ fn groups_never_exceed_what_the_log_takes_in_one_append() {
 }
 
 /// A follower past its budget keeps billing states as a leader does, and folds the invoices
-/// and payments it copies into them; a group the log refuses is undone from the leader's
-/// billing states. Both end with the views a rebuild makes.
+/// and payments it copies into them (anything else into the state, loaded for it); a group
+/// the log refuses is undone from the leader's billing states. Both end with the views a
+/// rebuild makes.
 #[test]
 fn billing_states_follow_the_log_and_are_rolled_back_with_a_refused_group() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -245,11 +246,16 @@ fn billing_states_follow_the_log_and_are_rolled_back_with_a_refused_group() {
         copied = log.events.lock().unwrap().len();
     });
     assert_eq!(b.billing_contracts(), 3, "the follower keeps billing states too");
-    for c in ["c0", "c1", "c2"] {
-        invoice(&a, c, 300).unwrap();
-    }
+    let reversed = invoice(&a, "c0", 300).unwrap().seq;
+    invoice(&a, "c1", 300).unwrap();
+    invoice(&a, "c2", 300).unwrap();
+    // A reversal is not for a billing state: the follower folds it into c0's state,
+    // loaded from the tree and the pending events, and goes on with that state.
+    append(&a, &event("c0", "event_reversed", "2026-02-04", &format!(r#"{{"target_seq":{reversed},"reason":"wrong"}}"#))).unwrap();
+    invoice(&a, "c0", 400).unwrap();
     follow(copied);
-    assert_eq!(b.billing_contracts(), 3, "the follower folded what it copied into them");
+    assert_eq!(b.billing_contracts(), 2, "the follower folded the invoices into the billing states, the reversal into c0's state");
+    assert_eq!(b.loaded_contracts(), 1);
     assert_eq!(a.head(), b.head());
     for (dir, ledger) in [(dir_a.path(), a), (dir_b.path(), b)] {
         ledger.close();
