@@ -325,6 +325,9 @@ pub struct Options {
     /// Snapshot bytes one save of the views writes before it puts the other snapshots due
     /// off to later saves ([`views::SAVE_SNAPSHOT_BYTES_MAX`]; lower in tests).
     pub views_save_snapshot_bytes: usize,
+    /// Most milliseconds between two saves of the views while the writer goes on
+    /// ([`views::PERSIST_EVERY_MS`]; lower in the crash test, so that kills land in saves).
+    pub views_persist_every_ms: u64,
 }
 
 /// The system clock, in microseconds since the Unix epoch.
@@ -335,7 +338,7 @@ pub fn system_clock() -> Timestamp {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None, views_resident_events: views::RESIDENT_EVENTS_DEFAULT, views_save_snapshot_bytes: views::SAVE_SNAPSHOT_BYTES_MAX }
+        Options { clock: Arc::new(system_clock), faults: None, record_io: false, replicator: None, views_resident_events: views::RESIDENT_EVENTS_DEFAULT, views_save_snapshot_bytes: views::SAVE_SNAPSHOT_BYTES_MAX, views_persist_every_ms: views::PERSIST_EVERY_MS as u64 }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::durable::DiskSync;
 use crate::idempotency::{fingerprint, KeyRecord};
 use crate::io::Op;
 use crate::block::BlockBuilder;
-use crate::views::{Dirty, Slot, PERSIST_EVERY_EVENTS, PERSIST_EVERY_MS};
+use crate::views::{Dirty, Slot, PERSIST_EVERY_EVENTS};
 use crate::{
     keys, lock, store, AppendError, AppendRequest, Appended, ChainHead, FailureKind, Job, Mode, Options, ReadError,
     Receipt, Replicated, ReplicationError, ReplicationGroup, Replicator, Shared, VerifyFailure, WriterFailure,
@@ -109,6 +109,8 @@ pub(crate) struct Writer {
     dirty: Dirty,
     events_since_persist: u64,
     last_persist: Instant,
+    /// [`Options::views_persist_every_ms`].
+    persist_every_ms: u128,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     replicator: Option<Arc<dyn Replicator>>,
     /// Most events in one group: [`GROUP_EVENTS_MAX`], or less if the replicated log takes
@@ -151,6 +153,7 @@ impl Writer {
             dirty: Dirty::new(),
             events_since_persist: 0,
             last_persist: Instant::now(),
+            persist_every_ms: u128::from(options.views_persist_every_ms),
             clock: options.clock,
             group_events_max: options.replicator.as_ref().map_or(GROUP_EVENTS_MAX, |r| r.group_events_max().clamp(1, GROUP_EVENTS_MAX)),
             replicator: options.replicator,
@@ -211,7 +214,7 @@ impl Writer {
             if matches!(end, GroupEnd::Stopped(_)) {
                 return;
             }
-            if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= PERSIST_EVERY_MS {
+            if self.events_since_persist >= PERSIST_EVERY_EVENTS || self.last_persist.elapsed().as_millis() >= self.persist_every_ms {
                 self.persist_views(Trim::IdleOnly);
             }
         }

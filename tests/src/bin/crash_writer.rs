@@ -3,7 +3,10 @@
 //! Used by the crash test: the test kills this process with SIGKILL at random moments and
 //! checks that every event it reported is still there after a restart.
 //!
-//! Usage: crash-writer DATA_DIR WRITERS
+//! Usage: crash-writer DATA_DIR WRITERS [billing]
+//!
+//! With `billing`, the views' resident budget is one event and they are saved every 20 ms,
+//! so every save turns the writer's states into billing states and kills land in saves.
 
 use events::Proposal;
 use ledger::{AppendRequest, Ledger, Mode, Options};
@@ -18,7 +21,20 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("usage: crash-writer DATA_DIR WRITERS");
     let writers: usize = args.next().and_then(|w| w.parse().ok()).unwrap_or(4);
-    let ledger = Arc::new(Ledger::open(std::path::Path::new(&dir), Options::default()).expect("open ledger"));
+    let options = match args.next().as_deref() {
+        Some("billing") => Options { views_resident_events: 1, views_persist_every_ms: 20, ..Options::default() },
+        _ => Options::default(),
+    };
+    let billing = options.views_resident_events == 1;
+    let ledger = Arc::new(Ledger::open(std::path::Path::new(&dir), options).expect("open ledger"));
+    if billing {
+        // On stderr, for a person checking that the billing states are in use.
+        let ledger = ledger.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            eprintln!("billing states: {}", ledger.billing_contracts());
+        });
+    }
     let pid = std::process::id();
     let threads: Vec<_> = (0..writers)
         .map(|w| {
