@@ -320,7 +320,8 @@ pub struct Options {
     /// after each save the writer unloads saved states down to three quarters of it. What
     /// is needed again is loaded again (a portfolio query past the budget reloads states
     /// each time). It cannot bound the states one save interval touches: an import that
-    /// interleaves every contract still loads them all between two saves.
+    /// interleaves every contract changes them all between two saves (past the budget,
+    /// each save turns them into billing states, about a fifth of their size).
     pub views_resident_events: u64,
     /// Snapshot bytes one save of the views writes before it puts the other snapshots due
     /// off to later saves ([`views::SAVE_SNAPSHOT_BYTES_MAX`]; lower in tests).
