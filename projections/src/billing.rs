@@ -80,6 +80,16 @@ impl PartialEq for BillingState {
     }
 }
 
+/// The id of the invoice at `position`: it ends at its entry's `id_end`, and starts where
+/// the previous entry's ends.
+fn id_at<'a>(ids: &'a str, invoices: &[InvoiceEntry], position: usize) -> &'a str {
+    let start = match position {
+        0 => 0,
+        p => invoices[p - 1].id_end as usize,
+    };
+    &ids[start..invoices[position].id_end as usize]
+}
+
 fn payment_hash(id: &str) -> u64 {
     PAYMENT_HASHER.hash_one(id)
 }
@@ -156,11 +166,7 @@ impl BillingState {
     }
 
     fn id_of(&self, position: usize) -> &str {
-        let start = match position {
-            0 => 0,
-            p => self.invoices[p - 1].id_end as usize,
-        };
-        &self.invoice_ids[start..self.invoices[position].id_end as usize]
+        id_at(&self.invoice_ids, &self.invoices, position)
     }
 
     fn invoice_at(&self, id: &str) -> Option<usize> {
@@ -174,8 +180,7 @@ impl BillingState {
         self.invoice_ids.push_str(id);
         self.invoices.push(InvoiceEntry { owed, id_end, date });
         let (ids, invoices) = (&self.invoice_ids, &self.invoices);
-        let id_of = |p: usize| &ids[if p == 0 { 0 } else { invoices[p - 1].id_end as usize }..invoices[p].id_end as usize];
-        let new = self.invoice_index.insert_first(id, position, id_of);
+        let new = self.invoice_index.insert_first(id, position, |p| id_at(ids, invoices, p));
         debug_assert!(new, "an invoice id is pushed once");
         Some(())
     }
@@ -243,8 +248,9 @@ impl BillingState {
     }
 
     /// Folds the next event of the contract, an invoice or a payment this state admitted
-    /// ([`BillingState::admit`]), as [`ContractState::apply`] folds it into the full state.
-    /// Any other event is an error, and leaves the state unchanged.
+    /// ([`BillingState::admit`]) or a leader decided on, as [`ContractState::apply`] folds
+    /// it into the full state. Any other event, and one it could not roll back exactly, is
+    /// an error, and leaves the state unchanged (the caller folds it into the full state).
     pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
         let seq = event.seq;
         if event.stream.contract_id() != Some(&self.contract_id) {
