@@ -381,34 +381,25 @@ impl Views {
     /// already). Changes nothing in `contents`.
     fn load_current(&self, contents: &Contents, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
         let mut loaded = self.load(id, known_at)?;
-        if let Some(billing) = &contents.billing {
-            let mut no_ledger = LedgerFacts::default();
-            let folded_to = loaded.state.last_seq;
+        let Some(billing) = &contents.billing else { return Ok(loaded) };
+        // The pending events a view (or a refold, which may hold some already) does not.
+        let fold_pending = |state: &mut ContractState| -> Result<(), ReadError> {
+            let folded_to = state.last_seq;
             for event in billing.pending.iter().filter(|e| e.seq > folded_to) {
-                projections::fold(event, Some(&mut loaded.state), &mut no_ledger)
+                projections::fold(event, Some(state), &mut LedgerFacts::default())
                     .map_err(|e| corrupt(event.seq, &format!("does not fold onto the view of {id}: {e}")))?;
             }
+            Ok(())
+        };
+        fold_pending(&mut loaded.state)?;
+        if loaded.state.version != billing.state.version() {
+            // The tree's view is behind what was saved of it: damaged, like a view that does
+            // not decode, and refolded from the chain the same way.
+            let reason = format!("with its pending events it is at version {}, its billing state at {}", loaded.state.version, billing.state.version());
+            loaded = self.refold(id, known_at, &reason)?;
+            fold_pending(&mut loaded.state)?;
             if loaded.state.version != billing.state.version() {
-                // The tree's view is behind what was saved of it: damaged, like a view that
-                // does not decode, and refolded from the chain the same way (up to the
-                // saved cursor at least, where its pending events follow).
-                tracing::warn!(
-                    "the view of contract {id} and its pending events make version {}, its billing state is at {}; refolding it from the chain",
-                    loaded.state.version,
-                    billing.state.version()
-                );
-                metrics::counter!("ledger_views_rebuilt_total").increment(1);
-                let head = known_at.max(*self.saved_cursor.lock());
-                let mut state = fold_from_chain(&self.chain, id, head)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
-                let refolded_to = state.last_seq;
-                for event in billing.pending.iter().filter(|e| e.seq > refolded_to) {
-                    projections::fold(event, Some(&mut state), &mut no_ledger).map_err(|e| corrupt(event.seq, &format!("does not fold onto contract {id} refolded from the chain: {e}")))?;
-                }
-                if state.version != billing.state.version() {
-                    return Err(corrupt(state.last_seq, &format!("contract {id} refolded from the chain is at version {}, its billing state at {}", state.version, billing.state.version())));
-                }
-                let resident_events = state.events.len() as u64;
-                loaded = Loaded { state, persisted: Persisted::default(), resident_events };
+                return Err(corrupt(loaded.state.last_seq, &format!("contract {id} refolded from the chain is at version {}, its billing state at {}", loaded.state.version, billing.state.version())));
             }
         }
         Ok(loaded)
@@ -670,10 +661,6 @@ impl Views {
     /// Loads a contract from the tree; one that is missing or does not decode is refolded
     /// from the chain (and saved whole at the next persist).
     fn load(&self, id: &ContractId, known_at: u64) -> Result<Loaded, ReadError> {
-        // A view refolded from the chain must hold every event the tree's did, or the
-        // pending events of a billing state (those after the last save) would not follow
-        // it: up to the saved cursor at least (its events are durable).
-        let known_at = known_at.max(*self.saved_cursor.lock());
         let first = match load_persisted(&self.tree, id) {
             Err(LoadError::Views(_)) => {
                 // Perhaps read across a save's batch: again, once it is in (see `applying_save`).
@@ -688,9 +675,19 @@ impl Views {
             Err(LoadError::Views(reason)) => reason,
             Err(LoadError::Chain(e)) => return Err(e),
         };
+        self.refold(id, known_at, &reason)
+    }
+
+    /// A contract whose view cannot be used (`reason`), folded from the chain, with a log
+    /// line and `ledger_views_rebuilt_total`; saved whole at the next persist.
+    fn refold(&self, id: &ContractId, known_at: u64, reason: &str) -> Result<Loaded, ReadError> {
         tracing::warn!("the view of contract {id} cannot be used ({reason}); refolding it from the chain");
         metrics::counter!("ledger_views_rebuilt_total").increment(1);
-        let state = fold_from_chain(&self.chain, id, known_at)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
+        // It must hold every event the tree's view did, or the pending events of a billing
+        // state (those after the last save) would not follow it: up to the saved cursor at
+        // least (its events are durable).
+        let head = known_at.max(*self.saved_cursor.lock());
+        let state = fold_from_chain(&self.chain, id, head)?.ok_or_else(|| corrupt(0, &format!("contract {id} has no events in the chain")))?;
         let resident_events = state.events.len() as u64;
         Ok(Loaded { state, persisted: Persisted::default(), resident_events })
     }
