@@ -286,9 +286,9 @@ fn the_views_encoding_is_pinned() {
     expect_test::expect_file!["../../testdata/vectors/views.txt"].assert_eq(&text);
 }
 
-/// The store in `dir` opened with a resident budget of 20 events (about 4 contracts of 5).
-fn open_with_budget_of_20_events(dir: &std::path::Path) -> Ledger {
-    Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_resident_events: 20, ..ledger::Options::default() }).unwrap()
+/// The store in `dir` opened with a resident budget of `events` (20: about 4 contracts of 5).
+fn open_with_budget(dir: &std::path::Path, events: u64) -> Ledger {
+    Ledger::open(dir, ledger::Options { clock: ticking_clock(), views_resident_events: events, ..ledger::Options::default() }).unwrap()
 }
 
 /// The views saved in `dir` (its ledger closed and dropped) equal the views rebuilt from its
@@ -364,7 +364,7 @@ fn readers_keep_resident_states_within_the_budget() {
     ledger.close();
     drop(ledger);
     // 5 events a contract: a budget of 20 events keeps about 4 or 5 contracts in memory.
-    let ledger = open_with_budget_of_20_events(dir.path());
+    let ledger = open_with_budget(dir.path(), 20);
     assert_eq!(figures(&ledger), unbounded, "the same figures with states unloaded as they go");
     let resident = ledger.loaded_contracts();
     assert!((4..=6).contains(&resident), "{resident} contracts stayed loaded after a read of all 30");
@@ -391,7 +391,7 @@ fn after_a_save_the_writer_keeps_its_states_within_the_budget() {
     let ids = contracts_with_invoices(&ledger, 30, 4);
     ledger.close();
     drop(ledger);
-    let ledger = open_with_budget_of_20_events(dir.path());
+    let ledger = open_with_budget(dir.path(), 20);
     // The writer loads every contract to change it (6 events each, 180 in all).
     for id in &ids {
         append(&ledger, &event(id, "sla_credit_issued", "2026-02-02", r#"{"amount":"1.00","reason":"sla"}"#)).unwrap();
@@ -421,7 +421,7 @@ fn a_save_keeps_the_writers_working_set_and_unloads_idle_states() {
     let ids = contracts_with_invoices(&ledger, 30, 4);
     ledger.close();
     drop(ledger);
-    let ledger = open_with_budget_of_20_events(dir.path());
+    let ledger = open_with_budget(dir.path(), 20);
     let invoice = |id: &str, n: u32| append(&ledger, &event(id, "invoice_issued", "2026-02-02", &format!(r#"{{"invoice_id":"X{n}","amount":"1.00","due_date":"2026-03-01"}}"#))).unwrap();
     let mut n = 0;
     let mut save_with_c00 = || {
@@ -748,7 +748,7 @@ fn billing_states_decide_and_save_as_the_states_would() {
     ledger.close();
     drop(ledger);
     // A budget of one event: a save keeps none of the writer's states whole.
-    let ledger = Ledger::open(dir.path(), ledger::Options { clock: ticking_clock(), views_resident_events: 1, ..ledger::Options::default() }).unwrap();
+    let ledger = open_with_budget(dir.path(), 1);
     let invoice = |id: &str, invoice: &str, amount: &str| {
         append(&ledger, &event(id, "invoice_issued", "2026-02-02", &format!(r#"{{"invoice_id":"{invoice}","amount":"{amount}","due_date":"2026-03-01"}}"#)))
     };

@@ -50,10 +50,18 @@ fn a_billing_state_is_a_fraction_of_its_state() {
     let before = LIVE_BYTES.load(Ordering::SeqCst);
     let copy = state.clone();
     let state_bytes = LIVE_BYTES.load(Ordering::SeqCst) - before;
-    let per_event = |bytes: isize| bytes as f64 / events as f64;
-    eprintln!("per invoice or payment: billing state {:.1} bytes, state {:.1} bytes", per_event(billing_bytes), per_event(state_bytes));
+    // Tenths of a byte per event: integers, as everything near money in this crate.
+    let tenths_per_event = |bytes: isize| bytes * 10 / events as isize;
+    let (billing_tenths, state_tenths) = (tenths_per_event(billing_bytes), tenths_per_event(state_bytes));
+    eprintln!(
+        "per invoice or payment: billing state {}.{} bytes, state {}.{} bytes",
+        billing_tenths / 10,
+        billing_tenths % 10,
+        state_tenths / 10,
+        state_tenths % 10
+    );
     assert_eq!(billing.len(), events as usize);
-    assert!(per_event(billing_bytes) <= 36.0, "a billing state takes {:.1} bytes an event", per_event(billing_bytes));
+    assert!(billing_bytes <= 36 * events as isize, "a billing state takes {}.{} bytes an event", billing_tenths / 10, billing_tenths % 10);
     assert!(billing_bytes * 3 < state_bytes, "a billing state is a fraction of its state");
     drop(copy);
 }
